@@ -1,0 +1,43 @@
+# market_pipeline: the two commands a fresh machine needs are `make run` and `make test`.
+# Each creates .venv with Python 3.11 and installs the project into it first (once; again when
+# pyproject.toml changes).
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-market-pipeline
+PYTEST_ARGS ?=
+
+.PHONY: install run test dev bench validate clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "market_pipeline needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## the main job, headless: sandbox + demo symbols when POLYGON_API_KEY is unset
+run: install
+	$(BIN)/market-pipeline run
+
+## the whole test suite (real SQLite, PostgreSQL, HTTP sandbox, Dagster)
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## the Dagster UI and daemon on http://127.0.0.1:3000 (sandbox when POLYGON_API_KEY is unset)
+dev: install
+	$(BIN)/python -m market_pipeline.devstack
+
+## benchmarks (never part of `make test`); writes BENCHMARKS.md
+bench: install
+	$(BIN)/python -m benchmarks.run_all
+
+validate: install
+	$(BIN)/python -c "import market_pipeline.settings as s; s.ensure_dagster_home()" && \
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.market_pipeline/dagster} $(BIN)/dagster definitions validate -w workspace.yaml
+
+clean:
+	rm -rf .market_pipeline .pytest_cache

@@ -1,0 +1,64 @@
+"""The warehouse tables, as SQLAlchemy Core metadata (the Alembic migrations create them)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+BACKFILL_STATUSES = ("pending", "in_progress", "completed", "failed")
+
+tracked_symbols = sa.Table(
+    "tracked_symbols",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("asset_class", sa.String(8), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("start_date", sa.Date, nullable=True),
+    sa.Column("backfill_status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("backfill_error", sa.Text, nullable=True),
+    sa.Column("last_backfill", sa.DateTime, nullable=True),
+    # the run that last set the status (lets a run-status sensor mark a dead run's symbols failed)
+    sa.Column("last_run_id", sa.String(64), nullable=True),
+    # the earliest date a completed fetch covered; an earlier start_date triggers a full fetch again
+    sa.Column("history_from", sa.Date, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.CheckConstraint("asset_class IN ('stock', 'etf', 'crypto')", name="ck_tracked_symbols_asset_class"),
+    sa.CheckConstraint(
+        "backfill_status IN ('pending', 'in_progress', 'completed', 'failed')",
+        name="ck_tracked_symbols_backfill_status",
+    ),
+)
+
+ohlcv_daily = sa.Table(
+    "ohlcv_daily",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("open", sa.Float(53), nullable=False),
+    sa.Column("high", sa.Float(53), nullable=False),
+    sa.Column("low", sa.Float(53), nullable=False),
+    sa.Column("close", sa.Float(53), nullable=False),
+    sa.Column("volume", sa.Float(53), nullable=False),
+    sa.Column("vwap", sa.Float(53), nullable=True),
+    sa.Column("transactions", sa.BigInteger, nullable=True),
+    sa.Column("fetched_at", sa.DateTime, nullable=False),
+)
+
+symbol_stats = sa.Table(
+    "symbol_stats",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("asset_class", sa.String(8), nullable=False),
+    sa.Column("record_count", sa.Integer, nullable=False),
+    sa.Column("first_date", sa.Date, nullable=True),
+    sa.Column("last_date", sa.Date, nullable=True),
+    sa.Column("validation_rate", sa.Float(53), nullable=True),
+    sa.Column("gaps_detected", sa.Integer, nullable=False),
+    sa.Column("backfill_status", sa.String(16), nullable=True),
+    sa.Column("last_backfill", sa.DateTime, nullable=True),
+    sa.Column("computed_at", sa.DateTime, nullable=False),
+)
+
+BAR_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "transactions")

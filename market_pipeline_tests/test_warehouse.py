@@ -1,0 +1,87 @@
+"""The warehouse on SQLite and PostgreSQL: migrations, idempotent upserts, revisions, rollback."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from market_pipeline.bars import BAR_COLUMNS
+from market_pipeline.warehouse import BarStore
+from market_pipeline.warehouse.engine import current_revision, get_engine, head_revision, normalize_url
+
+
+def bars(start: str, n: int, price: float = 100.0) -> pd.DataFrame:
+    dates = pd.bdate_range(start, periods=n)
+    close = price + np.arange(n, dtype=float)
+    return pd.DataFrame(
+        {
+            "date": dates, "open": close - 0.5, "high": close + 1.0, "low": close - 1.0, "close": close,
+            "volume": np.full(n, 1234.5), "vwap": close, "transactions": pd.array([10] * n, dtype="Int64"),
+        }
+    )[list(BAR_COLUMNS)]
+
+
+def count(url: str, symbol: str) -> int:
+    with get_engine(url).connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM ohlcv_daily WHERE symbol = :s"), {"s": symbol}).scalar()
+
+
+def test_migrations_from_empty(any_warehouse_url):
+    engine = get_engine(any_warehouse_url)
+    assert current_revision(engine) == head_revision()
+    tables = set(sa.inspect(engine).get_table_names())
+    assert {"tracked_symbols", "ohlcv_daily", "symbol_stats", "alembic_version"} <= tables
+    pk = sa.inspect(engine).get_pk_constraint("ohlcv_daily")["constrained_columns"]
+    assert pk == ["symbol", "date"]
+
+
+def test_upsert_is_idempotent(any_warehouse_url):
+    store = BarStore(any_warehouse_url)
+    frame = bars("2024-01-02", 50)
+    first = store.upsert_bars("AAPL", frame)
+    again = store.upsert_bars("AAPL", frame)
+    assert (first.rows_inserted, first.rows_changed) == (50, 0)
+    assert (again.rows_inserted, again.rows_changed) == (0, 0)
+    assert count(any_warehouse_url, "AAPL") == 50
+    back = store.read_bars("AAPL")
+    pd.testing.assert_frame_equal(back.reset_index(drop=True), frame.reset_index(drop=True), check_dtype=False)
+
+
+def test_revision_overwrites(any_warehouse_url):
+    store = BarStore(any_warehouse_url)
+    store.upsert_bars("MSFT", bars("2024-01-02", 10))
+    revised = bars("2024-01-12", 3, price=500.0)  # overlaps the last 2 stored dates, adds one
+    result = store.upsert_bars("MSFT", revised)
+    assert count(any_warehouse_url, "MSFT") == 11
+    assert result.rows_changed == 2 and result.rows_inserted == 1
+    stored = store.read_bars("MSFT").set_index("date")
+    assert stored.loc[pd.Timestamp(revised["date"].iloc[0]), "close"] == 500.0
+
+
+def test_failure_mid_write_keeps_previous_rows(any_warehouse_url):
+    store = BarStore(any_warehouse_url)
+    store.upsert_bars("SPY", bars("2024-01-02", 20))
+    before = store.read_bars("SPY")
+    broken = bars("2024-01-02", 30, price=900.0)
+    broken.loc[25, "open"] = None  # NOT NULL violation on the 26th row: the whole write must roll back
+    with pytest.raises(sa.exc.IntegrityError):
+        store.upsert_bars("SPY", broken)
+    pd.testing.assert_frame_equal(store.read_bars("SPY"), before)
+
+
+def test_refetch_start_and_summary(any_warehouse_url):
+    store = BarStore(any_warehouse_url)
+    assert store.refetch_start("QQQ", 3) is None
+    frame = bars("2024-01-02", 10)
+    store.upsert_bars("QQQ", frame)
+    assert store.refetch_start("QQQ", 3) == frame["date"].iloc[-3].date()
+    n, first, last = store.summary(["QQQ"])["QQQ"]
+    assert (n, first, last) == (10, frame["date"].iloc[0].date(), frame["date"].iloc[-1].date())
+
+
+def test_postgres_scheme_is_psycopg2():
+    assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert normalize_url("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
