@@ -80,3 +80,8 @@ def requests_per_minute() -> int:
     if value < 0:
         raise ValueError("POLYGON_REQUESTS_PER_MINUTE must be 0 (no pacing) or more")
     return value
+
+
+def step_retry_delay() -> float:
+    """Seconds before Dagster retries a failed ohlcv_daily step (MARKET_PIPELINE_STEP_RETRY_DELAY, default 10)."""
+    return float(os.environ.get("MARKET_PIPELINE_STEP_RETRY_DELAY") or 10.0)

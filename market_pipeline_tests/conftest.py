@@ -13,6 +13,8 @@ import pytest
 pytest_plugins = ["market_pipeline_tests.postgres_cluster"]
 
 warnings.filterwarnings("ignore", module="dagster")
+# read when market_pipeline.assets is imported: keep Dagster's step retries quick in tests
+os.environ["MARKET_PIPELINE_STEP_RETRY_DELAY"] = "0.2"
 
 
 @pytest.fixture(autouse=True, scope="session")

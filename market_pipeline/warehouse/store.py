@@ -96,7 +96,7 @@ class BarStore:
     def _write(self, conn: sa.Connection, rows: list[tuple]) -> None:
         names = ", ".join(_INSERT_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in (*BAR_VALUE_COLUMNS, "fetched_at"))
-        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        marker = _marker(conn)
         placeholders = ", ".join([marker] * len(_INSERT_COLUMNS))
         sql = (
             f"INSERT INTO ohlcv_daily ({names}) VALUES ({placeholders}) "
@@ -106,16 +106,22 @@ class BarStore:
 
     # ---- reads --------------------------------------------------------------------------------
     def _read(self, conn: sa.Connection, symbol: str, start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:
-        query = sa.select(*(ohlcv_daily.c[c] for c in BAR_COLUMNS)).where(ohlcv_daily.c.symbol == symbol)
+        """One query, raw DBAPI rows, vectorised conversions (no per-row type processing)."""
+        marker = _marker(conn)
+        sql = f"SELECT {', '.join(BAR_COLUMNS)} FROM ohlcv_daily WHERE symbol = {marker}"
+        params: list = [symbol]
         if start is not None:
-            query = query.where(ohlcv_daily.c.date >= start)
+            sql += f" AND date >= {marker}"
+            params.append(start.isoformat())
         if end is not None:
-            query = query.where(ohlcv_daily.c.date <= end)
-        rows = conn.execute(query.order_by(ohlcv_daily.c.date)).all()
+            sql += f" AND date <= {marker}"
+            params.append(end.isoformat())
+        cursor = conn.exec_driver_sql(sql + " ORDER BY date", tuple(params))
+        rows = cursor.fetchall()
         if not rows:
             return empty_bars()
-        frame = pd.DataFrame.from_records(rows, columns=list(BAR_COLUMNS))
-        frame["date"] = pd.to_datetime(frame["date"])
+        frame = pd.DataFrame.from_records(rows, columns=list(BAR_COLUMNS), coerce_float=True)
+        frame["date"] = pd.to_datetime(frame["date"].astype(str), format="%Y-%m-%d")
         for column in ("open", "high", "low", "close", "volume", "vwap"):
             frame[column] = frame[column].astype("float64")
         frame["transactions"] = frame["transactions"].astype("Int64")
@@ -152,6 +158,11 @@ class BarStore:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return {s: (int(n), _as_date(lo), _as_date(hi)) for s, n, lo, hi in rows}
+
+
+def _marker(conn: sa.Connection) -> str:
+    """The DBAPI placeholder: `?` for sqlite3, `%s` for psycopg2."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 def _as_date(value) -> dt.date:

@@ -1,0 +1,51 @@
+"""The `symbol_stats` asset: per-symbol record counts, date range, validation rate and gaps."""
+
+
+from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from market_pipeline.checks import CheckSettings
+from market_pipeline.resources import WarehouseResource
+from market_pipeline.stats_report import all_table_rows
+from market_pipeline.warehouse.stats_table import replace_stats
+
+MAX_ROWS_SHOWN = 500
+
+
+def _markdown(rows: list[dict]) -> str:
+    header = "| symbol | class | bars | first | last | validation rate | gaps | status |\n|---|---|---:|---|---|---:|---:|---|"
+    lines = [header]
+    for r in rows[:MAX_ROWS_SHOWN]:
+        rate = "" if r["validation_rate"] is None else f"{r['validation_rate']:.4f}"
+        lines.append(
+            f"| {r['symbol']} | {r['asset_class']} | {r['record_count']} | {r['first_date'] or ''} | "
+            f"{r['last_date'] or ''} | {rate} | {r['gaps_detected']} | {r['backfill_status']} |"
+        )
+    if len(rows) > MAX_ROWS_SHOWN:
+        lines.append(f"\n{len(rows) - MAX_ROWS_SHOWN} more rows in the `symbol_stats` table.")
+    return "\n".join(lines)
+
+
+@asset(
+    deps=[AssetDep("ohlcv_daily", partition_mapping=AllPartitionMapping())],
+    group_name="market_data",
+    kinds={"sql", "pandas"},
+    description=(
+        "The `symbol_stats` table: per tracked symbol its record count, first and last date, validation "
+        "rate and gaps (the same numbers as the ohlcv_daily checks), backfill status and last backfill."
+    ),
+)
+def symbol_stats(context: AssetExecutionContext, config: CheckSettings, warehouse: WarehouseResource) -> MaterializeResult:
+    registry, store = warehouse.registry(), warehouse.bars()
+    rows = all_table_rows(registry, store, config)
+    replace_stats(store.engine, rows)
+    rated = [r["validation_rate"] for r in rows if r["validation_rate"] is not None]
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": len(rows),
+            "symbols": len(rows),
+            "bars": sum(r["record_count"] for r in rows),
+            "symbols_with_gaps": sum(1 for r in rows if r["gaps_detected"]),
+            "min_validation_rate": min(rated) if rated else None,
+            "table": MetadataValue.md(_markdown(rows)),
+        }
+    )

@@ -1,0 +1,14 @@
+"""The registry table as an external (source) asset, so lineage reads registry -> bars -> stats."""
+
+from dagster import AssetSpec
+
+tracked_symbols = AssetSpec(
+    "tracked_symbols",
+    group_name="market_data",
+    kinds={"sql"},
+    description=(
+        "The `tracked_symbols` table in the warehouse: symbol, asset class, active flag, backfill status. "
+        "Edited with `market-pipeline symbols add|activate|deactivate`; tracked_symbols_sensor turns its "
+        "active rows into partitions of ohlcv_daily."
+    ),
+)

@@ -1,0 +1,145 @@
+"""The asset checks on ohlcv_daily, `validation_rate` and `date_gaps`, one result per symbol partition.
+
+Dagster 1.13's partitioned checks are a preview; an AssetCheckResult in a run covering many
+partitions loses its partition. So the asset's op records an `AssetCheckEvaluation` with an explicit
+`partition` for each symbol, and every symbol of a batched run gets its own recorded result.
+The numbers come from market_pipeline.quality, the same functions the stats asset and CLI use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    Config,
+    MetadataValue,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from dagster._core.storage.event_log.base import AssetRecordsFilter
+from pydantic import Field
+
+from market_pipeline.partitions import symbols_partitions
+from market_pipeline.quality import SymbolStats, ValidationThresholds, compute_symbol_stats
+
+OHLCV_KEY = AssetKey("ohlcv_daily")
+VALIDATION_CHECK = "validation_rate"
+GAPS_CHECK = "date_gaps"
+
+def _partitioned_check(name: str, description: str) -> AssetCheckSpec:
+    with warnings.catch_warnings():
+        # partitioned check specs are a Dagster 1.13 preview; this project relies on them knowingly
+        warnings.simplefilter("ignore")
+        return AssetCheckSpec(name, asset=OHLCV_KEY, partitions_def=symbols_partitions, description=description)
+
+
+check_specs = [
+    _partitioned_check(
+        VALIDATION_CHECK,
+        "Share of the symbol's stored bars that pass every hard rule (finite positive prices, OHLC "
+        "relations, non-negative volume, a session date not in the future, VWAP within the range). "
+        "Fails below min_validation_rate: WARN above validation_error_below, ERROR under it.",
+    ),
+    _partitioned_check(
+        GAPS_CHECK,
+        "Sessions missing from the symbol's series (XNYS sessions for stocks/ETFs, every UTC day for "
+        "crypto) between its first bar and the latest completed session. Fails above max_gaps.",
+    ),
+]
+CHECK_KEYS = {spec.key for spec in check_specs}
+
+
+class CheckSettings(Config):
+    min_validation_rate: float = Field(default=0.99, description="validation_rate fails below this")
+    validation_error_below: float = Field(default=0.95, description="a failing rate under this is ERROR, else WARN")
+    large_move: float = Field(default=0.5, description="soft signal: close-to-close move beyond this fraction")
+    max_gaps: int = Field(default=0, description="date_gaps fails when more sessions than this are missing")
+    gaps_error_above: int = Field(default=10, description="a failing gap count above this is ERROR, else WARN")
+
+    def thresholds(self) -> ValidationThresholds:
+        return ValidationThresholds(
+            min_rate=self.min_validation_rate, error_below=self.validation_error_below, large_move=self.large_move
+        )
+
+
+def compute_stats(symbol: str, asset_class: str, frame, settings: CheckSettings, now: dt.datetime | None = None) -> SymbolStats:
+    return compute_symbol_stats(
+        symbol,
+        asset_class,
+        frame,
+        now=now or dt.datetime.now(dt.timezone.utc),
+        validation_thresholds=settings.thresholds(),
+        max_gaps=settings.max_gaps,
+        gap_error_above=settings.gaps_error_above,
+    )
+
+
+def _severity(name: str) -> AssetCheckSeverity:
+    return AssetCheckSeverity.ERROR if name == "ERROR" else AssetCheckSeverity.WARN
+
+
+def _target(instance, symbol: str) -> AssetCheckEvaluationTargetMaterializationData | None:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=OHLCV_KEY, asset_partitions=[symbol]), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+    )
+
+
+def evaluations(stats: SymbolStats, selected: set[AssetCheckKey], instance=None) -> list[AssetCheckEvaluation]:
+    """The check evaluations of one symbol partition, for the selected checks."""
+    target = _target(instance, stats.symbol) if instance is not None else None
+    out = []
+    if AssetCheckKey(OHLCV_KEY, VALIDATION_CHECK) in selected:
+        report = stats.validation
+        rate = "n/a (no bars)" if report.rate is None else f"{report.rate:.4f}"
+        out.append(
+            AssetCheckEvaluation(
+                asset_key=OHLCV_KEY,
+                check_name=VALIDATION_CHECK,
+                passed=report.passed,
+                severity=_severity(report.severity),
+                metadata={**report.as_metadata(), "symbol": stats.symbol},
+                description=f"{stats.symbol}: validation rate {rate} over {report.bars_checked} bars",
+                target_materialization_data=target,
+                partition=stats.symbol,
+                blocking=False,
+            )
+        )
+    if AssetCheckKey(OHLCV_KEY, GAPS_CHECK) in selected:
+        gaps = stats.gaps
+        out.append(
+            AssetCheckEvaluation(
+                asset_key=OHLCV_KEY,
+                check_name=GAPS_CHECK,
+                passed=gaps.passed,
+                severity=_severity(gaps.severity),
+                metadata={
+                    **gaps.as_metadata(),
+                    "symbol": stats.symbol,
+                    "missing": MetadataValue.md(_ranges_md(gaps.missing_ranges)),
+                },
+                description=f"{stats.symbol}: {gaps.gaps_detected} missing sessions of {gaps.expected} expected",
+                target_materialization_data=target,
+                partition=stats.symbol,
+                blocking=False,
+            )
+        )
+    return out
+
+
+def _ranges_md(ranges) -> str:
+    if not ranges:
+        return "no missing sessions"
+    return "\n".join(f"- {a}" if a == b else f"- {a} .. {b}" for a, b in ranges)

@@ -1,0 +1,152 @@
+"""The command handlers behind `market-pipeline` (see main.py for the parser)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from market_pipeline import settings
+from market_pipeline.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from market_pipeline.warehouse.registry import SymbolRegistry
+
+
+def _registry() -> SymbolRegistry:
+    return SymbolRegistry(settings.db_url())
+
+
+def _instance():
+    settings.ensure_dagster_home()
+    from dagster import DagsterInstance
+
+    return DagsterInstance.get()
+
+
+# ---- symbols ------------------------------------------------------------------------------------
+def cmd_symbols(args) -> int:
+    return {"add": _add, "list": _list, "activate": _activate, "deactivate": _deactivate}[args.action](args)
+
+
+def _add(args) -> int:
+    registry = _registry()
+    if args.verify:
+        from market_pipeline.runner import polygon_endpoint
+        from market_pipeline.resources import PolygonResource
+
+        with polygon_endpoint(out=sys.stderr):
+            with PolygonResource().get_client() as client:
+                outcomes = registry.add(args.symbols, args.asset_class, args.start_date, verify=client.ticker_exists)
+    else:
+        outcomes = registry.add(args.symbols, args.asset_class, args.start_date)
+    for outcome in outcomes:
+        print(f"{outcome.symbol}: {outcome.action}")
+    return EXIT_OK
+
+
+def _list(args) -> int:
+    rows = _registry().list(include_inactive=args.all)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return EXIT_OK
+    if not rows:
+        print("No symbols tracked. Add some: market-pipeline symbols add AAPL --asset-class stock")
+        return EXIT_OK
+    print(f"{'SYMBOL':<10} {'CLASS':<7} {'ACTIVE':<6} {'STATUS':<12} {'LAST BACKFILL':<20} ERROR")
+    for r in rows:
+        last = r.last_backfill.strftime("%Y-%m-%d %H:%M:%S") if r.last_backfill else "-"
+        error = (r.backfill_error or "").splitlines()[0][:100] if r.backfill_error else ""
+        print(f"{r.symbol:<10} {r.asset_class:<7} {'yes' if r.active else 'no':<6} {r.backfill_status:<12} {last:<20} {error}")
+    return EXIT_OK
+
+
+def _activate(args) -> int:
+    changed = _registry().set_active(args.symbols, True)
+    print(f"activated: {', '.join(changed) if changed else 'nothing to change'}")
+    return EXIT_OK
+
+
+def _deactivate(args) -> int:
+    changed = _registry().set_active(args.symbols, False)
+    print(f"deactivated: {', '.join(changed) if changed else 'nothing to change'} (stored bars are kept)")
+    return EXIT_OK
+
+
+# ---- run ----------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from market_pipeline import runner
+
+    registry = _registry()
+    instance = _instance()
+    with runner.polygon_endpoint() as sandbox_url:
+        if sandbox_url is not None:
+            runner.register_demo_set(registry)
+        added, deleted = runner.reconcile_partitions(instance, registry)
+        if added or deleted:
+            print(f"Partitions: {len(added)} added, {len(deleted)} removed.")
+        if args.symbols:
+            rows = registry.resolve(args.symbols)
+            inactive = [r.symbol for r in rows if not r.active]
+            if inactive:
+                raise UsageError(f"inactive: {', '.join(inactive)}; activate with `market-pipeline symbols activate`")
+            symbols = [r.symbol for r in rows]
+        else:
+            symbols = [s for s, _ in registry.active_symbols()]
+        if not symbols:
+            print("No active symbols. Add some: market-pipeline symbols add AAPL --asset-class stock")
+            return EXIT_OK
+        print(f"Materialising ohlcv_daily for {len(symbols)} symbol(s)...")
+        outcome = runner.materialize_symbols(instance, symbols)
+        stats_ok = runner.materialize_stats(instance)
+    return _report_run(registry, symbols, outcome.ok and stats_ok, outcome.run_ids)
+
+
+def _report_run(registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids: list[str]) -> int:
+    from market_pipeline.warehouse.store import BarStore
+
+    summary = BarStore(settings.db_url()).summary(symbols)
+    rows = {r.symbol: r for r in registry.get_many(symbols)}
+    failed = 0
+    for symbol in symbols:
+        row = rows[symbol]
+        count, first, last = summary.get(symbol, (0, None, None))
+        span = f"{first}..{last}" if first else "no bars"
+        line = f"{symbol:<10} {row.asset_class:<7} {count:>6} rows  {span:<22} {row.backfill_status}"
+        if row.backfill_status != "completed":
+            failed += 1
+            line += f"  {(row.backfill_error or '').splitlines()[0][:160] if row.backfill_error else ''}"
+        print(line)
+    print(f"{len(symbols) - failed} of {len(symbols)} symbol(s) completed in {len(run_ids)} run(s).")
+    return EXIT_OK if ok and not failed else EXIT_FAILED
+
+
+# ---- sandbox, stats, db --------------------------------------------------------------------------
+def cmd_sandbox(args) -> int:
+    from market_pipeline.sandbox import serve_forever
+
+    serve_forever(host=args.host, port=args.port, rate_limit_per_minute=args.rate_limit)
+    return EXIT_OK
+
+
+def cmd_stats(args) -> int:
+    from market_pipeline.stats_report import cli_record, stats_for
+    from market_pipeline.warehouse.store import BarStore
+
+    registry = _registry()
+    rows = registry.resolve(args.symbols) if args.symbols else registry.list(include_inactive=True)
+    records = [cli_record(r, s) for r, s in stats_for(rows, BarStore(settings.db_url()))]
+    if args.json:
+        print(json.dumps({rec.pop("symbol"): rec for rec in records}, indent=2))
+        return EXIT_OK
+    print(f"{'SYMBOL':<10} {'CLASS':<7} {'RECORDS':>8} {'START':<11} {'END':<11} {'VALID':>7} {'GAPS':>5} STATUS")
+    for rec in records:
+        rate = "-" if rec["validation_rate"] is None else f"{rec['validation_rate']:.4f}"
+        start, end = rec["date_range"]["start"] or "-", rec["date_range"]["end"] or "-"
+        print(f"{rec['symbol']:<10} {rec['asset_class']:<7} {rec['record_count']:>8} {start:<11} {end:<11} {rate:>7} {rec['gaps_detected']:>5} {rec['status']}")
+    return EXIT_OK
+
+
+def cmd_db(args) -> int:
+    from market_pipeline.warehouse.engine import current_revision, get_engine
+
+    engine = get_engine(settings.db_url())  # upgrades to head on first use
+    print(f"warehouse schema at revision {current_revision(engine)} ({engine.url.render_as_string(hide_password=True)})")
+    return EXIT_OK

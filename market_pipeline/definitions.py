@@ -1,0 +1,15 @@
+"""The market_pipeline code location: `defs` is what workspace.yaml loads."""
+
+from dagster import Definitions
+
+from market_pipeline.assets import ohlcv_daily, symbol_stats, tracked_symbols
+from market_pipeline.jobs import ohlcv_job, stats_job
+from market_pipeline.resources import PolygonResource, WarehouseResource
+from market_pipeline.sensors import tracked_symbols_sensor
+
+defs = Definitions(
+    assets=[tracked_symbols, ohlcv_daily, symbol_stats],
+    jobs=[ohlcv_job, stats_job],
+    sensors=[tracked_symbols_sensor],
+    resources={"polygon": PolygonResource(), "warehouse": WarehouseResource()},
+)

@@ -1,0 +1,109 @@
+"""Refreshing one symbol: plan the fetch window, fetch, upsert, record status. Plain Python.
+
+The Dagster asset calls `refresh_symbol` for each partition; tests and benchmarks can call it too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+from market_pipeline.polygon_client import PolygonClient, PolygonError
+from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
+from market_pipeline.warehouse.store import BarStore
+
+DEFAULT_HISTORY_DAYS = 730  # what Polygon's free plan serves: about two years
+DEFAULT_REFETCH_SESSIONS = 3  # late trades revise the last few daily bars
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    start: dt.date
+    end: dt.date
+    full: bool  # whole history from the start date, rather than the re-fetch window
+
+
+@dataclass
+class SymbolResult:
+    symbol: str
+    asset_class: str
+    status: str  # "completed" or "failed"
+    path: str = "range"
+    fetch_from: str | None = None
+    fetch_to: str | None = None
+    rows_fetched: int = 0
+    rows_upserted: int = 0
+    rows_inserted: int = 0
+    rows_changed: int = 0
+    rows_stored: int = 0
+    first_date: str | None = None
+    last_date: str | None = None
+    requests: int = 0
+    error: str | None = None
+    transient: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_fetch(
+    tracked: TrackedSymbol,
+    refetch_from: dt.date | None,
+    today: dt.date,
+    *,
+    default_history_days: int = DEFAULT_HISTORY_DAYS,
+) -> FetchPlan:
+    """From the re-fetch window when history is already complete, else all history from the start date."""
+    start_date = tracked.start_date or (today - dt.timedelta(days=default_history_days))
+    has_history = refetch_from is not None and tracked.history_from is not None
+    if not has_history or start_date < tracked.history_from:
+        return FetchPlan(start_date, today, full=True)
+    return FetchPlan(max(refetch_from, start_date), today, full=False)
+
+
+def refresh_symbol(
+    client: PolygonClient,
+    store: BarStore,
+    registry: SymbolRegistry,
+    tracked: TrackedSymbol,
+    *,
+    run_id: str | None,
+    today: dt.date | None = None,
+    refetch_sessions: int = DEFAULT_REFETCH_SESSIONS,
+    default_history_days: int = DEFAULT_HISTORY_DAYS,
+) -> SymbolResult:
+    """Fetch and store one symbol's bars; never raises for a Polygon or database error (returns failed)."""
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    symbol, asset_class = tracked.symbol, tracked.asset_class
+    result = SymbolResult(symbol, asset_class, status="failed")
+    requests_before = client.stats.requests
+    try:
+        registry.mark_in_progress(symbol, run_id)
+        plan = plan_fetch(
+            tracked, store.refetch_start(symbol, refetch_sessions), today, default_history_days=default_history_days
+        )
+        result.fetch_from, result.fetch_to = plan.start.isoformat(), plan.end.isoformat()
+        frame = client.daily_bars(symbol, asset_class, plan.start, plan.end)
+        written = store.upsert_bars(symbol, frame)
+        result.rows_fetched = len(frame)
+        result.rows_upserted, result.rows_inserted, result.rows_changed = (
+            written.rows_upserted, written.rows_inserted, written.rows_changed,
+        )
+        count, first, last = store.summary([symbol]).get(symbol, (0, None, None))
+        result.rows_stored = count
+        result.first_date = first.isoformat() if first else None
+        result.last_date = last.isoformat() if last else None
+        registry.mark_completed(symbol, run_id, history_from=plan.start if plan.full else None)
+        result.status = "completed"
+    except PolygonError as exc:
+        result.error, result.transient = str(exc), exc.transient
+    except Exception as exc:  # a database fault: record it, let the caller fail the run
+        result.error, result.transient = f"{symbol}: {type(exc).__name__}: {exc}", True
+    finally:
+        result.requests = client.stats.requests - requests_before
+    if result.status == "failed":
+        try:
+            registry.mark_failed(symbol, result.error or "unknown error", run_id)
+        except Exception:  # the database itself is gone; the run-status sensor marks it later
+            pass
+    return result

@@ -1,0 +1,48 @@
+"""PolygonResource: the Dagster face of the Polygon client.
+
+Fields left unset are read from the environment when a run uses the resource, so the key never
+enters run configuration: POLYGON_API_KEY (or MASSIVE_API_KEY), POLYGON_BASE_URL,
+POLYGON_REQUESTS_PER_MINUTE.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from market_pipeline import settings
+from market_pipeline.polygon_client import PolygonClient, RetryPolicy
+
+
+class PolygonResource(ConfigurableResource):
+    base_url: str | None = Field(default=None, description="API root; default POLYGON_BASE_URL or https://api.massive.com")
+    requests_per_minute: int | None = Field(
+        default=None, description="Plan rate; default POLYGON_REQUESTS_PER_MINUTE or 5 (free plan); 0 = no pacing"
+    )
+    adjusted: bool = Field(default=True, description="Split-adjusted bars (Polygon's adjusted=true)")
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0
+    max_attempts: int = Field(default=6, description="Attempts per request for 429/5xx/timeouts")
+    max_retry_wait_seconds: float = Field(default=300.0, description="Total time one request may spend retrying")
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+
+    def get_client(self, logger: logging.Logger | None = None) -> PolygonClient:
+        rpm = self.requests_per_minute if self.requests_per_minute is not None else settings.requests_per_minute()
+        return PolygonClient(
+            api_key=settings.polygon_api_key(),
+            base_url=(self.base_url or settings.polygon_base_url()),
+            requests_per_minute=rpm,
+            adjusted=self.adjusted,
+            connect_timeout=self.connect_timeout_seconds,
+            read_timeout=self.read_timeout_seconds,
+            retry=RetryPolicy(
+                max_attempts=self.max_attempts,
+                max_total_wait=self.max_retry_wait_seconds,
+                backoff_base=self.backoff_base_seconds,
+                backoff_max=self.backoff_max_seconds,
+            ),
+            logger=logger,
+        )

@@ -1,0 +1,112 @@
+"""The main job, headless: reconcile partitions with the registry, then materialise the symbols
+through Dagster in this process (the same asset code the UI runs), then refresh symbol_stats."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from dagster import DagsterInstance
+
+from market_pipeline import settings
+from market_pipeline.partitions import symbols_partitions
+from market_pipeline.reconcile import contiguous_runs, plan_partitions, range_tags
+from market_pipeline.warehouse.registry import SymbolRegistry
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the CLI prints its own summary
+DEMO_SYMBOLS = {"stock": ["AAPL", "MSFT"], "etf": ["SPY"], "crypto": ["BTCUSD", "ETHUSD"]}
+
+
+@dataclass
+class RunOutcome:
+    ok: bool
+    symbols: list[str]
+    run_ids: list[str]
+
+
+@contextlib.contextmanager
+def polygon_endpoint(out=sys.stdout) -> Iterator[str | None]:
+    """Use the real API when a key is set; otherwise start the built-in sandbox for the duration.
+
+    Against the sandbox, pacing follows the sandbox's own limit (none), so the environment for
+    this process says POLYGON_REQUESTS_PER_MINUTE=0.
+    """
+    if settings.polygon_api_key():
+        print(f"Using Polygon at {settings.polygon_base_url()} (key from the environment).", file=out)
+        yield None
+        return
+    from market_pipeline.sandbox import SANDBOX_API_KEY, SandboxServer
+
+    saved = {k: os.environ.get(k) for k in ("POLYGON_API_KEY", "POLYGON_BASE_URL", "POLYGON_REQUESTS_PER_MINUTE")}
+    with SandboxServer(host="127.0.0.1", port=0) as server:
+        os.environ.update(
+            POLYGON_API_KEY=SANDBOX_API_KEY, POLYGON_BASE_URL=server.url, POLYGON_REQUESTS_PER_MINUTE="0"
+        )
+        print(
+            f"No POLYGON_API_KEY set: using the built-in Polygon sandbox at {server.url}. "
+            "The bars are SYNTHETIC, not market data.",
+            file=out,
+        )
+        try:
+            yield server.url
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def register_demo_set(registry: SymbolRegistry, out=sys.stdout) -> bool:
+    """On an empty registry, track the demo set (two stocks, one ETF, two crypto pairs)."""
+    if registry.list(include_inactive=True):
+        return False
+    for asset_class, symbols in DEMO_SYMBOLS.items():
+        registry.add(symbols, asset_class)
+    names = ", ".join(s for group in DEMO_SYMBOLS.values() for s in group)
+    print(f"The registry was empty: tracking the demo set {names} (synthetic sandbox data).", file=out)
+    return True
+
+
+def reconcile_partitions(instance: DagsterInstance, registry: SymbolRegistry) -> tuple[list[str], list[str]]:
+    """Make the `symbols` partitions equal the active symbols. Returns (added, deleted)."""
+    name = symbols_partitions.name
+    plan = plan_partitions([s for s, _ in registry.active_symbols()], instance.get_dynamic_partitions(name))
+    if plan.to_add:
+        instance.add_dynamic_partitions(name, plan.to_add)
+    for key in plan.to_delete:
+        instance.delete_dynamic_partition(name, key)
+    return plan.to_add, plan.to_delete
+
+
+def materialize_symbols(instance: DagsterInstance, symbols: Sequence[str], tags: dict | None = None) -> RunOutcome:
+    """Run ohlcv_daily (with its checks) for `symbols` in as few in-process runs as partition order allows."""
+    from market_pipeline.definitions import defs
+
+    job = defs.resolve_job_def("ohlcv_daily_job")
+    ordered = instance.get_dynamic_partitions(symbols_partitions.name)
+    ok, run_ids = True, []
+    for batch in contiguous_runs(symbols, ordered):
+        run_tags = {**(tags or {}), "market_pipeline/trigger": "cli_run"}
+        if len(batch) == 1:
+            result = job.execute_in_process(
+                instance=instance, partition_key=batch[0], tags=run_tags, run_config=QUIET, raise_on_error=False
+            )
+        else:
+            result = job.execute_in_process(
+                instance=instance, tags={**run_tags, **range_tags(batch)}, run_config=QUIET, raise_on_error=False
+            )
+        ok = ok and result.success
+        run_ids.append(result.run_id)
+    return RunOutcome(ok, list(symbols), run_ids)
+
+
+def materialize_stats(instance: DagsterInstance) -> bool:
+    from market_pipeline.definitions import defs
+
+    job = defs.resolve_job_def("symbol_stats_job")
+    tags = {"market_pipeline/trigger": "cli_run"}
+    return job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False, tags=tags).success

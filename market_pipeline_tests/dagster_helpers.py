@@ -1,0 +1,39 @@
+"""Reading what a run recorded in a Dagster instance, as the UI does."""
+
+from __future__ import annotations
+
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from dagster._core.storage.event_log.base import AssetRecordsFilter
+
+OHLCV = AssetKey("ohlcv_daily")
+
+
+def latest_check_records(instance: DagsterInstance, check_name: str) -> dict:
+    """partition -> the latest execution record of that check on ohlcv_daily (not merely planned)."""
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(OHLCV, check_name), limit=10_000
+    )
+    latest: dict = {}
+    for record in records:  # most recent first
+        if record.status.value in ("SUCCEEDED", "FAILED") and record.partition not in latest:
+            latest[record.partition] = record
+    return latest
+
+
+def check_passed(record) -> bool:
+    return record.event.dagster_event.event_specific_data.passed
+
+
+def check_metadata(record) -> dict:
+    data = record.event.dagster_event.event_specific_data
+    return {k: v.value for k, v in data.metadata.items()}
+
+
+def materializations(instance: DagsterInstance, partition: str | None = None) -> list:
+    flt = AssetRecordsFilter(asset_key=OHLCV, asset_partitions=[partition] if partition else None)
+    return list(instance.fetch_materializations(flt, limit=10_000).records)
+
+
+def materialization_metadata(instance: DagsterInstance, partition: str) -> dict:
+    record = materializations(instance, partition)[0]
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}

@@ -1,0 +1,152 @@
+"""ohlcv_daily and its checks through real Dagster execution: a real instance, the sandbox over
+HTTP and a real warehouse. Single partitions, batched runs, failures, retries, check-only runs."""
+
+import datetime as dt
+
+import pytest
+
+from market_pipeline.definitions import defs
+from market_pipeline.partitions import symbols_partitions
+from market_pipeline.reconcile import range_tags
+from market_pipeline.sandbox import synthetic_bars
+from market_pipeline.warehouse import BarStore, SymbolRegistry
+from market_pipeline_tests.dagster_helpers import (
+    check_metadata,
+    check_passed,
+    latest_check_records,
+    materialization_metadata,
+    materializations,
+)
+
+MIXED = {"AAPL": "stock", "BRK.B": "stock", "SPY": "etf", "BTCUSD": "crypto", "ETHUSD": "crypto"}
+
+
+def track(url, instance, symbols: dict, start: str | None = "2024-01-02"):
+    registry = SymbolRegistry(url)
+    for symbol, asset_class in symbols.items():
+        registry.add([symbol], asset_class, start)
+    instance.add_dynamic_partitions(symbols_partitions.name, list(symbols))
+    return registry
+
+
+def run(instance, keys, **kw):
+    job = defs.resolve_job_def("ohlcv_daily_job")
+    if len(keys) == 1:
+        return job.execute_in_process(instance=instance, partition_key=keys[0], raise_on_error=False, **kw)
+    return job.execute_in_process(instance=instance, tags=range_tags(keys), raise_on_error=False, **kw)
+
+
+def served(symbol, asset_class, start, end):
+    ticker = f"X:{symbol}" if asset_class == "crypto" else symbol
+    return synthetic_bars(ticker, start, end)
+
+
+def test_single_partition_stores_exactly_the_served_bars(polygon_env, instance, warehouse_url):
+    registry = track(warehouse_url, instance, {"AAPL": "stock"})
+    result = run(instance, ["AAPL"])
+    assert result.success
+    today = dt.datetime.now(dt.timezone.utc).date()
+    stored = BarStore(warehouse_url).read_bars("AAPL")
+    expected = served("AAPL", "stock", dt.date(2024, 1, 2), today)
+    assert [d.date() for d in stored["date"]] == [d.date() for d in expected["date"]]
+    assert stored["close"].tolist() == expected["c"].tolist()
+    row = registry.get("AAPL")
+    assert row.backfill_status == "completed" and row.backfill_error is None and row.last_backfill is not None
+    meta = materialization_metadata(instance, "AAPL")
+    assert meta["dagster/row_count"] == len(expected) == meta["rows_fetched"]
+    assert meta["first_date"] == "2024-01-02" and meta["requests"] == 1
+    for name in ("validation_rate", "date_gaps"):
+        record = latest_check_records(instance, name)["AAPL"]
+        assert check_passed(record)
+
+
+def test_batched_run_mixed_classes_records_each_partition(polygon_env, instance, warehouse_url):
+    registry = track(warehouse_url, instance, MIXED)
+    result = run(instance, list(MIXED))
+    assert result.success
+    store = BarStore(warehouse_url)
+    summary = store.summary()
+    for symbol, asset_class in MIXED.items():
+        assert registry.get(symbol).backfill_status == "completed"
+        assert len(materializations(instance, symbol)) == 1
+        first_day = store.read_bars(symbol)["date"].iloc[0].date()
+        assert first_day == (dt.date(2024, 1, 2) if asset_class != "crypto" else dt.date(2024, 1, 2))
+    # crypto has a bar every day, stocks only on sessions
+    assert summary["BTCUSD"][0] > summary["AAPL"][0]
+    weekend = store.read_bars("BTCUSD", dt.date(2024, 1, 6), dt.date(2024, 1, 7))
+    assert len(weekend) == 2 and store.read_bars("AAPL", dt.date(2024, 1, 6), dt.date(2024, 1, 7)).empty
+    for name in ("validation_rate", "date_gaps"):
+        records = latest_check_records(instance, name)
+        assert set(records) == set(MIXED), name
+        assert all(check_passed(r) for r in records.values())
+        assert all(r.run_id == result.run_id for r in records.values())
+
+
+def test_rerun_refetches_window_without_duplicates(polygon_env, instance, warehouse_url):
+    track(warehouse_url, instance, {"SPY": "etf"})
+    assert run(instance, ["SPY"]).success
+    count = BarStore(warehouse_url).summary()["SPY"][0]
+    polygon_env.reset_counts()
+    assert run(instance, ["SPY"]).success
+    assert BarStore(warehouse_url).summary()["SPY"][0] == count
+    meta = materialization_metadata(instance, "SPY")
+    assert meta["rows_fetched"] == 3 and meta["rows_inserted"] == 0  # the last 3 stored sessions
+    assert polygon_env.request_counts()["aggs_range"] == 1
+
+
+def test_failing_symbol_does_not_block_the_batch(polygon_env, instance, warehouse_url):
+    registry = track(warehouse_url, instance, {"AAPL": "stock", "MSFT": "stock", "SPY": "etf"})
+    registry.add(["MSFT"], "stock", "1990-01-02")  # older than the plan allows
+    polygon_env.history_limit_days = 365 * 5
+    result = run(instance, ["AAPL", "MSFT", "SPY"])
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "MSFT" in failure.step_failure_data.error.message
+    msft = registry.get("MSFT")
+    assert msft.backfill_status == "failed" and "403" in msft.backfill_error and "NOT_AUTHORIZED" in msft.backfill_error
+    assert registry.get("AAPL").backfill_status == "completed" and registry.get("SPY").backfill_status == "completed"
+    assert {m.partition_key for m in materializations(instance)} == {"AAPL", "SPY"}
+    assert polygon_env.request_counts()["aggs_range"] == 3  # a final 403 is not retried by Dagster either
+
+
+def test_transient_failure_is_retried_without_duplicates(polygon_env, instance, warehouse_url):
+    track(warehouse_url, instance, {"AAPL": "stock", "SPY": "etf"})
+    polygon_env.fail_next(1, status=503)
+    result = run(
+        instance, ["AAPL", "SPY"],
+        run_config={"resources": {"polygon": {"config": {"max_attempts": 1}}}},
+    )
+    assert result.success  # the step retry re-ran the symbol that failed
+    assert {m.partition_key for m in materializations(instance)} == {"AAPL", "SPY"}
+    assert len(materializations(instance)) == 2  # the one that succeeded first was not redone
+    summary = BarStore(warehouse_url).summary()
+    assert summary["AAPL"][0] == summary["SPY"][0]
+
+
+def test_checks_fail_on_corrupted_and_missing_bars(polygon_env, instance, warehouse_url):
+    track(warehouse_url, instance, {"AAPL": "stock", "MSFT": "stock"})
+    polygon_env.drop_bars("MSFT", [dt.date(2024, 7, 5)])
+    march = [dt.date(2024, 3, d) for d in (1, 4, 5, 6, 7, 8, 11, 12, 13, 14)]  # 10 sessions of ~725
+    polygon_env.corrupt_bars("MSFT", march, "high_below_low")
+    assert run(instance, ["AAPL", "MSFT"]).success
+    rates = latest_check_records(instance, "validation_rate")
+    gaps = latest_check_records(instance, "date_gaps")
+    assert check_passed(rates["AAPL"]) and check_passed(gaps["AAPL"])
+    assert not check_passed(rates["MSFT"]) and not check_passed(gaps["MSFT"])
+    assert check_metadata(rates["MSFT"])["failures"]["high_ge_low"] == 10
+    assert rates["MSFT"].event.dagster_event.event_specific_data.severity.value == "WARN"  # 0.986: above 0.95
+    assert check_metadata(gaps["MSFT"])["gaps_detected"] == 1
+
+
+def test_checks_only_run_on_stored_bars(polygon_env, instance, warehouse_url):
+    track(warehouse_url, instance, {"AAPL": "stock", "SPY": "etf"})
+    assert run(instance, ["AAPL", "SPY"]).success
+    polygon_env.reset_counts()
+    job = defs.resolve_job_def("ohlcv_daily_job")
+    checks_only = job.get_subset(asset_check_selection=set(defs.resolve_asset_graph().asset_check_keys), asset_selection=set())
+    result = checks_only.execute_in_process(instance=instance, tags=range_tags(["AAPL", "SPY"]), raise_on_error=False)
+    assert result.success
+    assert polygon_env.request_counts()["total"] == 0
+    for name in ("validation_rate", "date_gaps"):
+        records = latest_check_records(instance, name)
+        assert {records[s].run_id for s in ("AAPL", "SPY")} == {result.run_id}
