@@ -28,12 +28,13 @@ class RunOutcome:
 
 
 @contextlib.contextmanager
-def polygon_endpoint(out=sys.stdout) -> Iterator[str | None]:
+def polygon_endpoint(out=None) -> Iterator[str | None]:
     """Use the real API when a key is set; otherwise start the built-in sandbox for the duration.
 
     Against the sandbox, pacing follows the sandbox's own limit (none), so the environment for
     this process says POLYGON_REQUESTS_PER_MINUTE=0.
     """
+    out = out or sys.stdout
     if settings.polygon_api_key():
         print(f"Using Polygon at {settings.polygon_base_url()} (key from the environment).", file=out)
         yield None
@@ -60,8 +61,9 @@ def polygon_endpoint(out=sys.stdout) -> Iterator[str | None]:
                     os.environ[key] = value
 
 
-def register_demo_set(registry: SymbolRegistry, out=sys.stdout) -> bool:
+def register_demo_set(registry: SymbolRegistry, out=None) -> bool:
     """On an empty registry, track the demo set (two stocks, one ETF, two crypto pairs)."""
+    out = out or sys.stdout
     if registry.list(include_inactive=True):
         return False
     for asset_class, symbols in DEMO_SYMBOLS.items():

@@ -8,7 +8,6 @@ import pytest
 from market_pipeline.definitions import defs
 from market_pipeline.partitions import symbols_partitions
 from market_pipeline.reconcile import range_tags
-from market_pipeline.sandbox import synthetic_bars
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline_tests.dagster_helpers import (
     check_metadata,
@@ -16,6 +15,7 @@ from market_pipeline_tests.dagster_helpers import (
     latest_check_records,
     materialization_metadata,
     materializations,
+    served,
 )
 
 MIXED = {"AAPL": "stock", "BRK.B": "stock", "SPY": "etf", "BTCUSD": "crypto", "ETHUSD": "crypto"}
@@ -36,18 +36,12 @@ def run(instance, keys, **kw):
     return job.execute_in_process(instance=instance, tags=range_tags(keys), raise_on_error=False, **kw)
 
 
-def served(symbol, asset_class, start, end):
-    ticker = f"X:{symbol}" if asset_class == "crypto" else symbol
-    return synthetic_bars(ticker, start, end)
-
-
 def test_single_partition_stores_exactly_the_served_bars(polygon_env, instance, warehouse_url):
     registry = track(warehouse_url, instance, {"AAPL": "stock"})
     result = run(instance, ["AAPL"])
     assert result.success
-    today = dt.datetime.now(dt.timezone.utc).date()
     stored = BarStore(warehouse_url).read_bars("AAPL")
-    expected = served("AAPL", "stock", dt.date(2024, 1, 2), today)
+    expected = served("AAPL", "stock", dt.date(2024, 1, 2))
     assert [d.date() for d in stored["date"]] == [d.date() for d in expected["date"]]
     assert stored["close"].tolist() == expected["c"].tolist()
     row = registry.get("AAPL")

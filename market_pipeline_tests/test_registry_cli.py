@@ -106,3 +106,13 @@ def test_console_script_exit_code(db):
     )
     assert done.returncode == 2
     assert done.stderr.startswith("market-pipeline: error: invalid stock symbol")
+
+
+def test_verify_refuses_unknown_tickers_before_any_backfill(polygon_env, db, capsys):
+    code, _, err = cli(capsys, "symbols", "add", "APPL", "--asset-class", "stock", "--verify")
+    assert code == 2 and "Polygon does not know APPL" in err
+    assert SymbolRegistry(db).get("APPL") is None
+    assert cli(capsys, "symbols", "add", "AAPL", "--asset-class", "stock", "--verify")[0] == 0
+    assert cli(capsys, "symbols", "add", "BTC-USD", "--asset-class", "crypto", "--verify")[0] == 0
+    assert polygon_env.request_counts()["ticker_detail"] == 3
+    assert polygon_env.request_counts()["aggs_range"] == 0

@@ -68,7 +68,7 @@ class ValidationReport:
         return {
             "bars_checked": self.bars_checked,
             "bars_passed": self.bars_passed,
-            "rate": self.rate,
+            "validation_rate": self.rate,
             "passed": self.passed,
             "severity": self.severity,
             "failures": dict(self.failures),

@@ -1,0 +1,119 @@
+"""The main job end to end: `market-pipeline run` against a given server and against the built-in
+sandbox, `make run` from a fresh clone, and `dagster definitions validate`."""
+
+import datetime as dt
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+from market_pipeline import settings
+from market_pipeline.cli.main import main
+from market_pipeline.runner import DEMO_SYMBOLS
+from market_pipeline.warehouse import BarStore, SymbolRegistry
+from market_pipeline_tests.dagster_helpers import check_passed, latest_check_records, served
+
+PROJECT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def fresh_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MARKET_PIPELINE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    yield tmp_path / "home"
+    os.environ.pop("DAGSTER_HOME", None)  # ensure_dagster_home exported it
+
+
+def test_run_stores_exactly_what_the_server_sends(polygon_env, fresh_home, warehouse_url, capsys):
+    registry = SymbolRegistry(warehouse_url)
+    registry.add(["AAPL", "BRK.B"], "stock", "2023-06-01")
+    registry.add(["BTC-USD"], "crypto", "2023-06-01")
+    registry.add(["QQQ"], "etf", "2023-06-01")
+    assert main(["run"]) == 0
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" not in out and "4 of 4 symbol(s) completed" in out
+    store = BarStore(warehouse_url)
+    for symbol, asset_class in (("AAPL", "stock"), ("BRK.B", "stock"), ("BTCUSD", "crypto"), ("QQQ", "etf")):
+        expected = served(symbol, asset_class, dt.date(2023, 6, 1))
+        stored = store.read_bars(symbol)
+        assert [d.date() for d in stored["date"]] == [d.date() for d in expected["date"]], symbol
+        assert stored["open"].tolist() == expected["o"].tolist()
+        assert stored["vwap"].tolist() == expected["vw"].tolist()
+    assert polygon_env.request_counts()["aggs_range"] == 4  # one request per symbol for its whole history
+    instance = DagsterInstance.get()
+    for name in ("validation_rate", "date_gaps"):
+        records = latest_check_records(instance, name)
+        assert set(records) == {"AAPL", "BRK.B", "BTCUSD", "QQQ"} and all(map(check_passed, records.values()))
+
+    assert main(["run", "aapl"]) == 0  # a chosen symbol; the re-fetch window only
+    assert "1 of 1 symbol(s) completed" in capsys.readouterr().out
+    assert polygon_env.request_counts()["aggs_range"] == 5
+
+    assert main(["stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["BTCUSD"]["record_count"] == len(store.read_bars("BTCUSD"))
+    assert set(stats["AAPL"]) == {"record_count", "date_range", "validation_rate", "gaps_detected", "asset_class", "status"}
+    assert stats["AAPL"]["validation_rate"] == 1.0 and stats["AAPL"]["gaps_detected"] == 0
+
+
+def test_run_reports_failures_with_exit_code_1(polygon_env, fresh_home, warehouse_url, capsys):
+    SymbolRegistry(warehouse_url).add(["AAPL"], "stock", "2000-01-03")
+    polygon_env.history_limit_days = 365
+    assert main(["run"]) == 1
+    out = capsys.readouterr().out
+    assert "AAPL" in out and "failed" in out and "NOT_AUTHORIZED" in out
+
+
+def test_run_without_key_uses_the_sandbox_and_demo_set(fresh_home, capsys, monkeypatch):
+    monkeypatch.delenv("MARKET_PIPELINE_DB_URL", raising=False)
+    assert main(["run"]) == 0
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" in out and "demo set" in out
+    store = BarStore(settings.db_url())
+    summary = store.summary()
+    demo = [s for group in DEMO_SYMBOLS.values() for s in group]
+    assert sorted(summary) == sorted(demo) and all(n > 400 for n, _, _ in summary.values())
+    assert str(fresh_home) in settings.db_url()
+    assert "POLYGON_API_KEY" not in os.environ  # the sandbox's key does not leak into the caller
+
+
+@pytest.mark.slow
+def test_make_run_from_a_fresh_clone(tmp_path):
+    if shutil.which("git") is None or shutil.which("make") is None or not (PROJECT / ".git").exists():
+        pytest.skip("needs git, make and a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(PROJECT), str(clone)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MARKET_PIPELINE_", "POLYGON_", "DAGSTER_HOME"))}
+    env["PYTHONPATH"] = str(clone)  # the clone's code, with this suite's installed dependencies
+    venv = VENV_BIN.parent
+    done = subprocess.run(
+        ["make", "-o", f"{venv}/.installed-market-pipeline", "run", f"VENV={venv}"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 of 5 symbol(s) completed" in done.stdout
+    with sqlite3.connect(clone / ".market_pipeline" / "data" / "warehouse.sqlite") as conn:
+        rows = dict(conn.execute("SELECT symbol, count(*) FROM ohlcv_daily GROUP BY symbol").fetchall())
+        dates = dict(conn.execute("SELECT symbol, max(date) FROM ohlcv_daily GROUP BY symbol").fetchall())
+    assert set(rows) == {"AAPL", "MSFT", "SPY", "BTCUSD", "ETHUSD"}
+    latest = dt.date.fromisoformat(dates["AAPL"])
+    assert latest.weekday() < 5  # stocks land on sessions
+    assert dt.date.fromisoformat(dates["BTCUSD"]) >= latest  # crypto trades every day
+
+
+@pytest.mark.slow
+def test_definitions_validate_without_an_api_key(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYGON_", "MASSIVE_"))}
+    env["DAGSTER_HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [str(VENV_BIN / "dagster"), "definitions", "validate", "-w", str(PROJECT / "workspace.yaml")],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
