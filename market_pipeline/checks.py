@@ -100,43 +100,37 @@ def _target(instance, symbol: str) -> AssetCheckEvaluationTargetMaterializationD
 def evaluations(stats: SymbolStats, selected: set[AssetCheckKey], instance=None) -> list[AssetCheckEvaluation]:
     """The check evaluations of one symbol partition, for the selected checks."""
     target = _target(instance, stats.symbol) if instance is not None else None
-    out = []
-    if AssetCheckKey(OHLCV_KEY, VALIDATION_CHECK) in selected:
-        report = stats.validation
-        rate = "n/a (no bars)" if report.rate is None else f"{report.rate:.4f}"
-        out.append(
-            AssetCheckEvaluation(
-                asset_key=OHLCV_KEY,
-                check_name=VALIDATION_CHECK,
-                passed=report.passed,
-                severity=_severity(report.severity),
-                metadata={**report.as_metadata(), "symbol": stats.symbol},
-                description=f"{stats.symbol}: validation rate {rate} over {report.bars_checked} bars",
-                target_materialization_data=target,
-                partition=stats.symbol,
-                blocking=False,
-            )
+    report, gaps = stats.validation, stats.gaps
+    rate = "n/a (no bars)" if report.rate is None else f"{report.rate:.4f}"
+    results = {
+        VALIDATION_CHECK: (
+            report.passed,
+            report.severity,
+            report.as_metadata(),
+            f"{stats.symbol}: validation rate {rate} over {report.bars_checked} bars",
+        ),
+        GAPS_CHECK: (
+            gaps.passed,
+            gaps.severity,
+            {**gaps.as_metadata(), "missing": MetadataValue.md(_ranges_md(gaps.missing_ranges))},
+            f"{stats.symbol}: {gaps.gaps_detected} missing sessions of {gaps.expected} expected",
+        ),
+    }
+    return [
+        AssetCheckEvaluation(
+            asset_key=OHLCV_KEY,
+            check_name=name,
+            passed=passed,
+            severity=_severity(severity),
+            metadata={**metadata, "symbol": stats.symbol},
+            description=description,
+            target_materialization_data=target,
+            partition=stats.symbol,
+            blocking=False,
         )
-    if AssetCheckKey(OHLCV_KEY, GAPS_CHECK) in selected:
-        gaps = stats.gaps
-        out.append(
-            AssetCheckEvaluation(
-                asset_key=OHLCV_KEY,
-                check_name=GAPS_CHECK,
-                passed=gaps.passed,
-                severity=_severity(gaps.severity),
-                metadata={
-                    **gaps.as_metadata(),
-                    "symbol": stats.symbol,
-                    "missing": MetadataValue.md(_ranges_md(gaps.missing_ranges)),
-                },
-                description=f"{stats.symbol}: {gaps.gaps_detected} missing sessions of {gaps.expected} expected",
-                target_materialization_data=target,
-                partition=stats.symbol,
-                blocking=False,
-            )
-        )
-    return out
+        for name, (passed, severity, metadata, description) in results.items()
+        if AssetCheckKey(OHLCV_KEY, name) in selected
+    ]
 
 
 def _ranges_md(ranges) -> str:
