@@ -30,11 +30,10 @@ from market_pipeline import calendars, symbols
 EPOCH = dt.date(1995, 1, 3)
 GRID_END = dt.date(2049, 12, 31)
 SYNTHETIC_SUFFIX = " (synthetic sandbox data)"
-SERIES_CACHE_SIZE = 2048
+SERIES_CACHE_SIZE = 1024  # about 1 MB a ticker: at most ~1 GB
 
 PRICE_SCALE = 10_000  # prices carry 4 decimals
 VOLUME_SCALE = 1_000  # volumes carry 3 decimals
-BAR_KEYS = ("v", "vw", "o", "c", "h", "l", "t", "n")  # the order Polygon sends
 PRICE_KEYS = ("vw", "o", "c", "h", "l")
 CORRUPTIONS = ("high_below_low", "negative_volume", "zero_price", "vw_outside_range")
 REFERENCE_UPDATED = "2024-01-02T00:00:00Z"
@@ -234,7 +233,9 @@ class Series:
 
     def joined(self, lo: int, hi: int) -> memoryview:
         """Bars lo..hi-1 as comma-separated JSON objects: a view into `data`, nothing copied."""
-        return memoryview(self.data)[self.offsets[lo] : self.offsets[hi] - 1 if hi > lo else self.offsets[lo]]
+        if hi <= lo:
+            return memoryview(b"")
+        return memoryview(self.data)[self.offsets[lo] : self.offsets[hi] - 1]
 
 
 @functools.lru_cache(maxsize=SERIES_CACHE_SIZE)
@@ -304,6 +305,12 @@ class TickerInfo:
             "currency_name": "usd",
             "last_updated_utc": REFERENCE_UPDATED,
         }
+
+    def detail_row(self) -> dict:
+        """The `/v3/reference/tickers/{ticker}` result: the list row without `last_updated_utc`."""
+        row = self.reference_row()
+        del row["last_updated_utc"]
+        return row
 
     def _crypto_row(self) -> dict:
         pair = symbols.symbol_from_polygon_ticker(self.ticker)

@@ -47,6 +47,7 @@ REFERENCE_DEFAULT_LIMIT = 100
 REFERENCE_MAX_LIMIT = 1000
 RATE_WINDOW_SECONDS = 60.0
 REQUEST_LOG_SIZE = 10_000
+SHUTDOWN_POLL_SECONDS = 0.02  # how long stop() may wait for the serving loop to notice
 ENDPOINTS = ("aggs_range", "grouped_stocks", "grouped_crypto", "tickers", "ticker_detail", "other")
 
 MSG_RATE_LIMIT = (
@@ -129,7 +130,7 @@ def encode_cursor(params: dict[str, str]) -> str:
 def decode_cursor(cursor: str) -> dict[str, str]:
     """The query parameters inside a cursor; `_BadRequest` when it is not one."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
         return dict(parse_qsl(raw, strict_parsing=True))
     except ValueError:
         raise _BadRequest("Invalid cursor") from None
@@ -174,8 +175,13 @@ class _TickerEdits:
             if day in self.dropped:
                 result[i] = None
             else:
-                result[i] = synthetic.edit_bar(series.fragment(i), self.revised.get(day), self.corrupted.get(day))
+                result[i] = synthetic.edit_bar(
+                    series.fragment(i), self.revised.get(day), self.corrupted.get(day)
+                )
         return result
+
+
+_NO_EDITS = _TickerEdits()
 
 
 def _index_of(series: synthetic.Series, day: dt.date) -> int | None:
@@ -237,7 +243,10 @@ class SandboxServer:
             raise RuntimeError("the sandbox server is already running")
         self._httpd = _HTTPServer((self.host, self._requested_port), self)
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name=f"sandbox-{self.port}", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
+            name=f"sandbox-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -446,10 +455,11 @@ class SandboxServer:
         """The latest completed session at `now()`: bars after it are in the future."""
         return calendars.latest_completed_session("crypto" if crypto else "stock", self.now())
 
-    def _outside_plan(self, day: dt.date) -> bool:
-        """With `history_limit_days` set, dates older than that many days before today are refused."""
-        limit = self.history_limit_days
-        return limit is not None and day < self.now().astimezone(calendars.UTC).date() - dt.timedelta(days=limit)
+    def _plan_start(self) -> dt.date | None:
+        """The oldest date the plan serves: `history_limit_days` before today (None: no limit)."""
+        if self.history_limit_days is None:
+            return None
+        return self.now().astimezone(calendars.UTC).date() - dt.timedelta(days=self.history_limit_days)
 
     # ---- aggregates ------------------------------------------------------------------------
 
@@ -457,7 +467,9 @@ class SandboxServer:
         raw_ticker, multiplier, timespan, raw_from, raw_to = request.args
         ticker = unquote(raw_ticker)
         if multiplier != "1" or timespan != "day":
-            raise _BadRequest(f"The sandbox serves multiplier 1 and timespan 'day' only, not {multiplier}/{timespan}")
+            raise _BadRequest(
+                f"The sandbox serves multiplier 1 and timespan 'day' only, not {multiplier}/{timespan}"
+            )
         limit, sort = _range_params(request.query)
         adjusted = request.query.get("adjusted", "true").lower() != "false"
         asset_class = synthetic.asset_class_of(ticker)
@@ -465,7 +477,8 @@ class SandboxServer:
         to_ms = _time_bound(raw_to, "to", asset_class, end=True)
         if to_ms < from_ms:
             raise _BadRequest(MSG_TO_BEFORE_FROM)
-        if self._outside_plan(calendars.session_date_from_ms(from_ms, asset_class)):
+        plan_start = self._plan_start()
+        if plan_start is not None and from_ms < calendars.ms_at_local_midnight(plan_start, asset_class):
             return _error(403, request.request_id, "NOT_AUTHORIZED", MSG_TIMEFRAME)
 
         series = synthetic.ticker_series(ticker)
@@ -477,7 +490,12 @@ class SandboxServer:
         if len(indices) > page:
             next_url = _next_range_url(request, int(series.grid.t_range[indices[page]]), limit, sort)
         indices = indices[:page]
-        head = {"ticker": ticker, "queryCount": len(indices), "resultsCount": len(indices), "adjusted": adjusted}
+        head = {
+            "ticker": ticker,
+            "queryCount": len(indices),
+            "resultsCount": len(indices),
+            "adjusted": adjusted,
+        }
         return self._aggregate_body(request, head, _joined(series, indices, edited), len(indices), next_url)
 
     def _selection(
@@ -501,14 +519,11 @@ class SandboxServer:
 
     def _grouped(self, request: _Request) -> Response:
         crypto = request.endpoint == "grouped_crypto"
-        raw = request.args[0]
-        try:
-            day = dt.date.fromisoformat(raw) if _DATE_RE.match(raw) else None
-        except ValueError:
-            day = None
+        day = _iso_date(request.args[0])
         if day is None:
             raise _BadRequest(MSG_BAD_TIME.format("date"))
-        if self._outside_plan(day):
+        plan_start = self._plan_start()
+        if plan_start is not None and day < plan_start:
             return _error(403, request.request_id, "NOT_AUTHORIZED", MSG_TIMEFRAME)
         rows = [] if day > self._last_served(crypto) else self._grouped_rows(day, crypto)
         adjusted = request.query.get("adjusted", "true").lower() != "false"
@@ -529,7 +544,9 @@ class SandboxServer:
             fragment = edits.overrides(series, i, i + 1).get(i, series.fragment(i))
             if fragment is not None:
                 grid = series.grid
-                rows.append(synthetic.grouped_row(ticker, fragment, int(grid.t_range[i]), int(grid.t_grouped[i])))
+                rows.append(
+                    synthetic.grouped_row(ticker, fragment, int(grid.t_range[i]), int(grid.t_grouped[i]))
+                )
         return rows
 
     def _aggregate_body(self, request: _Request, head: dict, results, count: int, next_url) -> Response:
@@ -581,14 +598,13 @@ class SandboxServer:
         info = self._universe.get(ticker)
         if info is None:
             return _error(404, request.request_id, "NOT_FOUND", "Ticker not found.")
-        row = info.reference_row()
+        row = info.detail_row()
         listing_date = self._edits.get(ticker, _NO_EDITS).listing_date
         if listing_date is not None:
             row["list_date"] = listing_date.isoformat()
-        return _json_response(200, {"results": row, "status": "OK", "request_id": request.request_id}, request.request_id)
-
-
-_NO_EDITS = _TickerEdits()
+        return _json_response(
+            200, {"results": row, "status": "OK", "request_id": request.request_id}, request.request_id
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,19 +649,26 @@ def _range_params(query: dict[str, str]) -> tuple[int, str]:
     return _parse_limit(params.get("limit"), DEFAULT_LIMIT, MAX_LIMIT), sort
 
 
+def _iso_date(raw: str) -> dt.date | None:
+    """A strict `YYYY-MM-DD` date, or None."""
+    try:
+        return dt.date.fromisoformat(raw) if _DATE_RE.match(raw) else None
+    except ValueError:
+        return None
+
+
 def _time_bound(raw: str, name: str, asset_class: str, *, end: bool) -> int:
     """Unix ms of a `from` (start of its day) or `to` (end of its day) given as a date or Unix ms."""
     if _MS_RE.match(raw):
         return int(raw)
-    try:
-        day = dt.date.fromisoformat(raw) if _DATE_RE.match(raw) else None
-        if day is not None and end:
-            return calendars.ms_at_local_midnight(day + dt.timedelta(days=1), asset_class) - 1
-    except (ValueError, OverflowError):
-        day = None
+    day = _iso_date(raw)
     if day is None:
         raise _BadRequest(MSG_BAD_TIME.format(name))
-    return calendars.ms_at_local_midnight(day, asset_class)
+    if not end:
+        return calendars.ms_at_local_midnight(day, asset_class)
+    if day == dt.date.max:  # no next day to start
+        return calendars.ms_at_local_midnight(day, asset_class) + 86_399_999
+    return calendars.ms_at_local_midnight(day + dt.timedelta(days=1), asset_class) - 1
 
 
 def _next_range_url(request: _Request, next_from_ms: int, limit: int, sort: str) -> str:
@@ -675,7 +698,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "PolygonSandbox/1.0"
     disable_nagle_algorithm = True  # headers and body go out as separate writes
 
-    def do_GET(self) -> None:
+    def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)  # keep the connection in step; bodies are ignored
@@ -690,7 +713,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(response.body)
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
 
     def log_message(self, format: str, *args) -> None:
         """Silent: the server keeps its own request log (without keys)."""
@@ -738,26 +761,15 @@ class _HTTPServer(ThreadingHTTPServer):
 
 def serve_forever(host: str = "127.0.0.1", port: int = 8765, **knobs) -> None:
     """Run a sandbox in the foreground, print its URL and key, stop on Ctrl-C or SIGTERM."""
-    server = SandboxServer(host, port, **knobs).start()
-    keys = ", ".join(sorted(server.api_keys))
-    print(f"Polygon sandbox (synthetic data) listening on {server.url}  API key: {keys}", flush=True)
     stopped = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    server = SandboxServer(host, port, **knobs).start()
     try:
+        keys = ", ".join(sorted(server.api_keys))
+        print(f"Polygon sandbox (synthetic data) listening on {server.url}  API key: {keys}", flush=True)
         stopped.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
         server.stop()
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Serve synthetic Polygon data on loopback.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--page-size", type=int, default=None)
-    options = parser.parse_args()
-    serve_forever(options.host, options.port, page_size=options.page_size)
+        signal.signal(signal.SIGTERM, previous)
