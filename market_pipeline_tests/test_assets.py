@@ -144,3 +144,17 @@ def test_checks_only_run_on_stored_bars(polygon_env, instance, warehouse_url):
     for name in ("validation_rate", "date_gaps"):
         records = latest_check_records(instance, name)
         assert {records[s].run_id for s in ("AAPL", "SPY")} == {result.run_id}
+
+
+def test_stored_errors_never_hold_the_key(polygon_env, instance, warehouse_url, monkeypatch):
+    secret = "pk_live_0123456789SECRET"
+    monkeypatch.setenv("POLYGON_API_KEY", secret)  # not a key the sandbox knows: 401
+    registry = track(warehouse_url, instance, {"AAPL": "stock"})
+    result = run(instance, ["AAPL"])
+    assert not result.success
+    row = registry.get("AAPL")
+    assert row.backfill_status == "failed" and "401" in row.backfill_error and "Unknown API Key" in row.backfill_error
+    assert secret not in row.backfill_error
+    for record in instance.get_records_for_run(result.run_id, limit=10_000).records:
+        assert secret not in str(record.event_log_entry)
+    assert all(secret not in entry.path for entry in polygon_env.request_log())
