@@ -49,3 +49,18 @@ def test_stats_asset_table_and_cli_agree_with_checks(polygon_env, instance, ware
     }
     assert stats["BTCUSD"]["validation_rate"] == table["BTCUSD"]["validation_rate"]
     assert main(["stats"]) == 0 and "MSFT" in capsys.readouterr().out
+
+
+def test_stats_are_requested_after_bars_update(polygon_env, instance, warehouse_url):
+    from dagster import evaluate_automation_conditions
+
+    track(warehouse_url, instance, {"AAPL": "stock", "NEWCO": "stock"})
+    first = evaluate_automation_conditions(defs=defs, instance=instance)
+    assert first.total_requested == 0  # nothing has changed yet
+    assert run(instance, ["AAPL"]).success  # NEWCO still has no bars: it must not hold stats back
+    after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert after.total_requested == 1
+    assert after.get_num_requested(AssetKey("symbol_stats")) == 1
+    defs.resolve_job_def("symbol_stats_job").execute_in_process(instance=instance)
+    quiet = evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
+    assert quiet.total_requested == 0

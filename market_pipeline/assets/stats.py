@@ -1,7 +1,15 @@
 """The `symbol_stats` asset: per-symbol record counts, date range, validation rate and gaps."""
 
 
-from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    AutomationCondition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from market_pipeline.checks import CheckSettings
 from market_pipeline.resources import WarehouseResource
@@ -9,6 +17,10 @@ from market_pipeline.stats_report import all_table_rows
 from market_pipeline.warehouse.stats_table import replace_stats
 
 MAX_ROWS_SHOWN = 500
+
+# Recompute after ohlcv_daily partitions update (once no run of them is in progress). Eager minus
+# "any deps missing": a newly added symbol without bars yet must not hold the table back.
+AFTER_BARS_UPDATE = AutomationCondition.eager().without(~AutomationCondition.any_deps_missing())
 
 
 def _markdown(rows: list[dict]) -> str:
@@ -29,6 +41,7 @@ def _markdown(rows: list[dict]) -> str:
     deps=[AssetDep("ohlcv_daily", partition_mapping=AllPartitionMapping())],
     group_name="market_data",
     kinds={"sql", "pandas"},
+    automation_condition=AFTER_BARS_UPDATE,
     description=(
         "The `symbol_stats` table: per tracked symbol its record count, first and last date, validation "
         "rate and gaps (the same numbers as the ohlcv_daily checks), backfill status and last backfill."
