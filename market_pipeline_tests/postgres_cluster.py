@@ -475,3 +475,44 @@ def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
     finally:
         if postgres_cluster.running:
             postgres_cluster.drop_database(name)
+
+
+# ---------------------------------------------------------------------- Dagster storage on the cluster
+DAGSTER_POSTGRES_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dagster.postgres.yaml")
+
+
+class DagsterPostgresHome:
+    """A DAGSTER_HOME whose dagster.yaml is the project's dagster.postgres.yaml, pointed (through the
+    DAGSTER_PG_* variables in ``env``) at a fresh database on the throwaway cluster."""
+
+    def __init__(self, cluster: PostgresCluster, home: str, dbname: str) -> None:
+        self.cluster = cluster
+        self.home = home
+        self.dbname = dbname
+        self.url = cluster.url(dbname)  # SQLAlchemy URL of Dagster's database (for inspecting it)
+        self.env = {
+            "DAGSTER_HOME": home,
+            "DAGSTER_PG_HOST": cluster.host,
+            "DAGSTER_PG_PORT": str(cluster.port),
+            "DAGSTER_PG_DB": dbname,
+            "DAGSTER_PG_USER": cluster.user,
+            "DAGSTER_PG_PASSWORD": "",  # the throwaway cluster trusts local connections
+        }
+
+
+@pytest.fixture
+def dagster_postgres_home(postgres_cluster: PostgresCluster, tmp_path) -> Iterator[DagsterPostgresHome]:
+    """A DAGSTER_HOME with dagster.postgres.yaml and its own database on the cluster (dropped after).
+
+    The environment is not changed: set ``.env`` (monkeypatch or a subprocess's env) to use it.
+    """
+    name = f"dagster_{uuid.uuid4().hex[:16]}"
+    postgres_cluster.create_database(name)
+    home = tmp_path / "dagster_home_pg"
+    home.mkdir()
+    shutil.copyfile(DAGSTER_POSTGRES_YAML, home / "dagster.yaml")
+    try:
+        yield DagsterPostgresHome(postgres_cluster, str(home), name)
+    finally:
+        if postgres_cluster.running:
+            postgres_cluster.drop_database(name)

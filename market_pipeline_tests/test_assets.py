@@ -21,6 +21,12 @@ from market_pipeline_tests.dagster_helpers import (
 MIXED = {"AAPL": "stock", "BRK.B": "stock", "SPY": "etf", "BTCUSD": "crypto", "ETHUSD": "crypto"}
 
 
+@pytest.fixture
+def warehouse_url(any_warehouse_url) -> str:
+    """Every test here runs on SQLite and on PostgreSQL (polygon_env points the runs at this URL too)."""
+    return any_warehouse_url
+
+
 def track(url, instance, symbols: dict, start: str | None = "2024-01-02"):
     registry = SymbolRegistry(url)
     for symbol, asset_class in symbols.items():

@@ -55,12 +55,26 @@ def _make_engine(url: str) -> sa.Engine:
 
         return engine
     if backend == "postgresql":
+        # defaults for libpq; the same keys in the URL's query string win
+        defaults = {
+            "connect_timeout": 10,  # an unreachable server fails the connection in 10 s, not minutes
+            "application_name": "market_pipeline",
+            # a server or network that dies under an open connection (mid-write) is noticed within
+            # about a minute instead of leaving the run blocked on a dead socket
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
         return sa.create_engine(
             url,
+            # a pooled connection the server dropped (restart, failover, idle timeout) is detected
+            # and replaced when checked out, so a run after a server restart just works
             pool_pre_ping=True,
+            pool_recycle=1800,  # and none outlives proxies or firewalls that cut idle connections
             pool_size=5,
             max_overflow=5,
-            connect_args={"connect_timeout": 10, "application_name": "market_pipeline"},
+            connect_args={k: v for k, v in defaults.items() if k not in parsed.query},
         )
     raise WarehouseConfigError(
         f"unsupported warehouse database {backend!r}: use sqlite:/// or postgresql+psycopg2://"

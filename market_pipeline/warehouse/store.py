@@ -2,12 +2,28 @@
 
 Every write of a symbol's bars is one transaction: re-running never duplicates a bar, a later fetch
 overwrites a revised bar, and a failure mid-write leaves the symbol's previous rows untouched.
+
+Writes take the bulk path of each engine:
+
+* PostgreSQL: under a per-symbol advisory transaction lock (concurrent writers of one symbol queue;
+  writers of different symbols never wait for each other), the bars go to a session-local temporary
+  table with one binary `COPY`, then one statement merges them into `ohlcv_daily`: dates the symbol
+  already has with `INSERT ... ON CONFLICT DO UPDATE`, new dates with a plain append, and counts
+  which dates were new and which changed against the rows as they were before it.
+* SQLite (one writer at a time anyway): the symbol's stored rows in the incoming date range are read
+  once (raw DBAPI rows, compared with numpy) and the bars written with one `executemany` of
+  `INSERT ... ON CONFLICT DO UPDATE`.
+
+The read paths (a symbol's frame, its last stored dates, its count and date range) are served by
+the primary key (symbol, date); no other index is needed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -19,6 +35,8 @@ from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import BAR_VALUE_COLUMNS, ohlcv_daily
 
 _INSERT_COLUMNS = ("symbol", *BAR_COLUMNS, "fetched_at")
+_FLOAT_COLUMNS = ("open", "high", "low", "close", "volume", "vwap")
+_UPDATES = ", ".join(f"{c} = excluded.{c}" for c in (*BAR_VALUE_COLUMNS, "fetched_at"))
 
 
 def utcnow() -> dt.datetime:
@@ -33,23 +51,203 @@ class UpsertResult:
     rows_changed: int  # existing dates whose values differed (late corrections)
 
 
+# ---- frame -> column arrays ---------------------------------------------------------------------
+def _days(frame: pd.DataFrame) -> np.ndarray:
+    """The bar dates as datetime64[D]."""
+    return np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]")
+
+
+def _floats(frame: pd.DataFrame, column: str) -> np.ndarray:
+    return frame[column].to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _transactions(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 values, missing mask) of the nullable `transactions` column."""
+    column = frame["transactions"]
+    if not isinstance(column.dtype, pd.Int64Dtype):
+        column = column.astype("Int64")
+    mask = column.isna().to_numpy()
+    return column.to_numpy(dtype="int64", na_value=0), mask
+
+
 def _nullable(values: np.ndarray) -> list:
     """Floats as Python floats, NaN as None (NULL on every engine; PostgreSQL would store NaN)."""
-    return [None if v != v else v for v in values.tolist()]
+    out = values.tolist()
+    missing = np.isnan(values)
+    if missing.any():
+        for i in np.flatnonzero(missing).tolist():
+            out[i] = None
+    return out
 
 
-def _rows(symbol: str, frame: pd.DataFrame, fetched_at: dt.datetime) -> list[tuple]:
-    """DBAPI parameter tuples in _INSERT_COLUMNS order; dates as ISO text, NaN as NULL."""
-    n = len(frame)
-    dates = pd.DatetimeIndex(frame["date"]).strftime("%Y-%m-%d").tolist()
-    values = [_nullable(frame[c].to_numpy("float64")) for c in ("open", "high", "low", "close", "volume", "vwap")]
-    tx = [None if pd.isna(v) else int(v) for v in frame["transactions"].astype("Int64")]
-    stamp = fetched_at.isoformat(sep=" ")
-    return list(zip([symbol] * n, dates, *values, tx, [stamp] * n))
+def _rows(symbol: str, frame: pd.DataFrame, fetched_at: dt.datetime):
+    """DBAPI parameter tuples in _INSERT_COLUMNS order (a lazy iterator); dates as ISO text, NaN as NULL."""
+    dates = np.datetime_as_string(_days(frame), unit="D").tolist()
+    values = [_nullable(_floats(frame, c)) for c in _FLOAT_COLUMNS]
+    tx, missing = _transactions(frame)
+    tx_list = tx.tolist()
+    for i in np.flatnonzero(missing).tolist():
+        tx_list[i] = None
+    return zip(repeat(symbol), dates, *values, tx_list, repeat(fetched_at.isoformat(sep=" ")))
 
 
+# ---- PostgreSQL: binary COPY into a temporary table, one merge statement ----------------------------
+_PG_EPOCH = np.datetime64("2000-01-01", "D")  # day 0 of PostgreSQL's binary date format
+_PG_NO_TX = -(2**63)  # stands for a NULL transaction count inside the COPY stream (never a real count)
+_PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_PG_COPY_TRAILER = b"\xff\xff"
+_PG_STAGE_COLUMNS = ("date", *_FLOAT_COLUMNS, "transactions")
+# one binary COPY tuple: field count, then (length, big-endian value) per field; all fixed width
+_PG_ROW = np.dtype(
+    [("fields", ">i2"), ("date_len", ">i4"), ("date", ">i4")]
+    + [item for c in _FLOAT_COLUMNS for item in ((f"{c}_len", ">i4"), (c, ">f8"))]
+    + [("transactions_len", ">i4"), ("transactions", ">i8")]
+)
+_PG_STAGE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS ohlcv_stage (
+    date date NOT NULL, open float8, high float8, low float8, close float8, volume float8,
+    vwap float8, transactions int8
+) ON COMMIT DELETE ROWS
+"""
+_PG_COPY_IN = f"COPY ohlcv_stage ({', '.join(_PG_STAGE_COLUMNS)}) FROM STDIN WITH (FORMAT binary)"
+_PG_VALUES = ", ".join(f"NULLIF({c}, 'NaN'::float8) AS {c}" for c in _FLOAT_COLUMNS)
+_PG_OLD = ", ".join(f"t.{c}" for c in BAR_VALUE_COLUMNS)
+_PG_NEW = ", ".join(f"s.{c}" for c in BAR_VALUE_COLUMNS)
+_PG_LOCK_NAMESPACE = 0x4F484C43  # "OHLC": pg_advisory_xact_lock(namespace, hashtext(symbol))
+# One statement; every part of it sees the table as it was when the statement started (after the
+# symbol's lock was granted), so `matched` says exactly which dates are new and which changed.
+# Existing dates are merged with INSERT ... ON CONFLICT DO UPDATE. New dates skip the speculative
+# insertion of ON CONFLICT (2-3x dearer per row): under the symbol's lock no other upsert_bars can add
+# them, and should any other writer have done so the primary key fails the whole transaction.
+_PG_MERGE = f"""
+WITH src AS (
+    SELECT date, {_PG_VALUES}, NULLIF(transactions, '{_PG_NO_TX}'::int8) AS transactions FROM ohlcv_stage
+),
+matched AS (
+    SELECT s.*, t.date IS NOT NULL AS existed,
+           t.date IS NOT NULL AND ({_PG_OLD}) IS DISTINCT FROM ({_PG_NEW}) AS changed
+    FROM src s LEFT JOIN ohlcv_daily t ON t.symbol = %(symbol)s AND t.date = s.date
+),
+appended AS (
+    INSERT INTO ohlcv_daily ({", ".join(_INSERT_COLUMNS)})
+    SELECT %(symbol)s, {", ".join(_PG_STAGE_COLUMNS)}, %(fetched_at)s FROM matched WHERE NOT existed ORDER BY date
+    RETURNING 1
+),
+merged AS (
+    INSERT INTO ohlcv_daily ({", ".join(_INSERT_COLUMNS)})
+    SELECT %(symbol)s, {", ".join(_PG_STAGE_COLUMNS)}, %(fetched_at)s FROM matched WHERE existed ORDER BY date
+    ON CONFLICT (symbol, date) DO UPDATE SET {_UPDATES}
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM appended), (SELECT count(*) FROM merged), count(*) FILTER (WHERE changed)
+FROM matched
+"""
+# The same when the symbol has no row in the incoming date range (a first load, a run of new days).
+_PG_APPEND = f"""
+INSERT INTO ohlcv_daily ({", ".join(_INSERT_COLUMNS)})
+SELECT %(symbol)s, date, {_PG_VALUES}, NULLIF(transactions, '{_PG_NO_TX}'::int8), %(fetched_at)s
+FROM ohlcv_stage ORDER BY date
+"""
+_PG_ANY_STORED = "SELECT EXISTS (SELECT 1 FROM ohlcv_daily WHERE symbol = %s AND date BETWEEN %s AND %s)"
+
+
+def _pg_copy_payload(frame: pd.DataFrame) -> bytes:
+    """The bars as a PostgreSQL binary COPY stream for `ohlcv_stage` (NaN and _PG_NO_TX mark NULLs)."""
+    rows = np.empty(len(frame), dtype=_PG_ROW)
+    rows["fields"] = len(_PG_STAGE_COLUMNS)
+    rows["date_len"] = 4
+    rows["date"] = (_days(frame) - _PG_EPOCH).astype("int64")
+    for column in _FLOAT_COLUMNS:
+        rows[f"{column}_len"] = 8
+        rows[column] = _floats(frame, column)
+    tx, missing = _transactions(frame)
+    rows["transactions_len"] = 8
+    rows["transactions"] = np.where(missing, _PG_NO_TX, tx)
+    return _PG_COPY_HEADER + rows.tobytes() + _PG_COPY_TRAILER
+
+
+def _pg_copy(conn: sa.Connection, sql: str, params: tuple, stream) -> None:
+    """Run a COPY on this connection's transaction (psycopg2's copy_expert: `stream` is read from or
+    written to). DBAPI errors come out as SQLAlchemy errors, and a lost connection is invalidated
+    like any other statement's, so the pool never hands it out again."""
+    dbapi_connection = conn.connection.dbapi_connection
+    try:
+        with dbapi_connection.cursor() as cursor:
+            statement = cursor.mogrify(sql, params).decode() if params else sql
+            cursor.copy_expert(statement, stream, size=1 << 20)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        disconnected = conn.dialect.is_disconnect(exc, dbapi_connection, None)
+        if disconnected:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            sql, params, exc, conn.dialect.loaded_dbapi.Error, connection_invalidated=disconnected,
+            dialect=conn.dialect,
+        ) from exc
+
+
+def _pg_read_query(symbol: str, start: dt.date | None, end: dt.date | None) -> tuple[str, tuple]:
+    """The SELECT behind a PostgreSQL frame read (NULLs as NaN / _PG_NO_TX: fixed-width binary rows)."""
+    where, params = "symbol = %s", [symbol]
+    if start is not None:
+        where += " AND date >= %s"
+        params.append(start)
+    if end is not None:
+        where += " AND date <= %s"
+        params.append(end)
+    values = ", ".join(f"COALESCE({c}, 'NaN'::float8)" for c in _FLOAT_COLUMNS)
+    sql = (
+        f"SELECT date, {values}, COALESCE(transactions, '{_PG_NO_TX}'::int8) FROM ohlcv_daily "
+        f"WHERE {where} ORDER BY date"
+    )
+    return sql, tuple(params)
+
+
+def _pg_read(conn: sa.Connection, symbol: str, start: dt.date | None, end: dt.date | None) -> pd.DataFrame:
+    """A symbol's bars through a binary COPY, parsed with numpy (3-4x faster than fetching rows)."""
+    query, params = _pg_read_query(symbol, start, end)
+    sql = f"COPY ({query}) TO STDOUT WITH (FORMAT binary)"
+    stream = io.BytesIO()
+    _pg_copy(conn, sql, params, stream)
+    payload = stream.getbuffer()
+    count, extra = divmod(len(payload) - len(_PG_COPY_HEADER) - len(_PG_COPY_TRAILER), _PG_ROW.itemsize)
+    if extra or payload[: len(_PG_COPY_HEADER)] != _PG_COPY_HEADER:
+        raise RuntimeError(f"unexpected binary COPY stream from PostgreSQL reading {symbol}")
+    if count == 0:
+        return empty_bars()
+    rows = np.frombuffer(payload, dtype=_PG_ROW, count=count, offset=len(_PG_COPY_HEADER))
+    data = {"date": (_PG_EPOCH + rows["date"].astype("int64")).astype("datetime64[ns]")}
+    for column in _FLOAT_COLUMNS:
+        data[column] = rows[column].astype("float64")
+    tx = rows["transactions"].astype("int64")
+    missing = tx == _PG_NO_TX
+    data["transactions"] = pd.arrays.IntegerArray(np.where(missing, 0, tx), missing)
+    return pd.DataFrame(data, columns=list(BAR_COLUMNS))
+
+
+# ---- SQLite: read the stored range once, diff with numpy, executemany -------------------------------
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a == b) | (np.isnan(a) & np.isnan(b))
+
+
+def _as_float(values) -> np.ndarray:
+    """A column of DBAPI values (None for NULL) as float64 with NaN for NULL."""
+    return np.array(values, dtype="float64")
+
+
+def _diff(stored: list[tuple], frame: pd.DataFrame, dates: list[str]) -> tuple[int, int]:
+    """(new dates, changed dates) of `frame` against the stored rows (date text, *BAR_VALUE_COLUMNS)."""
+    if not stored:
+        return len(frame), 0
+    columns = list(zip(*stored))
+    position = pd.Index(columns[0]).get_indexer(dates)
+    found = position >= 0
+    at = position[found]
+    differs = np.zeros(len(at), dtype=bool)
+    for i, column in enumerate(BAR_VALUE_COLUMNS, start=1):
+        old = _as_float(columns[i])[at]
+        new = frame[column].to_numpy(dtype="float64", na_value=np.nan)[found]
+        differs |= ~_same(old, new)
+    return int(len(frame) - found.sum()), int(differs.sum())
 
 
 class BarStore:
@@ -72,43 +270,61 @@ class BarStore:
         if frame.empty:
             return UpsertResult(0, 0, 0)
         fetched_at = fetched_at or utcnow()
-        rows = _rows(symbol, frame, fetched_at)
+        if not frame["date"].is_monotonic_increasing:
+            frame = frame.sort_values("date", kind="stable")
+        if frame["date"].duplicated().any():  # a bar frame has one row per date; the last one wins
+            frame = frame.drop_duplicates("date", keep="last")
         with self.engine.begin() as conn:
-            existing = self._read(conn, symbol, frame["date"].min().date(), frame["date"].max().date())
-            inserted, changed = self._diff(existing, frame)
-            self._write(conn, rows)
-        return UpsertResult(len(rows), inserted, changed)
+            if conn.dialect.name == "postgresql":
+                written, inserted, changed = self._merge_postgresql(conn, symbol, frame, fetched_at)
+            else:
+                written, inserted, changed = self._merge_portable(conn, symbol, frame, fetched_at)
+        return UpsertResult(written, inserted, changed)
 
     @staticmethod
-    def _diff(existing: pd.DataFrame, incoming: pd.DataFrame) -> tuple[int, int]:
-        if existing.empty:
-            return len(incoming), 0
-        merged = incoming.merge(existing, on="date", how="left", suffixes=("", "_old"), indicator=True)
-        new = int((merged["_merge"] == "left_only").sum())
-        both = merged[merged["_merge"] == "both"]
-        differs = np.zeros(len(both), dtype=bool)
-        for column in BAR_VALUE_COLUMNS:
-            a = both[column].astype("float64").to_numpy()
-            b = both[f"{column}_old"].astype("float64").to_numpy()
-            differs |= ~_same(a, b)
-        return new, int(differs.sum())
+    def _merge_postgresql(conn: sa.Connection, symbol: str, frame: pd.DataFrame, fetched_at: dt.datetime):
+        # one writer per symbol at a time (others wait here, then see its rows): exact counts, no
+        # deadlock, and the append of new dates below cannot meet a concurrent insert of the same date
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PG_LOCK_NAMESPACE, symbol))
+        conn.exec_driver_sql(_PG_STAGE)
+        _pg_copy(conn, _PG_COPY_IN, (), io.BytesIO(_pg_copy_payload(frame)))
+        params = {"symbol": symbol, "fetched_at": fetched_at}
+        days = _days(frame)
+        if not conn.exec_driver_sql(_PG_ANY_STORED, (symbol, days[0].item(), days[-1].item())).scalar():
+            inserted = conn.exec_driver_sql(_PG_APPEND, params).rowcount
+            return inserted, inserted, 0
+        inserted, existing, changed = conn.exec_driver_sql(_PG_MERGE, params).one()
+        return int(inserted) + int(existing), int(inserted), int(changed)
 
-    def _write(self, conn: sa.Connection, rows: list[tuple]) -> None:
-        names = ", ".join(_INSERT_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in (*BAR_VALUE_COLUMNS, "fetched_at"))
+    @staticmethod
+    def _merge_portable(conn: sa.Connection, symbol: str, frame: pd.DataFrame, fetched_at: dt.datetime):
         marker = _marker(conn)
+        if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+            # take the write lock before reading: a writer of the same symbol that commits between
+            # our read and our write would otherwise make the counts (not the rows) wrong
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        dates = np.datetime_as_string(_days(frame), unit="D").tolist()
+        stored = conn.exec_driver_sql(
+            f"SELECT date, {', '.join(BAR_VALUE_COLUMNS)} FROM ohlcv_daily "
+            f"WHERE symbol = {marker} AND date >= {marker} AND date <= {marker}",
+            (symbol, dates[0], dates[-1]),
+        ).fetchall()
+        inserted, changed = _diff(stored, frame, dates)
         placeholders = ", ".join([marker] * len(_INSERT_COLUMNS))
-        sql = (
-            f"INSERT INTO ohlcv_daily ({names}) VALUES ({placeholders}) "
-            f"ON CONFLICT (symbol, date) DO UPDATE SET {updates}"
+        conn.exec_driver_sql(
+            f"INSERT INTO ohlcv_daily ({', '.join(_INSERT_COLUMNS)}) VALUES ({placeholders}) "
+            f"ON CONFLICT (symbol, date) DO UPDATE SET {_UPDATES}",
+            list(_rows(symbol, frame, fetched_at)),
         )
-        conn.exec_driver_sql(sql, rows)
+        return len(frame), inserted, changed
 
     # ---- reads --------------------------------------------------------------------------------
     def _read(self, conn: sa.Connection, symbol: str, start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:
-        """One query, raw DBAPI rows, vectorised conversions (no per-row type processing)."""
+        """One query, raw DBAPI rows (a binary COPY on PostgreSQL), vectorised conversions."""
+        if conn.dialect.name == "postgresql":
+            return _pg_read(conn, symbol, start, end)
         marker = _marker(conn)
-        sql = f"SELECT {', '.join(BAR_COLUMNS)} FROM ohlcv_daily WHERE symbol = {marker}"
+        sql = f"SELECT date, {', '.join(BAR_VALUE_COLUMNS)} FROM ohlcv_daily WHERE symbol = {marker}"
         params: list = [symbol]
         if start is not None:
             sql += f" AND date >= {marker}"
@@ -116,16 +332,17 @@ class BarStore:
         if end is not None:
             sql += f" AND date <= {marker}"
             params.append(end.isoformat())
-        cursor = conn.exec_driver_sql(sql + " ORDER BY date", tuple(params))
-        rows = cursor.fetchall()
+        rows = conn.exec_driver_sql(sql + " ORDER BY date", tuple(params)).fetchall()
         if not rows:
             return empty_bars()
-        frame = pd.DataFrame.from_records(rows, columns=list(BAR_COLUMNS), coerce_float=True)
-        frame["date"] = pd.to_datetime(frame["date"].astype(str), format="%Y-%m-%d")
-        for column in ("open", "high", "low", "close", "volume", "vwap"):
-            frame[column] = frame[column].astype("float64")
-        frame["transactions"] = frame["transactions"].astype("Int64")
-        return frame
+        columns = list(zip(*rows))
+        data = {"date": np.array(columns[0], dtype="datetime64[D]").astype("datetime64[ns]")}
+        for i, column in enumerate(_FLOAT_COLUMNS, start=1):
+            data[column] = _as_float(columns[i])
+        tx = np.array(columns[7], dtype=object)
+        missing = tx == None  # noqa: E711 (elementwise)
+        data["transactions"] = pd.arrays.IntegerArray(np.where(missing, 0, tx).astype("int64"), missing)
+        return pd.DataFrame(data, columns=list(BAR_COLUMNS))
 
     def read_bars(self, symbol: str, start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:
         """One symbol's stored bars as a bar frame, in one query."""
