@@ -73,6 +73,19 @@ def register_demo_set(registry: SymbolRegistry, out=None) -> bool:
     return True
 
 
+def ensure_pool(instance: DagsterInstance) -> None:
+    """Create the `polygon_api` pool at its configured default limit before any run starts.
+
+    Dagster 1.13 creates a pool lazily when the first op claims it; two processes doing so at the
+    same moment can fail a run on PostgreSQL storage. Creating it up front, serially, avoids that.
+    """
+    from market_pipeline.assets.ohlcv import POLYGON_POOL
+
+    storage = instance.event_log_storage
+    if POLYGON_POOL not in storage.get_concurrency_keys():
+        storage.initialize_concurrency_limit_to_default(POLYGON_POOL)
+
+
 def reconcile_partitions(instance: DagsterInstance, registry: SymbolRegistry) -> tuple[list[str], list[str]]:
     """Make the `symbols` partitions equal the active symbols. Returns (added, deleted)."""
     name = symbols_partitions.name

@@ -116,3 +116,12 @@ def test_verify_refuses_unknown_tickers_before_any_backfill(polygon_env, db, cap
     assert cli(capsys, "symbols", "add", "BTC-USD", "--asset-class", "crypto", "--verify")[0] == 0
     assert polygon_env.request_counts()["ticker_detail"] == 3
     assert polygon_env.request_counts()["aggs_range"] == 0
+
+
+def test_unreachable_warehouse_is_one_line_exit_1(monkeypatch, capsys):
+    from market_pipeline_tests.test_sandbox_cli import free_port
+
+    monkeypatch.setenv("MARKET_PIPELINE_DB_URL", f"postgresql://nobody@127.0.0.1:{free_port()}/warehouse")
+    code, out, err = cli(capsys, "symbols", "list")
+    assert code == 1
+    assert err.startswith("market-pipeline: error: cannot reach the warehouse") and len(err.strip().splitlines()) == 1

@@ -8,12 +8,12 @@ git-ignored home folder, as `make` does) and honours DAGSTER_HOME and MARKET_PIP
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import warnings
 
-from market_pipeline import settings
+import sqlalchemy as sa
+
 from market_pipeline.symbols import SymbolError
 from market_pipeline.warehouse.engine import WarehouseConfigError
 
@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, SymbolError, WarehouseConfigError) as exc:
         print(f"market-pipeline: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except sa.exc.OperationalError as exc:  # the warehouse server is down or unreachable
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        print(f"market-pipeline: error: cannot reach the warehouse ({reason}); check MARKET_PIPELINE_DB_URL", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 

@@ -10,8 +10,10 @@ from market_pipeline.warehouse.schema import symbol_stats
 
 
 def replace_stats(engine: sa.Engine, rows: Sequence[dict]) -> int:
-    """Replace the table's content with `rows` in one transaction."""
+    """Replace the table's content with `rows` in one transaction (overlapping writers queue)."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("LOCK TABLE symbol_stats IN SHARE ROW EXCLUSIVE MODE"))
         conn.execute(symbol_stats.delete())
         if rows:
             conn.execute(symbol_stats.insert(), list(rows))
