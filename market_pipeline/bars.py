@@ -8,6 +8,7 @@ A bar frame has the columns of BAR_COLUMNS: `date` (datetime64[ns] at midnight, 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from market_pipeline.symbols import symbol_from_polygon_ticker
 
 BAR_COLUMNS = ("date", "open", "high", "low", "close", "volume", "vwap", "transactions")
 _WIRE = {"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap", "n": "transactions"}
+_OPTIONAL = frozenset({"vw", "n"})  # Polygon leaves them out of some bars
 
 
 class BarParseError(ValueError):
@@ -31,6 +33,41 @@ def empty_bars() -> pd.DataFrame:
 
 
 def _frame_from_rows(rows: list[Mapping], asset_class: str, extra: Iterable[str] = ()) -> pd.DataFrame:
+    frame = _frame_from_numbers(rows, asset_class, extra)
+    if frame is None:
+        frame = _frame_from_any(rows, asset_class, extra)
+    incomplete = frame[["open", "high", "low", "close", "volume"]].isna().any(axis=1)
+    if incomplete.any():
+        day = frame.loc[incomplete, "date"].iloc[0].date()
+        raise BarParseError(f"the bar of {day} lacks a price or volume ({int(incomplete.sum())} such bar(s))")
+    frame["transactions"] = frame["transactions"].round().astype("Int64")
+    return frame
+
+
+def _frame_from_numbers(rows: list[Mapping], asset_class: str, extra: Iterable[str]) -> pd.DataFrame | None:
+    """The fast path, one column at a time straight from the dicts, for rows whose required fields are
+    all present and numeric (what Polygon sends). None for anything else: `_frame_from_any` then
+    decides, with the same result as before for every input."""
+    n = len(rows)
+    try:
+        t_ms = np.fromiter(map(itemgetter("t"), rows), np.int64, n)
+        columns = {"date": pd.DatetimeIndex(session_dates_from_ms(t_ms, asset_class))}
+        for wire, name in _WIRE.items():
+            if wire in _OPTIONAL:
+                columns[name] = np.array([row.get(wire) for row in rows], dtype=np.float64)
+            else:
+                columns[name] = np.fromiter(map(itemgetter(wire), rows), np.float64, n)
+        for column in extra:
+            values = np.empty(n, dtype=object)
+            values[:] = [row[column] for row in rows]
+            columns[column] = values
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+        return None
+    return pd.DataFrame(columns)
+
+
+def _frame_from_any(rows: list[Mapping], asset_class: str, extra: Iterable[str] = ()) -> pd.DataFrame:
+    """The general path: any mix of missing fields and non-numeric values (coerced to NaN)."""
     raw = pd.DataFrame.from_records(rows)
     missing = [k for k in ("t", "o", "h", "l", "c", "v") if k not in raw.columns]
     if missing:
@@ -45,11 +82,6 @@ def _frame_from_rows(rows: list[Mapping], asset_class: str, extra: Iterable[str]
             out[name] = pd.to_numeric(raw[wire], errors="coerce").to_numpy("float64")
         else:
             out[name] = np.nan
-    incomplete = out[["open", "high", "low", "close", "volume"]].isna().any(axis=1)
-    if incomplete.any():
-        day = out.loc[incomplete, "date"].iloc[0].date()
-        raise BarParseError(f"the bar of {day} lacks a price or volume ({int(incomplete.sum())} such bar(s))")
-    out["transactions"] = out["transactions"].round().astype("Int64")
     for column in extra:
         out[column] = raw[column].to_numpy()
     return out
@@ -60,8 +92,10 @@ def parse_aggregate_results(results: list[Mapping] | None, asset_class: str) -> 
     if not results:
         return empty_bars()
     frame = _frame_from_rows(results, asset_class)
-    frame = frame.drop_duplicates("date", keep="last").sort_values("date", kind="stable")
-    return frame.reset_index(drop=True)[list(BAR_COLUMNS)]
+    days = frame["date"].to_numpy()
+    if len(days) > 1 and not (days[1:] > days[:-1]).all():  # Polygon sends ascending unique dates
+        frame = frame.drop_duplicates("date", keep="last").sort_values("date", kind="stable").reset_index(drop=True)
+    return frame[list(BAR_COLUMNS)]
 
 
 def parse_grouped_results(results: list[Mapping] | None, asset_class: str) -> pd.DataFrame:

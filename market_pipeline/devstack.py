@@ -2,29 +2,26 @@
 
 With no POLYGON_API_KEY the built-in sandbox serves synthetic bars on a loopback port for the
 lifetime of the stack, and the code location talks to it (no pacing, as the sandbox has no limit).
+Schedules (stocks_daily_refresh, crypto_daily_refresh) and sensors (tracked_symbols_sensor and the
+run-failure sensors) are on from the start: add a symbol with `market-pipeline symbols add` and
+watch its backfill run. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
-from pathlib import Path
 
 from market_pipeline import settings
-
-
-def dagster_dev_command(host: str, port: int) -> list[str]:
-    dagster = Path(sys.executable).with_name("dagster")
-    return [str(dagster), "dev", "-w", str(settings.project_dir() / "workspace.yaml"), "-h", host, "-p", str(port)]
+from market_pipeline.stack import DagsterStack, StackError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m market_pipeline.devstack", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the UI to come up")
     args = parser.parse_args(argv)
     home = settings.ensure_dagster_home()
     env = dict(os.environ, DAGSTER_HOME=str(home))
@@ -35,14 +32,30 @@ def main(argv: list[str] | None = None) -> int:
         sandbox = SandboxServer(host="127.0.0.1", port=0).start()
         env.update(POLYGON_API_KEY=SANDBOX_API_KEY, POLYGON_BASE_URL=sandbox.url, POLYGON_REQUESTS_PER_MINUTE="0")
         print(f"No POLYGON_API_KEY set: the built-in sandbox serves SYNTHETIC bars at {sandbox.url}", flush=True)
-    print(f"Dagster home: {home}\nWarehouse: {settings.db_url()}\nUI: http://{args.host}:{args.port}", flush=True)
-    process = subprocess.Popen(dagster_dev_command(args.host, args.port), env=env, cwd=settings.project_dir())
+    else:
+        print(
+            f"Polygon at {settings.polygon_base_url()}, paced at {settings.requests_per_minute()} requests/minute "
+            "(POLYGON_REQUESTS_PER_MINUTE; 0 = no pacing)",
+            flush=True,
+        )
+    print(f"Dagster home: {home}\nWarehouse: {settings.db_url()}", flush=True)
+    stack = DagsterStack(home, env, host=args.host, port=args.port)
     try:
-        return process.wait()
+        stack.start(timeout=args.timeout)
+        print(
+            f"\nDagster UI: {stack.url}  (schedules and sensors are on; Ctrl-C stops)\n"
+            "Track a symbol and watch its backfill: market-pipeline symbols add AAPL --asset-class stock\n",
+            flush=True,
+        )
+        return stack.wait() or 0
     except KeyboardInterrupt:
-        process.send_signal(signal.SIGINT)
-        return process.wait()
+        print("\nStopping the Dagster UI and daemon...", flush=True)
+        return 0
+    except StackError as exc:
+        print(f"The Dagster UI did not start: {exc}", file=sys.stderr)
+        return 1
     finally:
+        stack.stop()
         if sandbox is not None:
             sandbox.stop()
 

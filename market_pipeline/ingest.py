@@ -6,8 +6,12 @@ The Dagster asset calls `refresh_symbol` for each partition; tests and benchmark
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
+import pandas as pd
+
+from market_pipeline.bars import BAR_COLUMNS
 from market_pipeline.polygon_client import PolygonClient, PolygonError
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
 from market_pipeline.warehouse.store import BarStore
@@ -39,6 +43,8 @@ class SymbolResult:
     first_date: str | None = None
     last_date: str | None = None
     requests: int = 0
+    requests_shared: bool = False  # `requests` were the grouped requests shared by every grouped symbol
+    note: str | None = None
     error: str | None = None
     transient: bool = False
 
@@ -107,3 +113,107 @@ def refresh_symbol(
         except Exception:  # the database itself is gone; the run-status sensor marks it later
             pass
     return result
+
+
+def fetch_grouped(client: PolygonClient, market_class: str, dates: Sequence[dt.date], wanted: set[str]) -> pd.DataFrame:
+    """The grouped-daily bars of `dates` (one request each) for the `wanted` symbols only, with a
+    `symbol` column. `market_class` is "stock" (stocks and ETFs) or "crypto"."""
+    frames = []
+    for day in dates:
+        frame = client.grouped_daily(market_class, day)
+        frames.append(frame[frame["symbol"].isin(wanted)])
+    if not frames:
+        return pd.DataFrame(columns=["symbol", *BAR_COLUMNS])
+    return pd.concat(frames, ignore_index=True)
+
+
+def refresh_grouped(
+    client: PolygonClient,
+    store: BarStore,
+    registry: SymbolRegistry,
+    windows: Sequence[tuple[TrackedSymbol, dt.date]],
+    dates: Sequence[dt.date],
+    target: dt.date,
+    *,
+    run_id: str | None,
+    refetch_sessions: int = DEFAULT_REFETCH_SESSIONS,
+    default_history_days: int = DEFAULT_HISTORY_DAYS,
+) -> Iterator[SymbolResult]:
+    """Refresh many symbols of one market from its grouped-daily bars: `dates` are requested once
+    each, then every symbol's bars from its window start (`windows`: tracked row, first date) to
+    `target` are upserted in one transaction per symbol. Yields a result per symbol as it is stored.
+
+    A symbol absent from every grouped response (a ticker the grouped endpoint does not list) is
+    fetched with its own range request instead, so it is never silently left behind. Never raises
+    for a Polygon or database error: a failed grouped request fails every symbol with its reason.
+    """
+    if not windows:
+        return
+    market_class = "crypto" if windows[0][0].asset_class == "crypto" else "stock"
+    wanted = {tracked.symbol for tracked, _ in windows}
+    before = client.stats.requests
+    try:
+        frame = fetch_grouped(client, market_class, dates, wanted)
+        error = None
+    except PolygonError as exc:
+        frame, error = None, exc
+    shared = client.stats.requests - before
+    if error is not None:
+        for tracked, start in windows:
+            result = SymbolResult(
+                tracked.symbol, tracked.asset_class, "failed", path="grouped", requests=shared, requests_shared=True,
+                fetch_from=start.isoformat(), fetch_to=target.isoformat(),
+                error=f"{tracked.symbol}: grouped daily bars: {error}", transient=error.transient,
+            )
+            _record_failure(registry, result, run_id)
+            yield result
+        return
+    by_symbol = {symbol: rows for symbol, rows in frame.groupby("symbol", sort=False)} if len(frame) else {}
+    for tracked, start in windows:
+        bars = by_symbol.get(tracked.symbol)
+        if bars is None and dates:
+            result = refresh_symbol(
+                client, store, registry, tracked, run_id=run_id, today=target,
+                refetch_sessions=refetch_sessions, default_history_days=default_history_days,
+            )
+            result.note = "absent from the grouped-daily responses: fetched with a range request"
+            yield result
+            continue
+        yield _store_grouped(store, registry, tracked, bars, start, target, shared, run_id)
+
+
+def _store_grouped(store, registry, tracked, bars, start, target, shared, run_id) -> SymbolResult:
+    symbol = tracked.symbol
+    result = SymbolResult(
+        symbol, tracked.asset_class, "failed", path="grouped", requests=shared, requests_shared=True,
+        fetch_from=start.isoformat(), fetch_to=target.isoformat(),
+    )
+    try:
+        registry.mark_in_progress(symbol, run_id)
+        if bars is None:
+            bars = pd.DataFrame(columns=list(BAR_COLUMNS))
+        day = bars["date"]
+        bars = bars[(day >= pd.Timestamp(start)) & (day <= pd.Timestamp(target))]
+        bars = bars.sort_values("date", kind="stable").reset_index(drop=True)[list(BAR_COLUMNS)]
+        written = store.upsert_bars(symbol, bars)
+        result.rows_fetched = len(bars)
+        result.rows_upserted, result.rows_inserted, result.rows_changed = (
+            written.rows_upserted, written.rows_inserted, written.rows_changed,
+        )
+        count, first, last = store.summary([symbol]).get(symbol, (0, None, None))
+        result.rows_stored = count
+        result.first_date = first.isoformat() if first else None
+        result.last_date = last.isoformat() if last else None
+        registry.mark_completed(symbol, run_id, history_from=None)
+        result.status = "completed"
+    except Exception as exc:  # a database fault: record it, let the caller fail the run
+        result.error, result.transient = f"{symbol}: {type(exc).__name__}: {exc}", True
+        _record_failure(registry, result, run_id)
+    return result
+
+
+def _record_failure(registry: SymbolRegistry, result: SymbolResult, run_id: str | None) -> None:
+    try:
+        registry.mark_failed(result.symbol, result.error or "unknown error", run_id)
+    except Exception:  # the database itself is gone; the run-status sensor marks it later
+        pass

@@ -6,6 +6,13 @@ history from its start date), upsert in one transaction, mark it completed, reco
 materialization and both check results for that partition. A failing symbol is marked failed with
 its reason and does not stop the others; the run then fails naming it. On a step retry the symbols
 this run already materialised are skipped, so a retry re-runs only what failed.
+
+Symbols whose history is complete may instead come from the grouped-daily endpoints (one request per
+date for every symbol of a market): `market_pipeline.refresh` picks, per market, whichever split needs
+fewer requests, and each materialization records the path (`fetch_path`: "range" or "grouped") and
+the requests (`requests`; for grouped symbols the shared grouped requests, `requests_shared`).
+`asset_classes` in the op config restricts a run to some classes (the schedules refresh one class
+per run over a partition range that may interleave classes).
 """
 
 
@@ -28,8 +35,16 @@ from pydantic import Field
 
 from market_pipeline import settings
 from market_pipeline.checks import CHECK_KEYS, OHLCV_KEY, CheckSettings, compute_stats, evaluations, check_specs
-from market_pipeline.ingest import DEFAULT_HISTORY_DAYS, DEFAULT_REFETCH_SESSIONS, SymbolResult, refresh_symbol
+from market_pipeline.ingest import (
+    DEFAULT_HISTORY_DAYS,
+    DEFAULT_REFETCH_SESSIONS,
+    SymbolResult,
+    plan_fetch,
+    refresh_grouped,
+    refresh_symbol,
+)
 from market_pipeline.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
+from market_pipeline.refresh import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, plan_refresh, target_session
 from market_pipeline.resources import PolygonResource, WarehouseResource
 
 POLYGON_POOL = "polygon_api"
@@ -41,6 +56,27 @@ class OhlcvConfig(CheckSettings):
     )
     default_history_days: int = Field(
         default=DEFAULT_HISTORY_DAYS, description="history to fetch for a symbol without a start date"
+    )
+    asset_classes: list[str] | None = Field(
+        default=None,
+        description=(
+            "refresh only active symbols of these asset classes (stock, etf, crypto); symbols of other "
+            "classes in the run's partition range are skipped, not touched. Default: every symbol of the run"
+        ),
+    )
+    target_date: str | None = Field(
+        default=None,
+        description="last date to refresh, YYYY-MM-DD (default: the latest completed session of each market)",
+    )
+    use_grouped_daily: bool = Field(
+        default=True,
+        description=(
+            "fetch from the grouped-daily endpoints (one request per date for all symbols of a market) "
+            "whenever that needs fewer requests than one range request per symbol"
+        ),
+    )
+    max_grouped_dates: int = Field(
+        default=DEFAULT_MAX_GROUPED_DATES, description="at most this many grouped-daily requests per market per run"
     )
 
 
@@ -61,6 +97,9 @@ def _materialization(result: SymbolResult) -> AssetMaterialization:
             "fetch_to": result.fetch_to or "",
             "fetch_path": result.path,
             "requests": result.requests,
+            # grouped: `requests` were shared by every symbol of the market stored from them
+            "requests_shared": result.requests_shared,
+            **({"note": result.note} if result.note else {}),
         },
     )
 
@@ -117,34 +156,47 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
     failures: list[SymbolResult] = []
     if materialize:
         skip = _already_materialized(context)
+        rows = []
+        for symbol in keys:
+            row = tracked.get(symbol)
+            if symbol in skip:
+                continue
+            if row is None:
+                failures.append(SymbolResult(symbol, "unknown", "failed", error=f"{symbol} is not in tracked_symbols"))
+                continue
+            if config.asset_classes is not None and (row.asset_class not in config.asset_classes or not row.active):
+                continue  # another class's symbol inside this run's partition range: not touched
+            rows.append(row)
+        if config.asset_classes is not None:
+            context.log.info(f"{len(rows)} symbol(s) of {', '.join(config.asset_classes)} in {len(keys)} partition(s)")
+        stored: list[SymbolResult] = []
         with polygon.get_client(logger=context.log) as client:
-            for symbol in keys:
-                row = tracked.get(symbol)
-                if symbol in skip:
-                    continue
-                if row is None:
-                    failures.append(SymbolResult(symbol, "unknown", "failed", error=f"{symbol} is not in tracked_symbols"))
-                    continue
-                result = refresh_symbol(
-                    client, store, registry, row, run_id=context.run_id, today=now.date(),
-                    refetch_sessions=config.refetch_sessions, default_history_days=config.default_history_days,
-                )
+            for result, row in _refresh(context, config, client, store, registry, rows, now):
+                symbol = row.symbol
                 if result.status != "completed":
                     context.log.error(f"{symbol}: {result.error}")
                     failures.append(result)
                     continue
-                context.log.info(
-                    f"{symbol}: {result.rows_fetched} bars fetched ({result.fetch_from}..{result.fetch_to}), "
-                    f"{result.rows_stored} stored, {result.requests} request(s)"
-                )
+                if not result.requests_shared:  # grouped symbols: one summary line below, not 1,000 events
+                    context.log.info(
+                        f"{symbol}: {result.rows_fetched} bars fetched ({result.fetch_from}..{result.fetch_to}), "
+                        f"{result.rows_stored} stored, {result.rows_changed} changed, {result.requests} request(s)"
+                    )
+                stored.append(result)
                 yield _materialization(result)
                 if selected_checks:
                     stats = compute_stats(symbol, row.asset_class, store.read_bars(symbol), config, now)
                     yield from evaluations(stats, selected_checks, context.instance)
+            context.log.info(
+                f"{len(stored)} symbol(s) stored ({sum(r.path == 'grouped' for r in stored)} from grouped-daily bars): "
+                f"{sum(r.rows_fetched for r in stored)} bars fetched, {sum(r.rows_inserted for r in stored)} new, "
+                f"{sum(r.rows_changed for r in stored)} changed by late corrections; {client.stats.requests} request(s) "
+                f"({', '.join(f'{k} {v}' for k, v in sorted(client.stats.by_endpoint.items())) or 'none'})"
+            )
     elif selected_checks:
         for symbol in keys:
             row = tracked.get(symbol)
-            if row is None:
+            if row is None or (config.asset_classes is not None and row.asset_class not in config.asset_classes):
                 continue
             stats = compute_stats(symbol, row.asset_class, store.read_bars(symbol), config, now)
             yield from evaluations(stats, selected_checks, context.instance)
@@ -159,3 +211,46 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
             },
             allow_retries=any(r.transient for r in failures),
         )
+
+
+def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: dt.datetime):
+    """Plan each market's split between the grouped-daily and the range path (fewest requests),
+    then refresh: the grouped symbols of each market first, then one range request per other symbol.
+    Yields (SymbolResult, tracked row) as each symbol is stored."""
+    requested = dt.date.fromisoformat(config.target_date) if config.target_date else None
+    today = requested or now.date()
+    targets = {market: target_session(market, now, requested) for market in ("stocks", "crypto")}
+    windows, starts = [], {}
+    for row in rows:
+        try:
+            refetch_from = store.refetch_start(row.symbol, config.refetch_sessions)
+            plan = plan_fetch(row, refetch_from, today, default_history_days=config.default_history_days)
+            windows.append(SymbolWindow(row.symbol, row.asset_class, plan.start, plan.full))
+            starts[row.symbol] = plan.start
+        except Exception as exc:  # the range path records the database fault for this symbol
+            context.log.warning(f"{row.symbol}: could not plan a grouped refresh ({type(exc).__name__}: {exc})")
+            windows.append(SymbolWindow(row.symbol, row.asset_class, today, True))
+    plans = plan_refresh(
+        windows, targets, max_grouped_dates=config.max_grouped_dates, allow_grouped=config.use_grouped_daily
+    )
+    by_symbol = {row.symbol: row for row in rows}
+    for market, plan in plans.items():
+        context.log.info(
+            f"{market}: {len(plan.grouped)} symbol(s) from {len(plan.dates)} grouped-daily request(s) "
+            f"({plan.dates[0] if plan.dates else '-'}..{plan.target}), {len(plan.ranged)} with a range request each: "
+            f"{plan.requests} request(s) where one per symbol would be {plan.range_only_requests}"
+        )
+        grouped = [(by_symbol[s], starts[s]) for s in plan.grouped]
+        for result in refresh_grouped(
+            client, store, registry, grouped, plan.dates, plan.target, run_id=context.run_id,
+            refetch_sessions=config.refetch_sessions, default_history_days=config.default_history_days,
+        ):
+            yield result, by_symbol[result.symbol]
+    ranged = {s for plan in plans.values() for s in plan.ranged}
+    for row in rows:
+        if row.symbol in ranged:
+            result = refresh_symbol(
+                client, store, registry, row, run_id=context.run_id, today=today,
+                refetch_sessions=config.refetch_sessions, default_history_days=config.default_history_days,
+            )
+            yield result, row

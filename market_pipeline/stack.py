@@ -1,0 +1,477 @@
+"""The Dagster webserver and daemon (`dagster dev`) as one object: start, talk GraphQL, stop.
+
+`make dev` runs one on http://127.0.0.1:3000; the full-stack test and the UI-path benchmark run one in
+a temporary home on a free port. It talks to the webserver exactly as the UI does (the same GraphQL
+mutations), so what works here works from the browser.
+
+    stack = DagsterStack(home, env).start()
+    backfill_id = stack.launch_partition_backfill()        # "Materialize all" -> Launch backfill
+    status = stack.wait_backfill(backfill_id, timeout=300)  # "COMPLETED_SUCCESS"
+    stack.stop()                                            # nothing left running
+
+`dagster dev` runs in its own session and process group; `stop()` interrupts it (it shuts its
+webserver, daemon, code server and run workers down), then SIGTERM and SIGKILL any process of the
+stack still alive, and returns only when none is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+import requests
+
+from market_pipeline import settings
+
+BACKFILL_TERMINAL = frozenset({"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"})
+RUN_TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+
+WORKSPACE_QUERY = """
+query StackWorkspace {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError {
+          __typename
+          ... on RepositoryLocation { name repositories { name } }
+          ... on PythonError { message }
+        }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+DAEMON_HEALTH_QUERY = """
+query StackDaemonHealth {
+  instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } }
+}
+"""
+
+# the mutation the UI's launch-backfill dialog sends (dagster-webserver's LaunchPartitionBackfill)
+LAUNCH_BACKFILL_MUTATION = """
+mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId launchedRunIds }
+    ... on PartitionSetNotFoundError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on UnauthorizedError { message }
+    ... on PipelineNotFoundError { message }
+    ... on RunConflict { message }
+    ... on ConflictingExecutionParamsError { message }
+    ... on PresetNotFoundError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { stepKey invalidOutputName }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
+BACKFILL_STATUS_QUERY = """
+query StackBackfillStatus($backfillId: String!) {
+  partitionBackfillOrError(backfillId: $backfillId) {
+    __typename
+    ... on PartitionBackfill { id status numPartitions }
+    ... on BackfillNotFoundError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+LAUNCH_RUN_MUTATION = """
+mutation StackLaunchRun($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+RUN_STATUS_QUERY = """
+query StackRunStatus($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { runId status }
+    ... on RunNotFoundError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+class StackError(RuntimeError):
+    """The stack could not start, or the webserver answered with an error."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _processes() -> list[tuple[int, str, int, int]]:
+    """(pid, state, ppid, pgid) of every process, from /proc (Linux); [] elsewhere."""
+    out = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        out.append((int(entry.name), fields[0], int(fields[1]), int(fields[2])))
+    return out
+
+
+def _children_map() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for pid, _, ppid, _ in _processes():
+        tree.setdefault(ppid, []).append(pid)
+    return tree
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of the process group `pgid`."""
+    return [pid for pid, state, _, group in _processes() if group == pgid and state != "Z"]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (children, grandchildren, ...)."""
+    tree, out, todo = _children_map(), [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"  # a zombie is gone for our purposes
+
+
+def _signal(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = [p for p in pids if _alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if _alive(p)]
+    return alive
+
+
+class DagsterStack:
+    """`dagster dev` (webserver, daemon, one code server) for the project's workspace.
+
+    `home` is the Dagster home (DAGSTER_HOME) unless `env` names one: `env["DAGSTER_HOME"]` wins, and
+    when `env["MARKET_PIPELINE_HOME"]` is `home` the Dagster home is `home/dagster`, where the
+    project's CLI keeps it (settings.ensure_dagster_home). The project's dagster.yaml is copied in
+    when the home has none. `env` is the environment of every process of the stack (the Polygon
+    key or sandbox URL, the warehouse URL). `port` None picks a free port.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        workspace: Path | None = None,
+        log_path: Path | None = None,
+    ):
+        self.home = Path(home)
+        self.env = dict(os.environ if env is None else env)
+        self.host = host
+        self.port = port or free_port(host)
+        self.workspace = Path(workspace or settings.project_dir() / "workspace.yaml")
+        self.log_path = log_path  # None: the stack writes to this process's stdout/stderr
+        self.dagster_home = self._resolve_dagster_home()
+        self.location_name: str | None = None
+        self.repository_name: str | None = None
+        self.process: subprocess.Popen | None = None
+        self._log: IO | None = None
+        self._session = requests.Session()
+
+    def _resolve_dagster_home(self) -> Path:
+        if self.env.get("DAGSTER_HOME"):
+            return Path(self.env["DAGSTER_HOME"])
+        project_home = self.env.get("MARKET_PIPELINE_HOME")
+        if project_home and Path(project_home).resolve() == self.home.resolve():
+            return self.home / "dagster"
+        return self.home
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> "DagsterStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        dagster = Path(sys.executable).with_name("dagster")
+        return [str(dagster), "dev", "-w", str(self.workspace), "-h", self.host, "-p", str(self.port)]
+
+    def start(self, timeout: float = 180.0, wait_for_daemon: bool = True) -> "DagsterStack":
+        """Start `dagster dev`; return once GraphQL answers, the code location is loaded and (by
+        default) every required daemon reports healthy. Raises StackError (and stops) otherwise."""
+        if self.process is not None:
+            raise StackError("the stack is already running")
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        config = self.dagster_home / "dagster.yaml"
+        if not config.exists():
+            shutil.copyfile(settings.project_dir() / "dagster.yaml", config)
+        env = {**self.env, "DAGSTER_HOME": str(self.dagster_home)}
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.command(),
+            env=env,
+            cwd=settings.project_dir(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self._log else None,
+            start_new_session=True,  # our own process group: the terminal's Ctrl-C reaches us, not it
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            self._wait_for_location(deadline)
+            if wait_for_daemon:
+                self._wait_for_daemon(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _check_running(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            code = None if self.process is None else self.process.returncode
+            raise StackError(f"dagster dev exited (code {code}) while starting{self._log_tail()}")
+
+    def _wait_for_location(self, deadline: float) -> None:
+        last = "no answer from the webserver"
+        while time.monotonic() < deadline:
+            self._check_running()
+            try:
+                data = self.graphql(WORKSPACE_QUERY, timeout=5)
+            except (requests.RequestException, StackError) as exc:
+                last = str(exc)
+                time.sleep(0.5)
+                continue
+            workspace = data["workspaceOrError"]
+            for entry in workspace.get("locationEntries") or []:
+                location = entry.get("locationOrLoadError") or {}
+                if location.get("__typename") == "PythonError":
+                    raise StackError(f"code location {entry['name']} failed to load: {location['message']}")
+                if location.get("__typename") == "RepositoryLocation":
+                    self.location_name = location["name"]
+                    self.repository_name = location["repositories"][0]["name"]
+                    return
+            last = f"code location loading ({[e.get('loadStatus') for e in workspace.get('locationEntries') or []]})"
+            time.sleep(0.5)
+        raise StackError(f"the stack did not come up in time: {last}{self._log_tail()}")
+
+    def _wait_for_daemon(self, deadline: float) -> None:
+        unhealthy: list[str] = []
+        while time.monotonic() < deadline:
+            self._check_running()
+            statuses = self.graphql(DAEMON_HEALTH_QUERY)["instance"]["daemonHealth"]["allDaemonStatuses"]
+            unhealthy = [s["daemonType"] for s in statuses if s["required"] and not s["healthy"]]
+            if statuses and not unhealthy:
+                return
+            time.sleep(0.5)
+        raise StackError(f"daemons not healthy in time: {', '.join(unhealthy)}{self._log_tail()}")
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until `dagster dev` exits (its return code) or `timeout` passes (None)."""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Interrupt `dagster dev` and wait; then SIGTERM, then SIGKILL whatever of it is left."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        group = process.pid  # start_new_session: the group id is the leader's pid
+        tree = descendants(process.pid)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)  # dagster dev shuts its services down on Ctrl-C
+            try:
+                process.wait(timeout)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):  # too slow, or a second Ctrl-C
+                self._kill_group(group, signal.SIGTERM)
+                try:
+                    process.wait(5)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    self._kill_group(group, signal.SIGKILL)
+                    process.wait()
+        survivors = [p for p in set(tree + descendants(process.pid) + group_members(group)) if _alive(p)]
+        if survivors:
+            self._kill_group(group, signal.SIGTERM)
+            _signal(survivors, signal.SIGTERM)
+            survivors = _wait_gone(survivors, 5)
+        if survivors:
+            self._kill_group(group, signal.SIGKILL)
+            _signal(survivors, signal.SIGKILL)
+            _wait_gone(survivors, 5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self._session.close()
+
+    @staticmethod
+    def _kill_group(group: int, sig: int) -> None:
+        try:
+            os.killpg(group, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _log_tail(self, chars: int = 3000) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n--- dagster dev log (tail) ---\n" + self.log_path.read_text(errors="replace")[-chars:]
+
+    # ---- GraphQL ------------------------------------------------------------------------------
+    def graphql(self, query: str, variables: dict | None = None, *, timeout: float = 60.0) -> dict:
+        """POST a query to the webserver's /graphql; returns its `data`. Raises StackError on errors."""
+        response = self._session.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=timeout
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            raise StackError(f"GraphQL HTTP {response.status_code}: {response.text[:500]}") from None
+        if body.get("errors"):
+            raise StackError(f"GraphQL errors: {body['errors']}")
+        if response.status_code != 200:
+            raise StackError(f"GraphQL HTTP {response.status_code}: {body}")
+        return body["data"]
+
+    def launch_partition_backfill(
+        self,
+        asset_key: str = "ohlcv_daily",
+        partition_names: list[str] | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
+        title: str | None = None,
+    ) -> str:
+        """Launch a backfill of `asset_key` (path parts joined by "/") as the UI's dialog does:
+        every partition when `partition_names` is None. Returns the backfill id."""
+        params: dict = {
+            "assetSelection": [{"path": asset_key.split("/")}],
+            "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+        }
+        if partition_names is None:
+            params["allPartitions"] = True
+        else:
+            params.update(partitionNames=list(partition_names), fromFailure=False)
+        if title:
+            params["title"] = title
+        result = self.graphql(LAUNCH_BACKFILL_MUTATION, {"backfillParams": params})["launchPartitionBackfill"]
+        if result["__typename"] != "LaunchBackfillSuccess":
+            raise StackError(f"launchPartitionBackfill: {result}")
+        return result["backfillId"]
+
+    def backfill_status(self, backfill_id: str) -> str:
+        result = self.graphql(BACKFILL_STATUS_QUERY, {"backfillId": backfill_id})["partitionBackfillOrError"]
+        if result["__typename"] != "PartitionBackfill":
+            raise StackError(f"backfill {backfill_id}: {result}")
+        return result["status"]
+
+    def wait_backfill(self, backfill_id: str, timeout: float = 600.0, poll: float = 1.0) -> str:
+        """Poll until the backfill reaches a terminal status (COMPLETED_SUCCESS, COMPLETED_FAILED,
+        FAILED, CANCELED, ...) and return it; TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        status = None
+        while True:
+            status = self.backfill_status(backfill_id)
+            if status in BACKFILL_TERMINAL:
+                return status
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"backfill {backfill_id} still {status} after {timeout:.0f}s")
+            time.sleep(poll)
+
+    def launch_run(
+        self,
+        job_name: str = "ohlcv_daily_job",
+        *,
+        partition_key: str | None = None,
+        partition_range: tuple[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        run_config: dict | None = None,
+    ) -> str:
+        """Launch one run of a job (the UI's Launchpad); returns the run id."""
+        all_tags = dict(tags or {})
+        if partition_key is not None:
+            all_tags["dagster/partition"] = partition_key
+        if partition_range is not None:
+            all_tags["dagster/asset_partition_range_start"], all_tags["dagster/asset_partition_range_end"] = partition_range
+        params = {
+            "selector": {
+                "repositoryLocationName": self.location_name,
+                "repositoryName": self.repository_name,
+                "jobName": job_name,
+            },
+            "runConfigData": run_config or {},
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in all_tags.items()]},
+        }
+        result = self.graphql(LAUNCH_RUN_MUTATION, {"executionParams": params})["launchRun"]
+        if result["__typename"] != "LaunchRunSuccess":
+            raise StackError(f"launchRun: {result}")
+        return result["run"]["runId"]
+
+    def run_status(self, run_id: str) -> str:
+        result = self.graphql(RUN_STATUS_QUERY, {"runId": run_id})["runOrError"]
+        if result["__typename"] != "Run":
+            raise StackError(f"run {run_id}: {result}")
+        return result["status"]
+
+    def wait_run(self, run_id: str, timeout: float = 300.0, poll: float = 0.5) -> str:
+        """Poll until the run is SUCCESS, FAILURE or CANCELED and return it; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.run_status(run_id)
+            if status in RUN_TERMINAL:
+                return status
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"run {run_id} still {status} after {timeout:.0f}s")
+            time.sleep(poll)

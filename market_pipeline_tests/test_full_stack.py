@@ -1,0 +1,253 @@
+"""The full stack as a user drives it: `dagster dev` (webserver, daemon, code server) in a temporary
+Dagster home with the project's dagster.yaml, against the sandbox over HTTP and a temporary SQLite
+warehouse, on free ports.
+
+1. add symbols of all three asset classes with the CLI (a subprocess with the same environment);
+2. wait until tracked_symbols_sensor has created their partitions and its runs have succeeded;
+3. launch a backfill of every partition through GraphQL, with the mutation the UI's launch dialog sends;
+4. wait for it, then check the warehouse against the sandbox, every symbol `completed`, and the
+   materialisations and per-partition check results as the UI reads them (GraphQL);
+5. stop everything and check that nothing of the stack is left running.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from market_pipeline import calendars
+from market_pipeline.bars import BAR_COLUMNS
+from market_pipeline.sandbox import SANDBOX_API_KEY, synthetic_bars
+from market_pipeline.stack import DagsterStack, descendants, group_members
+from market_pipeline.warehouse import BarStore
+
+pytestmark = pytest.mark.slow
+
+START = "2025-06-02"
+SYMBOLS = {"stock": ["AAPL", "MSFT"], "etf": ["SPY"], "crypto": ["BTCUSD", "ETHUSD"]}
+ALL = [s for names in SYMBOLS.values() for s in names]
+CLASS_OF = {s: c for c, names in SYMBOLS.items() for s in names}
+CHECKS = ("validation_rate", "date_gaps")
+
+RUNS = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) { __typename ... on Runs { results { runId status tags { key value } } } }
+}
+"""
+ASSET_NODE = """
+query AssetNode($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    __typename
+    ... on AssetNode {
+      partitionKeys
+      partitionStats { numMaterialized numPartitions numFailed numMaterializing }
+      assetChecksOrError {
+        __typename
+        ... on AssetChecks {
+          checks {
+            name
+            partitionStatuses {
+              __typename
+              ... on AssetCheckDefaultPartitionStatuses { succeededPartitions failedPartitions executionFailedPartitions }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+MATERIALIZATIONS = """
+query Materializations($key: AssetKeyInput!, $partitions: [String!]) {
+  assetOrError(assetKey: $key) {
+    __typename
+    ... on Asset {
+      assetMaterializations(partitions: $partitions) {
+        partition
+        runId
+        metadataEntries {
+          label
+          ... on IntMetadataEntry { intValue }
+          ... on TextMetadataEntry { text }
+          ... on BoolMetadataEntry { boolValue }
+        }
+      }
+    }
+  }
+}
+"""
+CHECK_EXECUTIONS = """
+query CheckExecutions($key: AssetKeyInput!, $check: String!, $partition: String) {
+  assetCheckExecutions(assetKey: $key, checkName: $check, partition: $partition, limit: 1) {
+    runId
+    status
+    partition
+    evaluation { success partition metadataEntries { label } }
+  }
+}
+"""
+SCHEDULES = """
+query Schedules($repo: RepositorySelector!) {
+  schedulesOrError(repositorySelector: $repo) {
+    __typename ... on Schedules { results { name scheduleState { status } } }
+  }
+}
+"""
+KEY = {"path": ["ohlcv_daily"]}
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll)
+
+
+def cli(env: dict, *args: str) -> str:
+    command = [str(Path(sys.executable).with_name("market-pipeline")), *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{' '.join(args)}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def listed(env: dict) -> dict:
+    return {row["symbol"]: row for row in json.loads(cli(env, "symbols", "list", "--json"))}
+
+
+def served(symbol: str, end: dt.date) -> pd.DataFrame:
+    ticker = f"X:{symbol}" if CLASS_OF[symbol] == "crypto" else symbol
+    raw = synthetic_bars(ticker, dt.date.fromisoformat(START), end)
+    frame = raw.rename(columns={"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap", "n": "transactions"})
+    frame["transactions"] = frame["transactions"].astype("Int64")
+    return frame[list(BAR_COLUMNS)].reset_index(drop=True)
+
+
+def runs(stack: DagsterStack, **tags) -> list[dict]:
+    data = stack.graphql(RUNS, {"filter": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}})
+    return data["runsOrError"]["results"]
+
+
+def test_add_symbols_sensor_backfills_then_ui_backfill_of_every_partition(tmp_path, sandbox):
+    warehouse = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    env = {
+        **os.environ,
+        "MARKET_PIPELINE_HOME": str(tmp_path / "home"),
+        "MARKET_PIPELINE_DB_URL": warehouse,
+        "POLYGON_API_KEY": SANDBOX_API_KEY,
+        "POLYGON_BASE_URL": sandbox.url,
+        "POLYGON_REQUESTS_PER_MINUTE": "0",
+        "PYTHONWARNINGS": "ignore",
+    }
+    stack = DagsterStack(tmp_path / "dagster", env, log_path=tmp_path / "dagster-dev.log")
+    stack.start(timeout=120)
+    leader = stack.process.pid
+    try:
+        assert (tmp_path / "dagster" / "dagster.yaml").read_text() == (Path(__file__).parents[1] / "dagster.yaml").read_text()
+        schedules = stack.graphql(
+            SCHEDULES, {"repo": {"repositoryLocationName": stack.location_name, "repositoryName": stack.repository_name}}
+        )["schedulesOrError"]["results"]
+        assert {s["name"]: s["scheduleState"]["status"] for s in schedules} == {
+            "stocks_daily_refresh": "RUNNING", "crypto_daily_refresh": "RUNNING",
+        }
+
+        # 1. the user adds symbols with the CLI
+        for asset_class, names in SYMBOLS.items():
+            cli(env, "symbols", "add", *names, "--asset-class", asset_class, "--start-date", START)
+
+        # 2. the sensor adds their partitions and backfills them, with nothing else touched
+        def partitions_and_runs_done():
+            node = stack.graphql(ASSET_NODE, {"key": KEY})["assetNodeOrError"]
+            if sorted(node["partitionKeys"]) != sorted(ALL):
+                return False
+            requested = runs(stack, **{"market_pipeline/trigger": "new_symbols"})
+            statuses = {r["status"] for r in requested}
+            assert not statuses & {"FAILURE", "CANCELED"}, requested
+            done = {s for s, row in listed(env).items() if row["backfill_status"] == "completed"}
+            return requested and statuses == {"SUCCESS"} and done == set(ALL) and requested
+
+        sensor_runs = wait_for(partitions_and_runs_done, 90, "the sensor's backfill runs")
+        sensor_run_ids = {r["runId"] for r in sensor_runs}
+        counts_after_sensor = sandbox.request_counts()
+        assert counts_after_sensor["aggs_range"] == len(ALL)  # one range request per new symbol
+
+        # 3. "Materialize all" -> launch a backfill of every partition, through the UI's mutation
+        backfill_id = stack.launch_partition_backfill("ohlcv_daily")
+        # 4. it completes; every symbol is in the warehouse as the sandbox serves it
+        assert stack.wait_backfill(backfill_id, timeout=150) == "COMPLETED_SUCCESS"
+        backfill_runs = runs(stack, **{"dagster/backfill": backfill_id})
+        assert backfill_runs and {r["status"] for r in backfill_runs} == {"SUCCESS"}
+        backfill_run_ids = {r["runId"] for r in backfill_runs}
+        assert not backfill_run_ids & sensor_run_ids
+
+        store = BarStore(warehouse)
+        for symbol in ALL:
+            stored = store.read_bars(symbol)
+            last = stored["date"].iloc[-1].date()
+            now = dt.datetime.now(dt.timezone.utc)
+            # the latest completed session (or the one before, had a session just ended mid-test)
+            assert last in {
+                calendars.latest_completed_session(CLASS_OF[symbol], now),
+                calendars.latest_completed_session(CLASS_OF[symbol], now - dt.timedelta(minutes=10)),
+            }, symbol
+            pd.testing.assert_frame_equal(stored, served(symbol, last), check_dtype=False)
+        rows = listed(env)
+        assert {s: rows[s]["backfill_status"] for s in ALL} == dict.fromkeys(ALL, "completed")
+        assert {rows[s]["last_run_id"] for s in ALL} <= backfill_run_ids
+
+        # what the UI shows: a materialisation per partition from the backfill, with its metadata ...
+        node = stack.graphql(ASSET_NODE, {"key": KEY})["assetNodeOrError"]
+        assert node["partitionStats"]["numMaterialized"] == node["partitionStats"]["numPartitions"] == len(ALL)
+        assert node["partitionStats"]["numFailed"] == 0
+        events = stack.graphql(MATERIALIZATIONS, {"key": KEY, "partitions": ALL})["assetOrError"]["assetMaterializations"]
+        latest = {}
+        for event in events:  # most recent first
+            latest.setdefault(event["partition"], event)
+        assert set(latest) == set(ALL)
+        for symbol, event in latest.items():
+            assert event["runId"] in backfill_run_ids
+            meta = {m["label"]: m for m in event["metadataEntries"]}
+            assert meta["fetch_path"]["text"] in ("range", "grouped")
+            assert meta["dagster/row_count"]["intValue"] == len(store.read_bars(symbol))
+            assert "requests" in meta and "rows_changed" in meta
+        # ... and both checks per partition, passed, from the backfill's runs
+        checks = {c["name"]: c for c in node["assetChecksOrError"]["checks"]}
+        assert set(checks) == set(CHECKS)
+        for name in CHECKS:
+            statuses = checks[name]["partitionStatuses"]
+            assert sorted(statuses["succeededPartitions"]) == sorted(ALL), name
+            assert statuses["failedPartitions"] == [] and statuses["executionFailedPartitions"] == []
+            for symbol in ALL:
+                (execution,) = stack.graphql(CHECK_EXECUTIONS, {"key": KEY, "check": name, "partition": symbol})[
+                    "assetCheckExecutions"
+                ]
+                assert execution["status"] == "SUCCEEDED" and execution["runId"] in backfill_run_ids
+                assert execution["evaluation"]["success"] and execution["evaluation"]["partition"] == symbol
+        # the backfill refreshed the stored windows only: no symbol was fetched from scratch again
+        refreshed = sandbox.request_counts()
+        assert refreshed["aggs_range"] - counts_after_sensor["aggs_range"] <= len(ALL)
+    finally:
+        tree = descendants(leader)
+        stack.stop()
+    # 5. nothing of the stack is left running
+    assert [p for p in tree + [leader] if _not_zombie(p)] == []
+    assert group_members(leader) == []
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
