@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from market_pipeline.partitions import symbols_partitions
 from market_pipeline.reconcile import contiguous_runs, plan_partitions, range_tags
 from market_pipeline.warehouse.registry import SymbolRegistry
 
+CLI_TAGS = {"market_pipeline/trigger": "cli_run"}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the CLI prints its own summary
 DEMO_SYMBOLS = {"stock": ["AAPL", "MSFT"], "etf": ["SPY"], "crypto": ["BTCUSD", "ETHUSD"]}
 
@@ -86,6 +88,53 @@ def ensure_pool(instance: DagsterInstance) -> None:
         storage.initialize_concurrency_limit_to_default(POLYGON_POOL)
 
 
+def _process_tags() -> dict[str, str]:
+    """Who runs a CLI run, so a later CLI can tell a run whose process was killed."""
+    return {**CLI_TAGS, "market_pipeline/host": socket.gethostname(), "market_pipeline/pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_dead_runs(instance: DagsterInstance, registry: SymbolRegistry, out=None) -> list[str]:
+    """Fail the CLI runs of this host whose process is gone (kill -9), mark the symbols they left
+    `in_progress` as failed, and free the pool slots that ended runs still hold; otherwise the next
+    run would wait for the `polygon_api` slot forever. Without `make dev`, no daemon does this."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from market_pipeline.sensors import free_pool_slots
+
+    out = out or sys.stderr
+    host = socket.gethostname()
+    running = instance.get_runs(
+        filters=RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING], tags=CLI_TAGS)
+    )
+    recovered = []
+    for run in running:
+        pid = run.tags.get("market_pipeline/pid")
+        if run.tags.get("market_pipeline/host") != host or not pid or _alive(int(pid)):
+            continue
+        reason = f"the market-pipeline process (pid {pid}) that ran it is gone"
+        instance.report_run_failed(run, reason)
+        symbols = registry.fail_in_progress_for_run(run.run_id, reason)
+        print(f"Run {run.run_id} died with its process; marked failed ({', '.join(symbols) or 'no symbol in progress'}).", file=out)
+        recovered.append(run.run_id)
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits:
+        for run_id in storage.get_concurrency_run_ids():
+            run = instance.get_run_by_id(run_id)
+            if run is None or run.is_finished:
+                free_pool_slots(instance, run_id)
+    return recovered
+
+
 def reconcile_partitions(instance: DagsterInstance, registry: SymbolRegistry) -> tuple[list[str], list[str]]:
     """Make the `symbols` partitions equal the active symbols. Returns (added, deleted)."""
     name = symbols_partitions.name
@@ -105,7 +154,7 @@ def materialize_symbols(instance: DagsterInstance, symbols: Sequence[str], tags:
     ordered = instance.get_dynamic_partitions(symbols_partitions.name)
     ok, run_ids = True, []
     for batch in contiguous_runs(symbols, ordered):
-        run_tags = {**(tags or {}), "market_pipeline/trigger": "cli_run"}
+        run_tags = {**(tags or {}), **_process_tags()}
         if len(batch) == 1:
             result = job.execute_in_process(
                 instance=instance, partition_key=batch[0], tags=run_tags, run_config=QUIET, raise_on_error=False
@@ -123,5 +172,4 @@ def materialize_stats(instance: DagsterInstance) -> bool:
     from market_pipeline.definitions import defs
 
     job = defs.resolve_job_def("symbol_stats_job")
-    tags = {"market_pipeline/trigger": "cli_run"}
-    return job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False, tags=tags).success
+    return job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False, tags=_process_tags()).success

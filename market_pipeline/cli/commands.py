@@ -77,6 +77,7 @@ def cmd_run(args) -> int:
     registry = _registry()
     instance = _instance()
     runner.ensure_pool(instance)
+    runner.recover_dead_runs(instance, registry)
     with runner.polygon_endpoint() as sandbox_url:
         if sandbox_url is not None:
             runner.register_demo_set(registry)
