@@ -90,17 +90,7 @@ def refresh_symbol(
         )
         result.fetch_from, result.fetch_to = plan.start.isoformat(), plan.end.isoformat()
         frame = client.daily_bars(symbol, asset_class, plan.start, plan.end)
-        written = store.upsert_bars(symbol, frame)
-        result.rows_fetched = len(frame)
-        result.rows_upserted, result.rows_inserted, result.rows_changed = (
-            written.rows_upserted, written.rows_inserted, written.rows_changed,
-        )
-        count, first, last = store.summary([symbol]).get(symbol, (0, None, None))
-        result.rows_stored = count
-        result.first_date = first.isoformat() if first else None
-        result.last_date = last.isoformat() if last else None
-        registry.mark_completed(symbol, run_id, history_from=plan.start if plan.full else None)
-        result.status = "completed"
+        _store_and_complete(store, registry, result, frame, run_id, history_from=plan.start if plan.full else None)
     except PolygonError as exc:
         result.error, result.transient = str(exc), exc.transient
     except Exception as exc:  # a database fault: record it, let the caller fail the run
@@ -182,6 +172,24 @@ def refresh_grouped(
         yield _store_grouped(store, registry, tracked, bars, start, target, shared, run_id)
 
 
+def _store_and_complete(
+    store: BarStore, registry: SymbolRegistry, result: SymbolResult, bars: pd.DataFrame,
+    run_id: str | None, history_from: dt.date | None,
+) -> None:
+    """Upsert one symbol's bars (one transaction), record what was written and stored, mark it completed."""
+    written = store.upsert_bars(result.symbol, bars)
+    result.rows_fetched = len(bars)
+    result.rows_upserted, result.rows_inserted, result.rows_changed = (
+        written.rows_upserted, written.rows_inserted, written.rows_changed,
+    )
+    count, first, last = store.summary([result.symbol]).get(result.symbol, (0, None, None))
+    result.rows_stored = count
+    result.first_date = first.isoformat() if first else None
+    result.last_date = last.isoformat() if last else None
+    registry.mark_completed(result.symbol, run_id, history_from=history_from)
+    result.status = "completed"
+
+
 def _store_grouped(store, registry, tracked, bars, start, target, shared, run_id) -> SymbolResult:
     symbol = tracked.symbol
     result = SymbolResult(
@@ -195,17 +203,7 @@ def _store_grouped(store, registry, tracked, bars, start, target, shared, run_id
         day = bars["date"]
         bars = bars[(day >= pd.Timestamp(start)) & (day <= pd.Timestamp(target))]
         bars = bars.sort_values("date", kind="stable").reset_index(drop=True)[list(BAR_COLUMNS)]
-        written = store.upsert_bars(symbol, bars)
-        result.rows_fetched = len(bars)
-        result.rows_upserted, result.rows_inserted, result.rows_changed = (
-            written.rows_upserted, written.rows_inserted, written.rows_changed,
-        )
-        count, first, last = store.summary([symbol]).get(symbol, (0, None, None))
-        result.rows_stored = count
-        result.first_date = first.isoformat() if first else None
-        result.last_date = last.isoformat() if last else None
-        registry.mark_completed(symbol, run_id, history_from=None)
-        result.status = "completed"
+        _store_and_complete(store, registry, result, bars, run_id, history_from=None)
     except Exception as exc:  # a database fault: record it, let the caller fail the run
         result.error, result.transient = f"{symbol}: {type(exc).__name__}: {exc}", True
         _record_failure(registry, result, run_id)

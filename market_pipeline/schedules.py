@@ -70,34 +70,38 @@ def _tick(context: ScheduleEvaluationContext) -> dt.datetime:
     return context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
 
 
-@schedule(
-    name="stocks_daily_refresh",
-    cron_schedule="30 18 * * 1-5",
-    execution_timezone="America/New_York",
-    job=ohlcv_job,
-    default_status=DefaultScheduleStatus.RUNNING,
-    description=(
-        "Weekdays 18:30 New York: refresh every active stock and ETF in one run (grouped-daily bars "
-        "when fewer requests than one range request per symbol), re-fetching the last stored sessions."
-    ),
-)
-def stocks_daily_refresh(context: ScheduleEvaluationContext, warehouse: WarehouseResource):
-    return refresh_request(context.instance, warehouse.registry(), "stocks_daily_refresh", STOCK_CLASSES, _tick(context))
+def _refresh_schedule(name: str, cron: str, timezone: str, classes: Sequence[str], description: str):
+    @schedule(
+        name=name,
+        cron_schedule=cron,
+        execution_timezone=timezone,
+        job=ohlcv_job,
+        default_status=DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
+    def _refresh(context: ScheduleEvaluationContext, warehouse: WarehouseResource):
+        return refresh_request(context.instance, warehouse.registry(), name, classes, _tick(context))
+
+    return _refresh
 
 
-@schedule(
-    name="crypto_daily_refresh",
-    cron_schedule="15 0 * * *",
-    execution_timezone="UTC",
-    job=ohlcv_job,
-    default_status=DefaultScheduleStatus.RUNNING,
-    description=(
-        "Daily 00:15 UTC: refresh every active crypto pair in one run up to the UTC day that just "
-        "ended (grouped-daily bars when fewer requests than one range request per symbol)."
-    ),
+stocks_daily_refresh = _refresh_schedule(
+    "stocks_daily_refresh",
+    "30 18 * * 1-5",
+    "America/New_York",
+    STOCK_CLASSES,
+    "Weekdays 18:30 New York: refresh every active stock and ETF in one run (grouped-daily bars "
+    "when fewer requests than one range request per symbol), re-fetching the last stored sessions.",
 )
-def crypto_daily_refresh(context: ScheduleEvaluationContext, warehouse: WarehouseResource):
-    return refresh_request(context.instance, warehouse.registry(), "crypto_daily_refresh", CRYPTO_CLASSES, _tick(context))
+
+crypto_daily_refresh = _refresh_schedule(
+    "crypto_daily_refresh",
+    "15 0 * * *",
+    "UTC",
+    CRYPTO_CLASSES,
+    "Daily 00:15 UTC: refresh every active crypto pair in one run up to the UTC day that just "
+    "ended (grouped-daily bars when fewer requests than one range request per symbol).",
+)
 
 
 refresh_schedules = [stocks_daily_refresh, crypto_daily_refresh]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pandas as pd
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
@@ -49,3 +50,15 @@ def materializations(instance: DagsterInstance, partition: str | None = None) ->
 def materialization_metadata(instance: DagsterInstance, partition: str) -> dict:
     record = materializations(instance, partition)[0]
     return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
+    """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll)

@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +27,7 @@ from market_pipeline.bars import BAR_COLUMNS
 from market_pipeline.sandbox import SANDBOX_API_KEY, synthetic_bars
 from market_pipeline.stack import DagsterStack, descendants, group_members
 from market_pipeline.warehouse import BarStore
+from market_pipeline_tests.dagster_helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -102,17 +102,6 @@ query Schedules($repo: RepositorySelector!) {
 }
 """
 KEY = {"path": ["ohlcv_daily"]}
-
-
-def wait_for(predicate, timeout: float, what: str, poll: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(poll)
 
 
 def cli(env: dict, *args: str) -> str:

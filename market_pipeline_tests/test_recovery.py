@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +33,7 @@ from market_pipeline.resources import WarehouseResource
 from market_pipeline.sandbox import SANDBOX_API_KEY, synthetic_bars
 from market_pipeline.stack import DagsterStack, descendants
 from market_pipeline.warehouse import BarStore, SymbolRegistry
+from market_pipeline_tests.dagster_helpers import wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 START = dt.date(2025, 6, 2)
@@ -57,17 +57,6 @@ def assert_stored_as_served(url: str, symbols) -> None:
         last = stored["date"].iloc[-1].date()
         assert last >= calendars.latest_completed_session("stock", dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10))
         pd.testing.assert_frame_equal(stored, served(symbol, last), check_dtype=False)
-
-
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(poll)
 
 
 def in_progress(registry: SymbolRegistry, run_id: str | None = None):
@@ -147,7 +136,7 @@ def test_killed_cli_run_leaves_no_symbol_in_progress_and_a_rerun_completes(tmp_p
     sandbox.latency_ms = 1500  # each request takes 1.5 s: the kill lands mid-symbol
     process = cli_run(env, tmp_path / "cli.log")
     try:
-        victim = wait_for(lambda: in_progress(registry), 60, "a symbol in progress")
+        victim = wait_for(lambda: in_progress(registry), 60, "a symbol in progress", poll=0.2)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
