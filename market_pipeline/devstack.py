@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from market_pipeline import settings
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the UI to come up")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # a process manager's stop shuts the stack down like Ctrl-C
     home = settings.ensure_dagster_home()
     env = dict(os.environ, DAGSTER_HOME=str(home))
     sandbox = None
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop()
         if sandbox is not None:
             sandbox.stop()
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

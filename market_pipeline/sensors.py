@@ -4,6 +4,8 @@ leaves no symbol `in_progress`."""
 
 
 from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -110,3 +112,14 @@ def symbols_run_failure_sensor(context: RunFailureSensorContext, warehouse: Ware
 )
 def symbols_run_canceled_sensor(context: RunStatusSensorContext, warehouse: WarehouseResource) -> None:
     release_symbols(context, warehouse, "the run was cancelled")
+
+
+# Dagster's implicit default_automation_condition_sensor starts STOPPED; this one is on by default
+# so symbol_stats follows the bars in `make dev` without anyone switching a sensor on.
+symbol_stats_automation_sensor = AutomationConditionSensorDefinition(
+    "symbol_stats_automation_sensor",
+    target=AssetSelection.assets("symbol_stats"),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates symbol_stats' automation condition: recompute after ohlcv_daily partitions update.",
+)

@@ -26,7 +26,8 @@ from market_pipeline import calendars
 from market_pipeline.bars import BAR_COLUMNS
 from market_pipeline.sandbox import SANDBOX_API_KEY, synthetic_bars
 from market_pipeline.stack import DagsterStack, descendants, group_members
-from market_pipeline.warehouse import BarStore
+from market_pipeline.warehouse import BarStore, get_engine
+from market_pipeline.warehouse.stats_table import read_stats
 from market_pipeline_tests.dagster_helpers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -102,6 +103,13 @@ query Schedules($repo: RepositorySelector!) {
 }
 """
 KEY = {"path": ["ohlcv_daily"]}
+STATS_MATERIALIZATIONS = """
+query Stats {
+  assetNodeOrError(assetKey: {path: ["symbol_stats"]}) {
+    ... on AssetNode { assetMaterializations(limit: 1) { runId metadataEntries { label } } }
+  }
+}
+"""
 
 
 def cli(env: dict, *args: str) -> str:
@@ -226,6 +234,14 @@ def test_add_symbols_sensor_backfills_then_ui_backfill_of_every_partition(tmp_pa
         # the backfill refreshed the stored windows only: no symbol was fetched from scratch again
         refreshed = sandbox.request_counts()
         assert refreshed["aggs_range"] - counts_after_sensor["aggs_range"] <= len(ALL)
+        # symbol_stats follows the bars on its own (its automation sensor is on by default)
+        stats = wait_for(
+            lambda: stack.graphql(STATS_MATERIALIZATIONS)["assetNodeOrError"]["assetMaterializations"],
+            150, "symbol_stats materialised by its automation condition", poll=2.0,
+        )
+        assert "table" in {entry["label"] for entry in stats[0]["metadataEntries"]}
+        table = read_stats(get_engine(warehouse))
+        assert sorted(row["symbol"] for row in table) == sorted(ALL) and all(row["record_count"] > 0 for row in table)
     finally:
         tree = descendants(leader)
         stack.stop()
