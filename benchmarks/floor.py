@@ -1,0 +1,90 @@
+"""The floor: a bare loop with no Dagster fetching every symbol's history from the sandbox.
+
+Run as a child process by scenario 1 (it prints one JSON line):
+
+    python -m benchmarks.floor --base-url URL --db-url sqlite:///... --symbols-file FILE --start YYYY-MM-DD [--mode bare|library]
+
+- `bare`: one `requests.Session`, `response.json()`, `bars.parse_aggregate_results` and the warehouse's
+  bulk upsert `BarStore.upsert_bars` (one transaction per symbol): the least work our job can do.
+- `library`: `ingest.refresh_symbol` with `PolygonClient`, `BarStore` and `SymbolRegistry` (status
+  updates, re-fetch planning, summary query) but still no Dagster: where our own code costs time.
+
+The loop's time excludes interpreter start-up and imports; the warehouse schema is created first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--db-url", required=True)
+    parser.add_argument("--symbols-file", required=True, help="JSON list of [symbol, asset_class]")
+    parser.add_argument("--start", required=True, type=dt.date.fromisoformat)
+    parser.add_argument("--mode", choices=("bare", "library"), default="bare")
+    args = parser.parse_args()
+
+    import requests
+
+    from market_pipeline.bars import parse_aggregate_results
+    from market_pipeline.symbols import polygon_ticker
+    from market_pipeline.warehouse.store import BarStore
+
+    with open(args.symbols_file) as fh:
+        symbols = [tuple(x) for x in json.load(fh)]
+    store = BarStore(args.db_url)
+    store.engine  # migrations run here, before the clock starts
+    today = dt.datetime.now(dt.timezone.utc).date()
+    phases = {"http": 0.0, "json": 0.0, "parse": 0.0, "upsert": 0.0}
+    bars = requests_sent = 0
+
+    started = time.perf_counter()
+    if args.mode == "bare":
+        session = requests.Session()
+        session.headers["Authorization"] = "Bearer sandbox-key"
+        params = {"adjusted": "true", "sort": "asc", "limit": 50000}
+        for symbol, asset_class in symbols:
+            t0 = time.perf_counter()
+            url = f"{args.base_url}/v2/aggs/ticker/{polygon_ticker(symbol, asset_class)}/range/1/day/{args.start}/{today}"
+            response = session.get(url, params=params, timeout=60)
+            response.raise_for_status()
+            t1 = time.perf_counter()
+            body = response.json()
+            t2 = time.perf_counter()
+            frame = parse_aggregate_results(body.get("results"), asset_class)
+            t3 = time.perf_counter()
+            store.upsert_bars(symbol, frame)
+            t4 = time.perf_counter()
+            requests_sent += 1
+            bars += len(frame)
+            phases["http"] += t1 - t0
+            phases["json"] += t2 - t1
+            phases["parse"] += t3 - t2
+            phases["upsert"] += t4 - t3
+            if body.get("next_url"):
+                raise SystemExit("the floor expects one page per symbol (start the sandbox without page_size)")
+    else:
+        from market_pipeline.ingest import refresh_symbol
+        from market_pipeline.polygon_client import PolygonClient
+        from market_pipeline.warehouse.registry import SymbolRegistry
+
+        registry = SymbolRegistry(args.db_url)
+        tracked = {r.symbol: r for r in registry.get_many([s for s, _ in symbols])}
+        with PolygonClient("sandbox-key", args.base_url, requests_per_minute=0) as client:
+            for symbol, _ in symbols:
+                result = refresh_symbol(client, store, registry, tracked[symbol], run_id=None, today=today)
+                if result.status != "completed":
+                    raise SystemExit(f"{symbol}: {result.error}")
+                bars += result.rows_fetched
+            requests_sent = client.stats.requests
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "bars": bars, "requests": requests_sent, "symbols": len(symbols), **phases}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""The benchmark suite: how close the pipeline runs to the machine's floor, at market scale.
+
+`make bench` runs this with its defaults (a few minutes on two cores) and writes BENCHMARKS.md:
+
+    1 floor       a bare loop without Dagster: requests + JSON + parse + the warehouse's bulk upsert
+    2 main_job    `market-pipeline run` for the same symbols into a fresh warehouse
+    3 ui_path     webserver + daemon, a partition backfill of every symbol launched through GraphQL
+    4 requests    API requests per symbol (full history) and per daily refresh missing 1 and 3 sessions
+    5 scale       10,000 tracked symbols: add, sensor tick, schedule tick, `symbols list`
+    6 quality     both checks and symbol_stats over the main job's warehouse
+    7 memory      peak RSS of the main job's process
+
+    .venv/bin/python -m benchmarks.run_all                           # defaults
+    .venv/bin/python -m benchmarks.run_all --full-size               # + floor/main job/UI path at 1,000 x 20
+    .venv/bin/python -m benchmarks.run_all --symbols 1000 --years 20 --repeats 1 --only floor,main_job,memory
+    .venv/bin/python -m benchmarks.run_all --postgres                # floor and main job on PostgreSQL too
+
+Never part of `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+from benchmarks.common import REPO, SandboxProcess, machine_info, start_date_for, universe
+from benchmarks.context import Bench, pct
+from benchmarks.report import MET, MISSED, NOT_MEASURED, Results, Section
+
+SCENARIOS = ("floor", "main_job", "ui_path", "requests", "scale", "quality", "memory")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run_all", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.splitlines()[2:]),
+    )
+    parser.add_argument("--symbols", type=int, default=100, help="N: symbols of the floor, main job, UI path, requests, quality (default 100)")
+    parser.add_argument("--years", type=int, default=20, help="Y: years of history per symbol (default 20)")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions of each timed scenario (default 3; the UI path and scale have their own)")
+    parser.add_argument("--scale-symbols", type=int, default=10_000, help="tracked symbols of the scale scenario (default 10,000)")
+    parser.add_argument("--scale-repeats", type=int, default=2, help="repetitions of the scale scenario (default 2)")
+    parser.add_argument("--daemon-tick", action="store_true",
+                        help="also measure the sensor's first tick in a running daemon (scale scenario; about 4 minutes at "
+                             "10,000 symbols today; on with --full-size)")
+    parser.add_argument("--ui-repeats", type=int, default=2, help="repetitions of the UI-path backfill (default 2)")
+    parser.add_argument("--requests-symbols", type=int, default=250,
+                        help="symbols of the daily-refresh case (default 250: more than one run of 100 partitions)")
+    parser.add_argument("--requests-crypto-share", type=float, default=0.1, help="share of crypto pairs in the requests scenario (default 0.1)")
+    parser.add_argument("--full-size", action="store_true", help="also run floor, main job, memory and UI path at --full-symbols x --full-years")
+    parser.add_argument("--full-symbols", type=int, default=1000)
+    parser.add_argument("--full-years", type=int, default=20)
+    parser.add_argument("--full-repeats", type=int, default=1)
+    parser.add_argument("--postgres", action="store_true", help="also run the floor and the main job on a throwaway PostgreSQL warehouse")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--json", type=Path, default=None, help="also write the raw numbers as JSON here")
+    args = parser.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    args.daemon_tick = args.daemon_tick or args.full_size
+    unknown = [s for s in args.only if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}")
+    if "main_job" in args.only and "floor" not in args.only:
+        args.only.insert(0, "floor")  # the main job's ratio needs the floor
+    if "ui_path" in args.only and "floor" not in args.only:
+        args.only.insert(0, "floor")
+    return args
+
+
+def _scenario_functions():
+    from benchmarks.api_requests import requests_scenario
+    from benchmarks.quality import quality
+    from benchmarks.scale import scale
+    from benchmarks.throughput import floor, main_job, memory
+    from benchmarks.ui_path import ui_path
+
+    return {
+        "floor": floor, "main_job": main_job, "ui_path": ui_path, "requests": requests_scenario,
+        "scale": scale, "quality": quality, "memory": memory,
+    }
+
+
+def _run(bench: Bench, name: str, fn) -> None:
+    started = time.perf_counter()
+    try:
+        section = fn(bench)
+    except Exception as exc:
+        bench.log(f"{name} FAILED: {exc}")
+        traceback.print_exc()
+        section = Section(name + bench.key_suffix, f"{name}{bench.label}: failed")
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        detail = lines[0] + (f" … {lines[-1].strip()}" if len(lines) > 1 else "") if lines else ""
+        section.notes.append(f"The scenario failed: `{type(exc).__name__}: {detail}`")
+    bench.log(f"{name}{bench.label} done in {time.perf_counter() - started:.0f} s")
+    bench.results.sections.append(section)
+
+
+def _ratio(bench: Bench | None, key: str) -> float | None:
+    if bench is None or key not in bench.keep or "floor_bare_sqlite" not in bench.keep:
+        return None
+    return bench.keep[key]["bars_per_second"].median / bench.keep["floor_bare_sqlite"]["bars_per_second"].median
+
+
+def evaluate_targets(results: Results, default: Bench, full: Bench | None) -> None:
+    """One row per target of issue 6, from the largest size measured."""
+    def size(b: Bench) -> str:
+        return f"{len(b.symbols):,} x {b.years}"
+
+    def at_full(b: Bench) -> bool:
+        return len(b.symbols) >= 1000 and b.years >= 20
+
+    # main job vs floor
+    t = results.target("Main job vs floor", ">= 70% of the floor's bars/s at 1,000 symbols x 20 years")
+    parts, status = [], NOT_MEASURED
+    for b in (default, full):
+        r = _ratio(b, "main_sqlite")
+        if r is not None:
+            parts.append(f"{pct(r)} at {size(b)}")
+            if at_full(b) or status == NOT_MEASURED:
+                status = (MET if r >= 0.7 else MISSED) + ("" if at_full(b) else f" (at {size(b)})")
+    t.measured, t.status = "; ".join(parts) or "n/a", status
+
+    # UI path
+    t = results.target("UI-path backfill", "1,000 symbols in <= 10 runs, >= 50% of the floor")
+    parts, status = [], NOT_MEASURED
+    for b in (default, full):
+        if b is None:
+            continue
+        if "ui" in b.keep:
+            r, runs = _ratio(b, "ui"), b.keep["ui"]["runs"].median
+            parts.append(f"{runs:.0f} run{'s' if runs != 1 else ''}, {pct(r)} at {size(b)}")
+            ok = r >= 0.5 and runs <= max(10, len(b.symbols) / 100)
+            if at_full(b) or status == NOT_MEASURED:
+                status = (MET if ok else MISSED) + ("" if at_full(b) else f" (at {size(b)})")
+        elif "ui_unavailable" in b.keep:
+            parts.append("not available: " + b.keep["ui_unavailable"])
+    t.measured, t.status = "; ".join(parts) or "n/a", status
+
+    # requests
+    t = results.target("Requests, full history", "1 request per symbol")
+    per = default.keep.get("full_history_per_symbol")
+    if per is not None:
+        t.measured, t.status = f"{per:.2f} per symbol", MET if per <= 1.0 else MISSED
+    t = results.target("Requests, daily refresh", "<= missed sessions + re-fetch window per asset class, any N")
+    refresh = default.keep.get("refresh")
+    if refresh:
+        parts, met_by = [], {}
+        for (label, missing), r in refresh.items():
+            parts.append(f"{label.split(' (')[0]}, {missing} missed: {r['stock']} stock + {r['crypto']} crypto (limit {r['limit']} each)")
+            met_by[label] = met_by.get(label, True) and max(r["stock"], r["crypto"]) <= r["limit"]
+        t.measured = f"N={default.args.requests_symbols}: " + "; ".join(parts)
+        if all(met_by.values()):
+            t.status = MET
+        elif any(met_by.values()):
+            t.status = "met by " + ", ".join(k.split(" (")[0] for k, v in met_by.items() if v) + "; " + MISSED + " by the others"
+        else:
+            t.status = MISSED
+
+    # scale: sensor
+    t = results.target(f"Sensor tick, {default.args.scale_symbols:,} symbols", "< 10 s")
+    scale, daemon = default.keep.get("scale"), default.keep.get("scale_daemon")
+    if scale:
+        first, steady = scale["first_total"].median, scale["steady"].median
+        if daemon:
+            first = daemon["first_seconds"]
+            t.measured = (f"daemon: first tick {first:.1f} s ({daemon['first_runs']} runs submitted), next tick "
+                          f"{daemon.get('next_seconds', float('nan')):.2f} s; in-process: first tick {scale['first_total'].median:.1f} s, "
+                          f"steady {steady:.2f} s")
+        else:
+            t.measured = f"in-process: first tick {first:.1f} s (adds {default.args.scale_symbols:,} partitions); steady tick {steady:.2f} s"
+        t.status = MET if first < 10 and steady < 10 else (MISSED + " (first tick)" if steady < 10 else MISSED)
+
+    # memory
+    t = results.target("Peak memory", "< 1 GB whatever the number of symbols")
+    parts, status = [], NOT_MEASURED
+    for b in (default, full):
+        if b is not None and "memory" in b.keep:
+            m = b.keep["memory"]
+            parts.append(f"{m['peak_mb']:,.0f} MB at {size(b)} ({m['small_mb']:,.0f} MB at {m['small_n']:,} symbols)")
+            # a growth rate is only worth extrapolating over a wide enough span of symbols
+            projected = m["peak_mb"] + m["slope_mb_per_symbol"] * max(0, 10_000 - m["n"]) if m["n"] - m["small_n"] >= 200 else m["peak_mb"]
+            status = MET if m["peak_mb"] < 1024 and projected < 1024 else MISSED
+    t.measured, t.status = "; ".join(parts) or "n/a", status
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore")
+    args = parse_args(argv)
+    os.chdir(REPO)
+    command = "python -m benchmarks.run_all" + (" " + shlex.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else "")
+    parameters = {
+        "N (symbols)": args.symbols, "Y (years)": args.years, "repeats": args.repeats,
+        "UI-path repeats": args.ui_repeats, "scale symbols": args.scale_symbols, "scale repeats": args.scale_repeats, "requests symbols": args.requests_symbols,
+        "requests crypto share": args.requests_crypto_share, "daemon tick": args.daemon_tick,
+    }
+    if args.full_size:
+        parameters["full size"] = f"{args.full_symbols} x {args.full_years}, {args.full_repeats} repeat(s)"
+    from benchmarks.analysis import PROFILE_NOTES
+
+    results = Results(machine=machine_info(), parameters=parameters, command=command, appendix=PROFILE_NOTES)
+    started = time.perf_counter()
+    functions = _scenario_functions()
+    postgres = None
+    benches: list[Bench] = []
+    with SandboxProcess() as sandbox:
+        try:
+            if args.postgres:
+                from market_pipeline_tests.postgres_cluster import PostgresCluster
+
+                postgres = PostgresCluster().start()
+            symbols = universe(args.symbols)
+            default = Bench(args, results, sandbox, symbols, start_date_for(args.years), args.years, args.repeats, postgres=postgres)
+            benches.append(default)
+            sandbox.add(symbols)
+            default.log(f"sandbox at {sandbox.url}; rendering {len(symbols)} series took {sandbox.warm(symbols):.1f} s")
+            for name in SCENARIOS:
+                if name in args.only:
+                    _run(default, name, functions[name])
+            full = None
+            if args.full_size:
+                fsymbols = universe(args.full_symbols)
+                full = Bench(
+                    args, results, sandbox, fsymbols, start_date_for(args.full_years), args.full_years,
+                    args.full_repeats, postgres=None, label=f" — full size ({args.full_symbols:,} x {args.full_years})",
+                    key_suffix="_full",
+                )
+                benches.append(full)
+                sandbox.add(fsymbols)
+                full.log(f"full size: rendering {len(fsymbols)} series took {sandbox.warm(fsymbols):.1f} s")
+                for name in ("floor", "main_job", "memory", "ui_path"):
+                    _run(full, name, functions[name])
+            evaluate_targets(results, default, full)
+        finally:
+            for b in benches:
+                b.cleanup()
+            if postgres is not None:
+                postgres.stop()
+    results.elapsed_seconds = time.perf_counter() - started
+    results.write(args.output, args.json)
+    print(f"wrote {args.output} in {results.elapsed_seconds / 60:.1f} min", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
