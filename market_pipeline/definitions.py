@@ -2,6 +2,7 @@
 
 from dagster import Definitions
 
+from market_pipeline import dagster_patches  # noqa: F401  (the polygon_api pool's one-holder claim)
 from market_pipeline.assets import ohlcv_daily, symbol_stats, tracked_symbols
 from market_pipeline.jobs import ohlcv_job, stats_job
 from market_pipeline.resources import PolygonResource, WarehouseResource
