@@ -6,9 +6,9 @@ the home named by MARKET_PIPELINE_HOME (its Dagster home and warehouse). Prints 
     MARKET_PIPELINE_HOME=... python -m benchmarks.dagster_worker schedule-runs
     MARKET_PIPELINE_HOME=... python -m benchmarks.dagster_worker partitions
 
-`sensor`: the first tick (every symbol new) is evaluated, then its dynamic-partition request is applied
-the way the sensor daemon applies it (`has_dynamic_partition` for each key, then one
-`add_dynamic_partitions`); then steady ticks (nothing to reconcile) are evaluated.
+`sensor`: the first tick (every symbol new: the sensor adds their partitions in one call and requests
+the first backfill runs) is evaluated, then the following ticks with its cursor (each requests the
+next batches, since no run is submitted here to wait in the queue).
 `schedules`: every schedule of the code location is evaluated at the current time.
 `schedule-runs`: every schedule is ticked now and the run it requests executed in-process.
 `partitions`: the `symbols` partitions made equal to the active symbols (as `market-pipeline run` does).
@@ -24,61 +24,48 @@ import warnings
 
 
 def _sensor(steady_ticks: int) -> dict:
-    from dagster import AddDynamicPartitionsRequest, DagsterInstance, build_sensor_context
+    from dagster import DagsterInstance, build_sensor_context
 
     from market_pipeline import settings
     from market_pipeline.definitions import defs
     from market_pipeline.partitions import symbols_partitions
+    from market_pipeline.resources import WarehouseResource
 
     settings.ensure_dagster_home()
     instance = DagsterInstance.get()
     sensor = defs.get_sensor_def("tracked_symbols_sensor")
-    from market_pipeline.resources import WarehouseResource
-
     resources = {"warehouse": WarehouseResource()}
     WarehouseResource().registry().list()  # the warehouse engine and its migrations, outside the clock
+    cursor = None
 
     def evaluate():
-        with build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
-            return sensor.evaluate_tick(context)
+        nonlocal cursor
+        with build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs) as context:
+            data = sensor.evaluate_tick(context)
+        cursor = data.cursor if data.cursor is not None else cursor
+        return data
 
     started = time.perf_counter()
-    first = evaluate()
+    first = evaluate()  # adds every new partition itself, in one call
     first_eval = time.perf_counter() - started
+    partitions = len(instance.get_dynamic_partitions(symbols_partitions.name))
 
-    started = time.perf_counter()
-    added = 0
-    for request in first.dynamic_partitions_requests or []:  # as the sensor daemon applies them
-        if not isinstance(request, AddDynamicPartitionsRequest):
-            continue
-        missing = [k for k in request.partition_keys if not instance.has_dynamic_partition(request.partitions_def_name, k)]
-        if missing:
-            instance.add_dynamic_partitions(request.partitions_def_name, missing)
-            added += len(missing)
-    apply_seconds = time.perf_counter() - started
-
-    # the proposed fix: the sensor adds its new partitions itself, in one call (measured on a spare name)
-    keys = [k for r in (first.dynamic_partitions_requests or []) if isinstance(r, AddDynamicPartitionsRequest) for k in r.partition_keys]
-    started = time.perf_counter()
-    if keys:
-        instance.add_dynamic_partitions("benchmark_probe", keys)
-    bulk_seconds = time.perf_counter() - started
-
-    steady = []
-    skip = None
+    # the following ticks, keeping the cursor (no run is submitted here, so each requests the next batches)
+    steady, requests, skip = [], [], None
     for _ in range(steady_ticks):
         started = time.perf_counter()
         data = evaluate()
         steady.append(time.perf_counter() - started)
+        requests.append(len(data.run_requests or []))
         skip = data.skip_message
     return {
         "first_eval_seconds": first_eval,
-        "first_apply_seconds": apply_seconds,
         "first_run_requests": len(first.run_requests or []),
-        "bulk_add_seconds": bulk_seconds,
-        "partitions_added": added,
-        "partitions": len(instance.get_dynamic_partitions(symbols_partitions.name)),
+        "first_partition_requests": len(first.dynamic_partitions_requests or []),
+        "partitions": partitions,
+        "waiting_after_first": len(json.loads(first.cursor or "[]")),
         "steady_seconds": steady,
+        "steady_run_requests": requests,
         "steady_skip_message": skip,
     }
 

@@ -3,6 +3,8 @@ symbols_run_failure_sensor / symbols_run_canceled_sensor: a run that fails, is c
 leaves no symbol `in_progress`."""
 
 
+import json
+
 from dagster import (
     AssetSelection,
     AutomationConditionSensorDefinition,
@@ -10,6 +12,7 @@ from dagster import (
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunStatusSensorContext,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -20,8 +23,33 @@ from dagster import (
 
 from market_pipeline.jobs import ohlcv_job
 from market_pipeline.partitions import symbols_partitions
-from market_pipeline.reconcile import backfill_requests, chunks, plan_partitions
+from market_pipeline.reconcile import backfill_requests, contiguous_runs, plan_partitions
 from market_pipeline.resources import WarehouseResource
+
+
+# Backfill runs of new symbols the sensor lets wait in the run queue at once. More would not finish
+# sooner (the `polygon_api` pool runs one fetching step at a time) and each costs the daemon about
+# 2 s to submit; the rest of the new symbols wait in the sensor's cursor for later ticks.
+MAX_WAITING_BACKFILL_RUNS = 2
+NEW_SYMBOLS_TRIGGER = "new_symbols"
+
+
+def waiting_backfill_runs(instance) -> int:
+    """This sensor's backfill runs not started yet (queued or about to be)."""
+    return instance.get_runs_count(
+        RunsFilter(
+            statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED],
+            tags={"market_pipeline/trigger": NEW_SYMBOLS_TRIGGER},
+        )
+    )
+
+
+def _queue(cursor: str | None) -> list[str]:
+    try:
+        queue = json.loads(cursor) if cursor else []
+    except ValueError:
+        return []
+    return [s for s in queue if isinstance(s, str)] if isinstance(queue, list) else []
 
 
 @sensor(
@@ -31,26 +59,52 @@ from market_pipeline.resources import WarehouseResource
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "Adds a partition of ohlcv_daily for each new active symbol in tracked_symbols and requests its "
-        "backfill (batched), and deletes the partition of a deactivated symbol (its bars stay)."
+        "backfill (batched, at most two runs waiting in the queue; the rest follow on later ticks), and "
+        "deletes the partition of a deactivated symbol (its bars stay)."
     ),
 )
 def tracked_symbols_sensor(context: SensorEvaluationContext, warehouse: WarehouseResource):
     rows = warehouse.registry().list()
-    existing = context.instance.get_dynamic_partitions(symbols_partitions.name)
+    instance, name = context.instance, symbols_partitions.name
+    existing = instance.get_dynamic_partitions(name)
     plan = plan_partitions([r.symbol for r in rows], existing)
-    if not plan.to_add and not plan.to_delete:
-        return SkipReason(f"{len(existing)} partitions match the {len(rows)} active symbols")
-    updated = {r.symbol: r.updated_at.isoformat() for r in rows}
-    requests = []
-    for batch in chunks(plan.to_add):
-        requests.extend(backfill_requests([batch], "|".join(updated[s] for s in batch), "new_symbols"))
-    partition_requests = []
+    # Partitions are changed here, in one call, rather than returned as a dynamic-partitions request:
+    # the daemon applies such a request key by key (about 30 s for 10,000 new symbols on SQLite).
     if plan.to_add:
-        partition_requests.append(symbols_partitions.build_add_request(plan.to_add))
-    if plan.to_delete:
-        partition_requests.append(symbols_partitions.build_delete_request(plan.to_delete))
-    context.log.info(f"adding {len(plan.to_add)} partition(s), deleting {len(plan.to_delete)}")
-    return SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
+        instance.add_dynamic_partitions(name, plan.to_add)
+    for key in plan.to_delete:
+        instance.delete_dynamic_partition(name, key)
+    if plan.to_add or plan.to_delete:
+        context.log.info(f"added {len(plan.to_add)} partition(s), deleted {len(plan.to_delete)}")
+
+    updated = {r.symbol: r.updated_at.isoformat() for r in rows}
+    previous = _queue(context.cursor)
+    queued = set(previous)
+    waiting = [s for s in previous if s in updated] + [s for s in plan.to_add if s not in queued]
+    if not waiting:
+        if plan.to_add or plan.to_delete or previous:
+            return SensorResult(cursor="[]", skip_reason=f"partitions match the {len(rows)} active symbols, no backfill waits")
+        return SkipReason(f"{len(existing)} partitions match the {len(rows)} active symbols")
+
+    free = MAX_WAITING_BACKFILL_RUNS - waiting_backfill_runs(instance)
+    ordered = [k for k in existing if k not in set(plan.to_delete)] + plan.to_add
+    batches = contiguous_runs(waiting, ordered)[: max(free, 0)]
+    requests = [
+        request
+        for batch in batches
+        for request in backfill_requests([batch], "|".join(updated[s] for s in batch), NEW_SYMBOLS_TRIGGER)
+    ]
+    requested = {s for batch in batches for s in batch}
+    rest = [s for s in waiting if s not in requested]
+    cursor = json.dumps(rest)
+    if not requests:
+        return SensorResult(
+            cursor=cursor,
+            skip_reason=f"{len(waiting)} new symbol(s) wait for the {MAX_WAITING_BACKFILL_RUNS} queued backfill runs to start",
+        )
+    if rest:
+        context.log.info(f"{len(rest)} new symbol(s) left for later ticks")
+    return SensorResult(run_requests=requests, cursor=cursor)
 
 
 def release_symbols(context: RunStatusSensorContext, warehouse: WarehouseResource, reason: str) -> list[str]:

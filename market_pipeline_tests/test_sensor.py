@@ -1,24 +1,26 @@
 """tracked_symbols_sensor evaluated against a real instance and warehouse."""
 
-from dagster import AddDynamicPartitionsRequest, DeleteDynamicPartitionsRequest, SensorResult, SkipReason, build_sensor_context
+from dagster import DagsterRunStatus, SensorResult, SkipReason, build_sensor_context
 
 from market_pipeline.definitions import defs
 from market_pipeline.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
 from market_pipeline.resources import WarehouseResource
-from market_pipeline.sensors import tracked_symbols_sensor
+from market_pipeline.sensors import MAX_WAITING_BACKFILL_RUNS, tracked_symbols_sensor
 from market_pipeline.warehouse import SymbolRegistry
+
+_cursors: dict[int, str | None] = {}
 
 
 def evaluate(instance, url):
-    context = build_sensor_context(instance=instance, resources={"warehouse": WarehouseResource(url=url)})
+    """One tick, keeping the sensor's cursor between ticks as the daemon does."""
+    context = build_sensor_context(
+        instance=instance, cursor=_cursors.get(id(instance)), resources={"warehouse": WarehouseResource(url=url)}
+    )
     result = tracked_symbols_sensor(context)
-    if isinstance(result, SensorResult):  # apply partition changes as the daemon does
-        for request in result.dynamic_partitions_requests or []:
-            if isinstance(request, AddDynamicPartitionsRequest):
-                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-            elif isinstance(request, DeleteDynamicPartitionsRequest):
-                for key in request.partition_keys:
-                    instance.delete_dynamic_partition(request.partitions_def_name, key)
+    if isinstance(result, SensorResult):
+        assert not result.dynamic_partitions_requests  # the sensor changes partitions itself, in one call
+        if result.cursor is not None:
+            _cursors[id(instance)] = result.cursor
     return result
 
 
@@ -59,16 +61,44 @@ def test_deactivate_deletes_partition_and_reactivation_backfills_again(instance,
     assert partitions(instance) == ["AAPL", "SPY"]
 
 
-def test_large_additions_are_batched(instance, warehouse_url):
+def test_large_additions_are_batched_over_ticks(instance, warehouse_url):
     symbols = [f"S{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(250)]
     SymbolRegistry(warehouse_url).add(symbols, "stock")
-    requests = evaluate(instance, warehouse_url).run_requests
-    assert len(requests) == 3  # 100 + 100 + 50
+    first = evaluate(instance, warehouse_url).run_requests
+    assert partitions(instance) == sorted(symbols)  # every partition at once
+    assert len(first) == MAX_WAITING_BACKFILL_RUNS == 2  # 100 + 100 now; the last 50 on a later tick
+    (last,) = evaluate(instance, warehouse_url).run_requests
+    requests = first + [last]
     assert len({r.run_key for r in requests}) == 3
     ordered = partitions(instance)
     spans = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests]
-    assert spans[0] == (ordered[0], ordered[MAX_PARTITIONS_PER_RUN - 1])
-    assert spans[-1][1] == ordered[-1]
+    assert spans == [
+        (ordered[0], ordered[MAX_PARTITIONS_PER_RUN - 1]),
+        (ordered[MAX_PARTITIONS_PER_RUN], ordered[2 * MAX_PARTITIONS_PER_RUN - 1]),
+        (ordered[2 * MAX_PARTITIONS_PER_RUN], ordered[-1]),
+    ]
+    assert isinstance(evaluate(instance, warehouse_url), SkipReason)  # every symbol requested once
+
+
+def test_waits_while_its_runs_are_queued(instance, warehouse_url):
+    """Backpressure: no more than two of the sensor's backfill runs wait in the queue; the rest of the
+    new symbols stay in the cursor until those runs start, and a deactivated one drops out."""
+    symbols = [f"Q{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(150)]
+    SymbolRegistry(warehouse_url).add(symbols, "stock")
+    job = defs.resolve_job_def("ohlcv_daily_job")
+    runs = []
+    for request in evaluate(instance, warehouse_url).run_requests:  # 100 + 50: both created, not started yet
+        run = instance.create_run_for_job(job_def=job, tags=request.tags, status=DagsterRunStatus.NOT_STARTED)
+        runs.append(run)
+    SymbolRegistry(warehouse_url).add(["ZZZ"], "stock")
+    SymbolRegistry(warehouse_url).add(["ZZY"], "stock")
+    blocked = evaluate(instance, warehouse_url)
+    assert blocked.run_requests == [] and "wait" in blocked.skip_reason.skip_message
+    assert partitions(instance)[-2:] == ["ZZY", "ZZZ"]  # partitions are added even while runs wait
+    SymbolRegistry(warehouse_url).set_active(["ZZY"], False)
+    instance.report_run_failed(runs[0])  # the queue moves: one of the two waiting runs ends
+    (request,) = evaluate(instance, warehouse_url).run_requests
+    assert request.partition_key == "ZZZ"
 
 
 def test_requested_run_materialises(polygon_env, instance, warehouse_url):
