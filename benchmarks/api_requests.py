@@ -43,7 +43,7 @@ def _drop_last_sessions(db_url: str, sessions: int) -> dict[str, str]:
 def _refresh_paths() -> list[tuple[str, list[str], bool]]:
     """How a daily refresh runs headless: (label, command, needs partitions created first).
 
-    The main job (`market-pipeline run`, runs of up to 100 partitions), and when the code location has
+    The main job (`market-pipeline run`, one in-process run per contiguous span of partitions), and when the code location has
     schedules, each schedule ticked now with the run it requests executed in-process (one run per class).
     """
     paths = [("`market-pipeline run`", [CLI, "run"], False)]
@@ -129,7 +129,7 @@ def requests_scenario(bench: Bench) -> Section:
         section.notes.append("The code location has no refresh schedule: a daily refresh is the main job.")
     section.notes.append(
         "Both paths plan each run's fetches with `market_pipeline.refresh` (grouped-daily requests when fewer "
-        "than one range request per symbol). `market-pipeline run` splits the symbols into runs of up to 100 "
-        "partitions and each run plans on its own; a schedule tick requests one run per asset class."
+        "than one range request per symbol). `market-pipeline run` runs all active symbols as one run; "
+        "a schedule tick requests one run per asset class."
     )
     return section

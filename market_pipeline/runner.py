@@ -147,13 +147,19 @@ def reconcile_partitions(instance: DagsterInstance, registry: SymbolRegistry) ->
 
 
 def materialize_symbols(instance: DagsterInstance, symbols: Sequence[str], tags: dict | None = None) -> RunOutcome:
-    """Run ohlcv_daily (with its checks) for `symbols` in as few in-process runs as partition order allows."""
+    """Run ohlcv_daily (with its checks) for `symbols` in as few in-process runs as partition order allows.
+
+    Unlike a UI backfill (runs of MAX_PARTITIONS_PER_RUN, queued and spread over workers), the CLI
+    runs each contiguous span of partitions as ONE run, however long: inside it each market plans its
+    grouped-daily requests once, so a daily refresh of all symbols costs (missed sessions + re-fetch
+    window) requests per market whatever the number of symbols, like the schedules. Memory stays flat:
+    the op streams symbol by symbol."""
     from market_pipeline.definitions import defs
 
     job = defs.resolve_job_def("ohlcv_daily_job")
     ordered = instance.get_dynamic_partitions(symbols_partitions.name)
     ok, run_ids = True, []
-    for batch in contiguous_runs(symbols, ordered):
+    for batch in contiguous_runs(symbols, ordered, size=max(len(ordered), 1)):
         run_tags = {**(tags or {}), **_process_tags()}
         if len(batch) == 1:
             result = job.execute_in_process(

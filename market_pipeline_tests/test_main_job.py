@@ -117,3 +117,33 @@ def test_definitions_validate_without_an_api_key(tmp_path):
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_run_refreshes_many_symbols_with_one_grouped_request_per_date(polygon_env, instance, warehouse_url):
+    """`market-pipeline run` over more symbols than a UI backfill puts in a run (100) still refreshes
+    them in ONE in-process run, so each market's grouped-daily requests are made once: (missed sessions
+    + re-fetch window) per market, whatever the number of symbols, as the schedules do."""
+    from market_pipeline import runner
+    from market_pipeline.refresh import target_session
+    from market_pipeline_tests.test_schedules import seed
+
+    now = dt.datetime.now(dt.timezone.utc)
+    targets = {"stock": target_session("stocks", now), "crypto": target_session("crypto", now)}
+    symbols = {f"R{i // 26 % 26 + 65:c}{i % 26 + 65:c}": "stock" for i in range(120)}
+    symbols.update({f"C{i // 26 % 26 + 65:c}{i % 26 + 65:c}USD": "crypto" for i in range(30)})
+    polygon_env.add_to_universe([s for s, c in symbols.items() if c == "stock"])
+    polygon_env.add_to_universe([s for s, c in symbols.items() if c == "crypto"], market="crypto")
+    # history complete up to one session before each market's target (written as earlier runs would)
+    for asset_class in ("stock", "crypto"):
+        group = {s: c for s, c in symbols.items() if c == asset_class}
+        seed(warehouse_url, instance, group, missed=1, history_start=targets[asset_class] - dt.timedelta(days=40),
+             target=targets[asset_class])
+    polygon_env.reset_counts()
+    outcome = runner.materialize_symbols(instance, list(symbols))
+    assert outcome.ok and len(outcome.run_ids) == 1
+    counts = polygon_env.request_counts()
+    assert counts["grouped_stocks"] == 1 + 3 and counts["grouped_crypto"] == 1 + 3  # missed + default window
+    assert counts["total"] == 8  # no range request
+    summary = BarStore(warehouse_url).summary()
+    assert {summary[s][2] for s, c in symbols.items() if c == "stock"} == {targets["stock"]}
+    assert {summary[s][2] for s, c in symbols.items() if c == "crypto"} == {targets["crypto"]}

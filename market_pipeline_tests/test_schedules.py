@@ -46,9 +46,9 @@ def last_session(asset_class: str, missed: int, target: dt.date = TARGET) -> dt.
     return session_dates(market, target - dt.timedelta(days=30), target)[-1 - missed]
 
 
-def seed(url, instance, symbols: dict, missed: int = 1, history_start: dt.date = HISTORY_START):
+def seed(url, instance, symbols: dict, missed: int = 1, history_start: dt.date = HISTORY_START, target: dt.date = TARGET):
     """Track `symbols` (in this order) with complete stored history ending `missed` sessions before
-    TARGET, written straight into the warehouse: what earlier runs would have left."""
+    `target`, written straight into the warehouse: what earlier runs would have left."""
     registry, store = SymbolRegistry(url), BarStore(url)
     by_class: dict[str, list[str]] = {}
     for symbol, asset_class in symbols.items():
@@ -57,7 +57,7 @@ def seed(url, instance, symbols: dict, missed: int = 1, history_start: dt.date =
         registry.add(names, asset_class, history_start)
     instance.add_dynamic_partitions(symbols_partitions.name, list(symbols))
     for symbol, asset_class in symbols.items():
-        store.upsert_bars(symbol, served(symbol, asset_class, history_start, last_session(asset_class, missed)))
+        store.upsert_bars(symbol, served(symbol, asset_class, history_start, last_session(asset_class, missed, target)))
         registry.mark_completed(symbol, "seed", history_from=history_start)
     return registry, store
 
