@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 import pandas as pd
 
 from market_pipeline.bars import BAR_COLUMNS
 from market_pipeline.polygon_client import PolygonClient, PolygonError
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
-from market_pipeline.warehouse.store import BarStore
+from market_pipeline.warehouse.store import BarStore, normalize_bars
 
 DEFAULT_HISTORY_DAYS = 730  # what Polygon's free plan serves: about two years
 DEFAULT_REFETCH_SESSIONS = 3  # late trades revise the last few daily bars
@@ -47,9 +47,12 @@ class SymbolResult:
     note: str | None = None
     error: str | None = None
     transient: bool = False
+    # every bar stored for the symbol, when they are exactly the bars just written (a whole history):
+    # the checks use it instead of reading the rows back
+    stored_bars: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stored_bars"}
 
 
 def plan_fetch(
@@ -177,6 +180,8 @@ def _store_and_complete(
     run_id: str | None, history_from: dt.date | None,
 ) -> None:
     """Upsert one symbol's bars (one transaction), record what was written and stored, mark it completed."""
+    if not bars.empty:
+        bars = normalize_bars(bars)
     written = store.upsert_bars(result.symbol, bars)
     result.rows_fetched = len(bars)
     result.rows_upserted, result.rows_inserted, result.rows_changed = (
@@ -184,6 +189,8 @@ def _store_and_complete(
     )
     count, first, last = store.summary([result.symbol]).get(result.symbol, (0, None, None))
     result.rows_stored = count
+    if count and count == len(bars) == written.rows_upserted:  # the stored rows are these bars
+        result.stored_bars = bars.reset_index(drop=True)
     result.first_date = first.isoformat() if first else None
     result.last_date = last.isoformat() if last else None
     registry.mark_completed(result.symbol, run_id, history_from=history_from)

@@ -3,6 +3,7 @@ HTTP and a real warehouse. Single partitions, batched runs, failures, retries, c
 
 import datetime as dt
 
+import pandas as pd
 import pytest
 
 from market_pipeline.definitions import defs
@@ -164,3 +165,23 @@ def test_stored_errors_never_hold_the_key(polygon_env, instance, warehouse_url, 
     for record in instance.get_records_for_run(result.run_id, limit=10_000).records:
         assert secret not in str(record.event_log_entry)
     assert all(secret not in entry.path for entry in polygon_env.request_log())
+
+
+def test_whole_history_checks_use_the_bars_just_stored(sandbox, warehouse_url):
+    """After a whole-history fetch the checks skip reading the rows back: the frame they use must be
+    exactly what the warehouse holds (values, NULL vwap/transactions, order); after a re-fetch of the
+    window, the stored rows are more than the bars written, so the checks read them."""
+    from market_pipeline.ingest import refresh_symbol
+    from market_pipeline.polygon_client import PolygonClient
+    from market_pipeline.sandbox import SANDBOX_API_KEY
+    registry, store = SymbolRegistry(warehouse_url), BarStore(warehouse_url)
+    registry.add(["AAPL"], "stock", "2024-01-02")
+    registry.add(["BTCUSD"], "crypto", "2024-01-02")
+    with PolygonClient(SANDBOX_API_KEY, sandbox.url, 0) as client:
+        for symbol in ("AAPL", "BTCUSD"):
+            first = refresh_symbol(client, store, registry, registry.get(symbol), run_id="r1")
+            assert first.status == "completed" and first.stored_bars is not None
+            pd.testing.assert_frame_equal(first.stored_bars, store.read_bars(symbol), check_dtype=False)
+            again = refresh_symbol(client, store, registry, registry.get(symbol), run_id="r2")
+            assert again.status == "completed" and again.rows_fetched < again.rows_stored
+            assert again.stored_bars is None

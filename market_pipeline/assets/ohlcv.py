@@ -48,6 +48,8 @@ from market_pipeline.refresh import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, pla
 from market_pipeline.resources import PolygonResource, WarehouseResource
 
 POLYGON_POOL = "polygon_api"
+PER_SYMBOL_LOG_LINES = 25  # runs of up to this many symbols log a line per symbol
+PROGRESS_EVERY = 100  # bigger runs log a progress line every this many symbols
 
 
 class OhlcvConfig(CheckSettings):
@@ -109,7 +111,7 @@ def _already_materialized(context: AssetExecutionContext) -> set[str]:
     if context.retry_number == 0:
         return set()
     records = context.instance.get_records_for_run(
-        context.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=10_000
+        context.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
     ).records
     return {r.event_log_entry.dagster_event.partition for r in records if r.event_log_entry.dagster_event}
 
@@ -177,15 +179,20 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
                     context.log.error(f"{symbol}: {result.error}")
                     failures.append(result)
                     continue
-                if not result.requests_shared:  # grouped symbols: one summary line below, not 1,000 events
+                stored.append(result)
+                # a line per symbol for small runs; big ones log progress (each symbol's materialization
+                # carries the same numbers, and every event costs a write to Dagster's event log)
+                if len(rows) <= PER_SYMBOL_LOG_LINES and not result.requests_shared:
                     context.log.info(
                         f"{symbol}: {result.rows_fetched} bars fetched ({result.fetch_from}..{result.fetch_to}), "
                         f"{result.rows_stored} stored, {result.rows_changed} changed, {result.requests} request(s)"
                     )
-                stored.append(result)
+                elif len(stored) % PROGRESS_EVERY == 0:
+                    context.log.info(f"{len(stored)} of {len(rows)} symbol(s) stored")
                 yield _materialization(result)
                 if selected_checks:
-                    stats = compute_stats(symbol, row.asset_class, store.read_bars(symbol), config, now)
+                    bars = result.stored_bars if result.stored_bars is not None else store.read_bars(symbol)
+                    stats = compute_stats(symbol, row.asset_class, bars, config, now)
                     yield from evaluations(stats, selected_checks, context.instance)
             context.log.info(
                 f"{len(stored)} symbol(s) stored ({sum(r.path == 'grouped' for r in stored)} from grouped-daily bars): "

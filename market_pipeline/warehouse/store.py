@@ -250,6 +250,15 @@ def _diff(stored: list[tuple], frame: pd.DataFrame, dates: list[str]) -> tuple[i
     return int(len(frame) - found.sum()), int(differs.sum())
 
 
+def normalize_bars(frame: pd.DataFrame) -> pd.DataFrame:
+    """A bar frame as it is stored: ordered by date, one row per date (the last one wins)."""
+    if not frame["date"].is_monotonic_increasing:
+        frame = frame.sort_values("date", kind="stable")
+    if frame["date"].duplicated().any():
+        frame = frame.drop_duplicates("date", keep="last")
+    return frame
+
+
 class BarStore:
     """Reads and writes `ohlcv_daily` for one warehouse URL."""
 
@@ -270,10 +279,7 @@ class BarStore:
         if frame.empty:
             return UpsertResult(0, 0, 0)
         fetched_at = fetched_at or utcnow()
-        if not frame["date"].is_monotonic_increasing:
-            frame = frame.sort_values("date", kind="stable")
-        if frame["date"].duplicated().any():  # a bar frame has one row per date; the last one wins
-            frame = frame.drop_duplicates("date", keep="last")
+        frame = normalize_bars(frame)
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 written, inserted, changed = self._merge_postgresql(conn, symbol, frame, fetched_at)
