@@ -194,6 +194,7 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
                     bars = result.stored_bars if result.stored_bars is not None else store.read_bars(symbol)
                     stats = compute_stats(symbol, row.asset_class, bars, config, now)
                     yield from evaluations(stats, selected_checks, context.instance)
+                result.stored_bars = None  # memory stays flat however many symbols the run holds
             context.log.info(
                 f"{len(stored)} symbol(s) stored ({sum(r.path == 'grouped' for r in stored)} from grouped-daily bars): "
                 f"{sum(r.rows_fetched for r in stored)} bars fetched, {sum(r.rows_inserted for r in stored)} new, "
