@@ -1,8 +1,8 @@
 """The hand-written part of BENCHMARKS.md: what the profiles showed and what remains.
 
 Written from py-spy profiles and what-if runs on 2026-11-22 (commit 2a6da2c plus the working tree of
-that day); the tables above it are regenerated on every run, this text is not. Profile again after
-changing the pipeline (see "Profiling" below) and update it.
+that day), updated on 2026-11-30 after the fixes listed below; the tables above it are regenerated on
+every run, this text is not. Profile again after changing the pipeline (see "Profiling") and update it.
 """
 
 PROFILE_NOTES = """\
@@ -10,53 +10,54 @@ PROFILE_NOTES = """\
 
 Profiled with `py-spy record -r 200 -f raw -- market-pipeline run` (50 to 300 symbols x 20 years) and
 `py-spy` on the floor; the effect of each proposed fix was measured by a what-if run at 1,000 x 20
-with the fix applied as a patch outside the tree, one after the other, on the code of that morning
-(the baseline was 20% of the floor then; the shares below are of the main job's wall time).
+with the fix applied as a patch outside the tree (2026-11-22; the baseline was 20% of the floor then;
+the shares below are of the main job's wall time).
 
-**Main job (24-30% of the floor).** The floor spends 50-60 ms per 5,000-bar symbol (HTTP 4, JSON
-13-15, parse 7-9, upsert 28-33). The main job spends about 200 ms:
+**Main job (26-35% of the floor).** The floor spends 50-80 ms per 5,000-bar symbol (HTTP 4-5, JSON
+13-18, parse 7-14, upsert 28-43, depending on the day's disk). The main job spends about 200 ms:
 
-| Where the main job's time goes | Share | Fix | What-if at 1,000 x 20 |
-|---|---:|---|---:|
-| (baseline that morning) | | | 20% of the floor |
-| Dagster's SQLite event log: every event opens a new SQLAlchemy engine and connection (`NullPool`) and closing it checkpoints the WAL: 10-50 ms per event, 5 events per symbol (materialization planned, the per-symbol log line, the materialization, two check evaluations) | 30-45% | keep one pooled engine per shard (a `SqliteEventLogStorage` subclass overriding `_connect`, wired in `dagster.yaml`), or run Dagster on PostgreSQL (`dagster.postgres.yaml`) | 37% |
-| The checks re-read the bars the op has just written (15-25 ms per symbol) | 8-12% | compute both checks from the frame just upserted when it is the symbol's whole stored history (`rows_inserted == rows_stored`); `refresh_symbol` would return the frame | 42% |
-| `symbol_stats` at the end re-reads and re-checks every symbol (about 30 ms per symbol) | 15-23% | have `ohlcv_daily` write each refreshed symbol's `symbol_stats` row from the stats it computed for the checks, and `symbol_stats` recompute only the rows of symbols not refreshed since | 53% |
+| Where the main job's time goes | Share | Fix | What-if at 1,000 x 20 | Status |
+|---|---:|---|---:|---|
+| (baseline 2026-11-22) | | | 20% of the floor | |
+| Dagster's SQLite event log: every event opens a new SQLAlchemy engine and connection (`NullPool`) and closing it checkpoints the WAL: 10-50 ms per event, 5 events per symbol (materialization planned, the per-symbol log line, the materialization, two check evaluations) | 30-45% | keep one pooled engine per shard (a `SqliteEventLogStorage` subclass overriding `_connect`, wired in `dagster.yaml`); Dagster on PostgreSQL is no faster on one machine (README, Running at scale: 18.4 s against 13.9 s for 100 symbols x 5 years) | 37% | open: Dagster's storage; the per-symbol log line is gone from runs of more than 25 symbols (progress lines every 100 instead), 4 events per symbol |
+| The checks re-read the bars the op has just written (15-25 ms per symbol) | 8-12% | compute both checks from the frame just upserted when it is the symbol's whole stored history | 42% | done (`SymbolResult.stored_bars`) |
+| `symbol_stats` at the end re-reads and re-checks every symbol (about 30 ms per symbol) | 15-23% | have `ohlcv_daily` write each refreshed symbol's `symbol_stats` row from the stats it computed for the checks, and `symbol_stats` recompute only the rows of symbols not refreshed since | 53% | open: it would make two assets write one table |
 
-What remains after the three: committing events still syncs the disk (about 17%; `PRAGMA synchronous=NORMAL`
-on the pooled event-log connections cuts it by about a third), Dagster building the events (about 12%), start-up and
-imports (about 5 s), the registry status updates and the summary query per symbol (about 5%). The 70%
-target looks out of reach with Dagster's SQLite storage; on the what-if evidence, 55-60% is.
+With the two fixes that are ours the main job measured 26% at 100 x 20 and 35% at 1,000 x 20 (it was
+22% and 32%); side by side on the same machine the two versions' 100 x 20 runs both spread over
+24-35 s, so the difference is inside this machine's run-to-run noise, which comes from the disk syncs
+of Dagster's SQLite event log. What remains: that event log (commits sync the disk; about 17% even
+pooled, `PRAGMA synchronous=NORMAL` on pooled connections cuts it by a third), Dagster building the
+events (about 12%), start-up and imports (about 5 s), the registry status updates and the summary
+query per symbol (about 5%), `symbol_stats` at the end. The 70% target looks out of reach with
+Dagster's SQLite storage; on the what-if evidence, 55-60% is.
 
-Fixed here (files of this change): `bars.parse_aggregate_results` builds the frame column by column
-from the JSON dicts (16.6 -> 4.6 ms per 5,000 bars; any malformed payload takes the previous path
-with the same result), which speeds the floor and the job alike.
+Fixed on 2026-11-22: `bars.parse_aggregate_results` builds the frame column by column from the JSON
+dicts (16.6 -> 4.6 ms per 5,000 bars), which speeds the floor and the job alike.
 
-**UI path.** The runs execute the same op, so everything above applies; on top, a fixed latency of
-about 45 s: the backfill daemon's iteration (every 30 s) creates the first run, the queue and the run
-worker start-up take about 7 s more, and the next iteration marks the backfill complete. The runs of
-a backfill queue behind each other on the `polygon_api` pool (one op at a time).
+**UI path (10% at 100 x 20, 27% at 1,000 x 20).** The runs execute the same op, so everything above
+applies; on top, a fixed latency of about 45 s: the backfill daemon's iteration (every 30 s) creates
+the first run, the queue and the run worker start-up take about 8 s more, and the next iteration
+marks the backfill complete. The runs of a backfill queue behind each other on the `polygon_api` pool
+(one op at a time), as the pacing design wants.
 
-**Sensor tick at 10,000 new symbols.** The sensor's own evaluation takes 0.15 s. The daemon then
-(1) applies the returned `AddDynamicPartitionsRequest` one key at a time (`has_dynamic_partition` per
-key: about 28 s for 10,000 keys), and (2) submits the 100 run requests of the backfill batches, about
-2 s each (about 210 s). Proposed fix in `sensors.py`: add the new partitions in the sensor body with one
-`context.instance.add_dynamic_partitions(name, to_add)` (0.08 s for 10,000 keys, measured), and request
-one backfill instead of 100 runs (`RunRequest.for_asset_graph_subset`, which Dagster 1.13 marks
-internal), or cap the run requests per tick (say 5) and request the rest on later ticks from the
-registry's `pending` status. The steady tick (nothing to do) is 0.15-0.45 s.
+**Sensor tick at 10,000 new symbols: fixed (211 s -> 4.6 s in the daemon).** The daemon used to
+(1) apply the sensor's `AddDynamicPartitionsRequest` one key at a time (`has_dynamic_partition` per
+key: about 28 s for 10,000 keys) and (2) submit 100 run requests, about 2 s each. Now the sensor adds
+the partitions itself with one `add_dynamic_partitions` call (0.1 s for 10,000 keys) and lets at most
+two of its backfill runs wait in the queue, keeping the other new symbols in its cursor for later
+ticks; each tick costs well under 10 s whatever the number of new symbols.
 
-**Daily refresh through `market-pipeline run`.** Each run of up to 100 partitions plans its own
-grouped-daily requests, so a refresh of N symbols costs (missed sessions + re-fetch window) requests
-per asset class *per run*: 3 times the target at 250 symbols, 100 times at 10,000. The schedules meet
-the target (one run per asset class over the whole partition range, with `asset_classes` in the op
-config). Proposed fix in `runner.py`: refresh the symbols whose history is complete the way the
-schedules do (one run per asset class), and keep runs of 100 partitions for symbols that need their
-whole history.
+**Daily refresh through `market-pipeline run`: fixed.** It used to run symbols in runs of 100
+partitions, each planning its own grouped-daily requests (3 times the target at 250 symbols). It now
+runs each contiguous span of partitions (all active symbols: one span) as one in-process run, so the
+refresh costs (missed sessions + re-fetch window) requests per market, like the schedules. Peak
+memory grows by about 14 MB per 1,000 symbols in one run (the in-process result keeps the run's
+events): about 320 MB at 10,000 symbols.
 
 **Met.** One request per symbol for a full history (Polygon's 50,000-bar page holds about 200 years);
-daily refreshes by the schedules within (missed sessions + re-fetch window) requests per asset class;
-peak RSS flat at about 175 MB from 20 to 1,000 symbols.
+daily refreshes within (missed sessions + re-fetch window) requests per asset class on both paths;
+the sensor's tick under 10 s at 10,000 new symbols; peak RSS 174-189 MB from 20 to 1,000 symbols.
 
 ### Profiling
 
