@@ -47,8 +47,7 @@ def _claim_concurrency_slot_atomically(self, concurrency_key: str, run_id: str, 
 
 
 def apply() -> None:
-    if SqlEventLogStorage._claim_concurrency_slot is not _claim_concurrency_slot_atomically:
-        SqlEventLogStorage._claim_concurrency_slot = _claim_concurrency_slot_atomically
+    SqlEventLogStorage._claim_concurrency_slot = _claim_concurrency_slot_atomically
 
 
 def applied() -> bool:

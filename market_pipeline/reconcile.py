@@ -28,10 +28,6 @@ def plan_partitions(active: Sequence[str], existing: Sequence[str]) -> Partition
     )
 
 
-def chunks(keys: Sequence[str], size: int = MAX_PARTITIONS_PER_RUN) -> list[list[str]]:
-    return [list(keys[i : i + size]) for i in range(0, len(keys), size)]
-
-
 def range_tags(keys: Sequence[str]) -> dict[str, str]:
     """Run tags that make one run cover the contiguous partition keys first..last."""
     return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}

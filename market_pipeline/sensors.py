@@ -87,7 +87,8 @@ def tracked_symbols_sensor(context: SensorEvaluationContext, warehouse: Warehous
         return SkipReason(f"{len(existing)} partitions match the {len(rows)} active symbols")
 
     free = MAX_WAITING_BACKFILL_RUNS - waiting_backfill_runs(instance)
-    ordered = [k for k in existing if k not in set(plan.to_delete)] + plan.to_add
+    deleted = set(plan.to_delete)
+    ordered = [k for k in existing if k not in deleted] + plan.to_add
     batches = contiguous_runs(waiting, ordered)[: max(free, 0)]
     requests = [
         request
