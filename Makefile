@@ -29,7 +29,7 @@ test: install
 
 ## the Dagster UI and daemon on http://127.0.0.1:3000 (sandbox when POLYGON_API_KEY is unset)
 dev: install
-	$(BIN)/python -m market_pipeline.devstack
+	$(BIN)/python -m market_pipeline.devtools.devstack
 
 ## benchmarks (never part of `make test`); writes BENCHMARKS.md
 bench: install

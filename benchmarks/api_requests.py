@@ -59,7 +59,7 @@ def _refresh_paths() -> list[tuple[str, list[str], bool]]:
 
 
 def requests_scenario(bench: Bench) -> Section:
-    from market_pipeline.ingest import DEFAULT_REFETCH_SESSIONS
+    from market_pipeline.refresh.ingest import DEFAULT_REFETCH_SESSIONS
 
     n, years = bench.args.requests_symbols, bench.years
     share = bench.args.requests_crypto_share
@@ -128,7 +128,7 @@ def requests_scenario(bench: Bench) -> Section:
     if len(_refresh_paths()) == 1:
         section.notes.append("The code location has no refresh schedule: a daily refresh is the main job.")
     section.notes.append(
-        "Both paths plan each run's fetches with `market_pipeline.refresh` (grouped-daily requests when fewer "
+        "Both paths plan each run's fetches with `market_pipeline.refresh.planning` (grouped-daily requests when fewer "
         "than one range request per symbol). `market-pipeline run` runs all active symbols as one run; "
         "a schedule tick requests one run per asset class."
     )

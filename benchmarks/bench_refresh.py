@@ -38,7 +38,7 @@ def _symbols(n: int) -> list[str]:
 
 
 def _bars(symbol: str, start: dt.date, end: dt.date):
-    from market_pipeline.bars import BAR_COLUMNS
+    from market_pipeline.polygon.bars import BAR_COLUMNS
     from market_pipeline.sandbox import synthetic_bars
 
     frame = synthetic_bars(symbol, start, end).rename(
@@ -49,7 +49,7 @@ def _bars(symbol: str, start: dt.date, end: dt.date):
 
 
 def _seed(url: str, symbols: list[str], history_sessions: int, missed: int) -> None:
-    from market_pipeline.refresh import session_dates
+    from market_pipeline.refresh.planning import session_dates
     from market_pipeline.warehouse import BarStore, SymbolRegistry
 
     sessions = session_dates("stocks", TARGET - dt.timedelta(days=2 * history_sessions + 30), TARGET)
@@ -65,9 +65,9 @@ def _refresh(instance, url: str, window: int, grouped: bool, checks: bool) -> tu
     """Evaluate the schedule at TICK and execute the run it requests; (success, seconds)."""
     from dagster import build_schedule_context
 
-    from market_pipeline.checks import OHLCV_KEY
+    from market_pipeline.defs.bars.checks import OHLCV_KEY
     from market_pipeline.definitions import defs
-    from market_pipeline.resources import WarehouseResource
+    from market_pipeline.defs.resources import WarehouseResource
 
     repository = defs.get_repository_def()
     schedule = repository.get_schedule_def("stocks_daily_refresh")
@@ -95,7 +95,7 @@ def _refresh(instance, url: str, window: int, grouped: bool, checks: bool) -> tu
 def scenario(sandbox, symbols, window, missed, history_sessions, checks, compare_range, workdir: Path) -> dict:
     from dagster import instance_for_test
 
-    from market_pipeline.partitions import symbols_partitions
+    from market_pipeline.defs.bars.partitions import symbols_partitions
 
     url = f"sqlite:///{workdir / 'warehouse.sqlite'}"
     os.environ["MARKET_PIPELINE_DB_URL"] = url

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from market_pipeline.bars import BAR_COLUMNS
+from market_pipeline.polygon.bars import BAR_COLUMNS
 from market_pipeline.warehouse.engine import dispose_engine, get_engine
 from market_pipeline.warehouse.store import BarStore
 

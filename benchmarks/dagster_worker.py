@@ -28,8 +28,8 @@ def _sensor(steady_ticks: int) -> dict:
 
     from market_pipeline import settings
     from market_pipeline.definitions import defs
-    from market_pipeline.partitions import symbols_partitions
-    from market_pipeline.resources import WarehouseResource
+    from market_pipeline.defs.bars.partitions import symbols_partitions
+    from market_pipeline.defs.resources import WarehouseResource
 
     settings.ensure_dagster_home()
     instance = DagsterInstance.get()
@@ -73,7 +73,7 @@ def _sensor(steady_ticks: int) -> dict:
 def _evaluate_schedule(instance, schedule, defs, when: dt.datetime):
     from dagster import build_schedule_context
 
-    from market_pipeline.resources import WarehouseResource
+    from market_pipeline.defs.resources import WarehouseResource
 
     with build_schedule_context(
         instance=instance, scheduled_execution_time=when, resources={"warehouse": WarehouseResource()}
@@ -87,7 +87,7 @@ def _schedules(ticks: int) -> dict:
 
     from market_pipeline import settings
     from market_pipeline.definitions import defs
-    from market_pipeline.resources import WarehouseResource
+    from market_pipeline.defs.resources import WarehouseResource
 
     settings.ensure_dagster_home()
     instance = DagsterInstance.get()
@@ -112,7 +112,7 @@ def _schedule_runs() -> dict:
 
     from market_pipeline import settings
     from market_pipeline.definitions import defs
-    from market_pipeline.runner import QUIET
+    from market_pipeline.devtools.runner import QUIET
 
     settings.ensure_dagster_home()
     instance = DagsterInstance.get()
@@ -138,7 +138,7 @@ def _partitions() -> dict:
     from dagster import DagsterInstance
 
     from market_pipeline import settings
-    from market_pipeline.runner import reconcile_partitions
+    from market_pipeline.devtools.runner import reconcile_partitions
     from market_pipeline.warehouse.registry import SymbolRegistry
 
     settings.ensure_dagster_home()

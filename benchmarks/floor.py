@@ -31,8 +31,8 @@ def main() -> None:
 
     import requests
 
-    from market_pipeline.bars import parse_aggregate_results
-    from market_pipeline.symbols import polygon_ticker
+    from market_pipeline.polygon.bars import parse_aggregate_results
+    from market_pipeline.polygon.tickers import polygon_ticker
     from market_pipeline.warehouse.store import BarStore
 
     with open(args.symbols_file) as fh:
@@ -69,8 +69,8 @@ def main() -> None:
             if body.get("next_url"):
                 raise SystemExit("the floor expects one page per symbol (start the sandbox without page_size)")
     else:
-        from market_pipeline.ingest import refresh_symbol
-        from market_pipeline.polygon_client import PolygonClient
+        from market_pipeline.refresh.ingest import refresh_symbol
+        from market_pipeline.polygon.client import PolygonClient
         from market_pipeline.warehouse.registry import SymbolRegistry
 
         registry = SymbolRegistry(args.db_url)

@@ -30,10 +30,11 @@ def main() -> None:
     from dagster import DagsterInstance
 
     from market_pipeline import calendars, settings
-    from market_pipeline.checks import CHECK_KEYS, CheckSettings, compute_stats, evaluations
+    from market_pipeline.defs.bars.checks import CHECK_KEYS, CheckSettings, evaluations
+    from market_pipeline.quality.report import compute_stats
     from market_pipeline.definitions import defs
-    from market_pipeline.runner import QUIET
-    from market_pipeline.stats_report import all_table_rows
+    from market_pipeline.devtools.runner import QUIET
+    from market_pipeline.quality.report import all_table_rows
     from market_pipeline.warehouse.registry import SymbolRegistry
     from market_pipeline.warehouse.stats_table import replace_stats
     from market_pipeline.warehouse.store import BarStore

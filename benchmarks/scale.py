@@ -23,7 +23,7 @@ query SensorTicks($selector: SensorSelector!) {
 def _daemon_ticks(bench: Bench, tickers: list[str], years: int, timeout: float) -> dict:
     """The sensor daemon's own record of tracked_symbols_sensor's first tick after `tickers` were
     added (and of the tick after it), with the webserver and daemon running on the project's config."""
-    from market_pipeline.stack import DagsterStack
+    from market_pipeline.devtools.stack import DagsterStack
 
     home = bench.temp_home("scale-daemon")
     try:

@@ -1,4 +1,4 @@
-"""Scenario 3: the UI path. The webserver and daemon running (`market_pipeline.stack.DagsterStack`),
+"""Scenario 3: the UI path. The webserver and daemon running (`market_pipeline.devtools.stack.DagsterStack`),
 a partition backfill of every symbol launched through GraphQL as the UI does, timed to completion."""
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ query BackfillRuns($filter: RunsFilter) {
 
 
 def stack_available() -> str | None:
-    """None when `market_pipeline.stack.DagsterStack` can be used, else why not."""
+    """None when `market_pipeline.devtools.stack.DagsterStack` can be used, else why not."""
     try:
-        from market_pipeline.stack import DagsterStack  # noqa: F401
+        from market_pipeline.devtools.stack import DagsterStack  # noqa: F401
     except Exception as exc:  # absent or broken
-        return f"market_pipeline.stack.DagsterStack is not available ({type(exc).__name__}: {exc})"
+        return f"market_pipeline.devtools.stack.DagsterStack is not available ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -39,7 +39,7 @@ def _runs(stack, backfill_id: str | None = None) -> list[dict]:
 
 
 def _once(bench: Bench, timeout: float) -> dict:
-    from market_pipeline.stack import DagsterStack
+    from market_pipeline.devtools.stack import DagsterStack
 
     home = bench.temp_home("ui")
     url = bench.warehouse_url(home)

@@ -1,23 +1,27 @@
-"""The market_pipeline code location: `defs` is what workspace.yaml loads."""
+"""The market_pipeline code location: `defs` is what workspace.yaml (and `dg`) load.
 
-from dagster import Definitions
+Every definition lives under `market_pipeline/defs/` and is found by Dagster's `load_from_defs_folder`
+(configured by `[tool.dg]` in pyproject.toml). Installed without its source tree (`pip install .` in an
+image), the same folder is loaded from the installed package.
+"""
 
-from market_pipeline import dagster_patches  # noqa: F401  (the polygon_api pool's one-holder claim)
-from market_pipeline.assets import ohlcv_daily, symbol_stats, tracked_symbols
-from market_pipeline.jobs import ohlcv_job, stats_job
-from market_pipeline.resources import PolygonResource, WarehouseResource
-from market_pipeline.schedules import refresh_schedules
-from market_pipeline.sensors import (
-    symbol_stats_automation_sensor,
-    symbols_run_canceled_sensor,
-    symbols_run_failure_sensor,
-    tracked_symbols_sensor,
-)
+from pathlib import Path
 
-defs = Definitions(
-    assets=[tracked_symbols, ohlcv_daily, symbol_stats],
-    jobs=[ohlcv_job, stats_job],
-    schedules=refresh_schedules,
-    sensors=[tracked_symbols_sensor, symbols_run_failure_sensor, symbols_run_canceled_sensor, symbol_stats_automation_sensor],
-    resources={"polygon": PolygonResource(), "warehouse": WarehouseResource()},
-)
+import dagster as dg
+
+from market_pipeline.devtools import dagster_patches  # noqa: F401  (the polygon_api pool's one-holder claim)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load() -> dg.Definitions:
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        return dg.load_from_defs_folder(project_root=PROJECT_ROOT)
+    from dagster.components.core.component_tree import ComponentTree
+
+    import market_pipeline.defs
+
+    return ComponentTree.from_module(defs_module=market_pipeline.defs, project_root=PROJECT_ROOT).build_defs()
+
+
+defs = _load()

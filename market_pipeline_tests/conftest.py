@@ -13,7 +13,7 @@ import pytest
 pytest_plugins = ["market_pipeline_tests.postgres_cluster"]
 
 warnings.filterwarnings("ignore", module="dagster")
-# read when market_pipeline.assets is imported: keep Dagster's step retries quick in tests
+# read when market_pipeline.defs.bars.assets is imported: keep Dagster's step retries quick in tests
 os.environ["MARKET_PIPELINE_STEP_RETRY_DELAY"] = "0.2"
 
 

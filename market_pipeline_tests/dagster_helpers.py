@@ -11,7 +11,7 @@ from dagster._core.storage.event_log.base import AssetRecordsFilter
 
 from market_pipeline.calendars import latest_completed_session
 from market_pipeline.sandbox import synthetic_bars
-from market_pipeline.symbols import polygon_ticker
+from market_pipeline.polygon.tickers import polygon_ticker
 
 OHLCV = AssetKey("ohlcv_daily")
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from market_pipeline.definitions import defs
-from market_pipeline.partitions import symbols_partitions
-from market_pipeline.reconcile import range_tags
+from market_pipeline.defs.bars.partitions import symbols_partitions
+from market_pipeline.defs.bars.reconcile import range_tags
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline_tests.dagster_helpers import (
     check_metadata,
@@ -171,8 +171,8 @@ def test_whole_history_checks_use_the_bars_just_stored(sandbox, warehouse_url):
     """After a whole-history fetch the checks skip reading the rows back: the frame they use must be
     exactly what the warehouse holds (values, NULL vwap/transactions, order); after a re-fetch of the
     window, the stored rows are more than the bars written, so the checks read them."""
-    from market_pipeline.ingest import refresh_symbol
-    from market_pipeline.polygon_client import PolygonClient
+    from market_pipeline.refresh.ingest import refresh_symbol
+    from market_pipeline.polygon.client import PolygonClient
     from market_pipeline.sandbox import SANDBOX_API_KEY
     registry, store = SymbolRegistry(warehouse_url), BarStore(warehouse_url)
     registry.add(["AAPL"], "stock", "2024-01-02")

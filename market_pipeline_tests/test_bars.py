@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from market_pipeline.bars import BAR_COLUMNS, parse_aggregate_results, parse_grouped_results
+from market_pipeline.polygon.bars import BAR_COLUMNS, parse_aggregate_results, parse_grouped_results
 from market_pipeline.calendars import session_date_from_ms
 from market_pipeline_tests import payloads
 

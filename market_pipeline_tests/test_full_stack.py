@@ -23,9 +23,9 @@ import pandas as pd
 import pytest
 
 from market_pipeline import calendars
-from market_pipeline.bars import BAR_COLUMNS
+from market_pipeline.polygon.bars import BAR_COLUMNS
 from market_pipeline.sandbox import SANDBOX_API_KEY, synthetic_bars
-from market_pipeline.stack import DagsterStack, descendants, group_members
+from market_pipeline.devtools.stack import DagsterStack, descendants, group_members
 from market_pipeline.warehouse import BarStore, get_engine
 from market_pipeline.warehouse.stats_table import read_stats
 from market_pipeline_tests.dagster_helpers import wait_for

@@ -15,7 +15,7 @@ from dagster import DagsterInstance
 
 from market_pipeline import settings
 from market_pipeline.cli.main import main
-from market_pipeline.runner import DEMO_SYMBOLS
+from market_pipeline.devtools.runner import DEMO_SYMBOLS
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline_tests.dagster_helpers import check_passed, latest_check_records, served
 
@@ -123,8 +123,8 @@ def test_run_refreshes_many_symbols_with_one_grouped_request_per_date(polygon_en
     """`market-pipeline run` over more symbols than a UI backfill puts in a run (100) still refreshes
     them in ONE in-process run, so each market's grouped-daily requests are made once: (missed sessions
     + re-fetch window) per market, whatever the number of symbols, as the schedules do."""
-    from market_pipeline import runner
-    from market_pipeline.refresh import target_session
+    from market_pipeline.devtools import runner
+    from market_pipeline.refresh.planning import target_session
     from market_pipeline_tests.test_schedules import seed
 
     now = dt.datetime.now(dt.timezone.utc)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from market_pipeline.polygon_client import PolygonClient, PolygonError, RetryPolicy
+from market_pipeline.polygon.client import PolygonClient, PolygonError, RetryPolicy
 from market_pipeline.sandbox import SANDBOX_API_KEY, synthetic_bars
 
 FAST_RETRY = RetryPolicy(max_attempts=4, max_total_wait=10.0, backoff_base=0.01, backoff_max=0.05)

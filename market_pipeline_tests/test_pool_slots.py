@@ -3,7 +3,7 @@ most one step may hold its slot, even when steps of several processes claim it a
 
 Dagster 1.13.27 claims a slot with `SELECT … FOR UPDATE SKIP LOCKED` and then `UPDATE … WHERE id = …`
 as two statements; on PostgreSQL its connections are in autocommit, so the row lock ends with the
-SELECT and two claimants that read the same free slot both "claim" it. `market_pipeline.dagster_patches`
+SELECT and two claimants that read the same free slot both "claim" it. `market_pipeline.devtools.dagster_patches`
 makes the UPDATE conditional on the slot still being free. These tests race real claimants."""
 
 import threading
@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from market_pipeline import dagster_patches
+from market_pipeline.devtools import dagster_patches
 
 POOL = "polygon_api"
 ROUNDS = 25

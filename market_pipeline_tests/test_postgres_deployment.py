@@ -20,10 +20,10 @@ import pytest
 import sqlalchemy as sa
 from dagster import DagsterInstance
 
-from market_pipeline.bars import BAR_COLUMNS
+from market_pipeline.polygon.bars import BAR_COLUMNS
 from market_pipeline.definitions import defs
-from market_pipeline.partitions import symbols_partitions
-from market_pipeline.reconcile import range_tags
+from market_pipeline.defs.bars.partitions import symbols_partitions
+from market_pipeline.defs.bars.reconcile import range_tags
 from market_pipeline.sandbox import SANDBOX_API_KEY
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline.warehouse.engine import get_engine

@@ -25,13 +25,13 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
 
 from market_pipeline import calendars
-from market_pipeline.bars import BAR_COLUMNS
+from market_pipeline.polygon.bars import BAR_COLUMNS
 from market_pipeline.definitions import defs
-from market_pipeline.partitions import symbols_partitions
-from market_pipeline.reconcile import range_tags
-from market_pipeline.resources import WarehouseResource
+from market_pipeline.defs.bars.partitions import symbols_partitions
+from market_pipeline.defs.bars.reconcile import range_tags
+from market_pipeline.defs.resources import WarehouseResource
 from market_pipeline.sandbox import SANDBOX_API_KEY, synthetic_bars
-from market_pipeline.stack import DagsterStack, descendants
+from market_pipeline.devtools.stack import DagsterStack, descendants
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline_tests.dagster_helpers import wait_for
 

@@ -1,4 +1,4 @@
-"""Refresh planning (market_pipeline.refresh): sessions, targets, and the grouped-vs-range split by
+"""Refresh planning (market_pipeline.refresh.planning): sessions, targets, and the grouped-vs-range split by
 request count. Pure functions, checked against hand-worked calendars and a brute-force optimum."""
 
 import datetime as dt
@@ -8,7 +8,7 @@ import zoneinfo
 
 import pytest
 
-from market_pipeline.refresh import (
+from market_pipeline.refresh.planning import (
     MarketPlan,
     SymbolWindow,
     market_of,

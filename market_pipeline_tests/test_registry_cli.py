@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from market_pipeline.cli.main import main
-from market_pipeline.symbols import SymbolError
+from market_pipeline.polygon.tickers import SymbolError
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline.warehouse.engine import get_engine
 from market_pipeline_tests.test_warehouse import bars

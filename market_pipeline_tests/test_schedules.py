@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from dagster import DefaultScheduleStatus, build_schedule_context
 
-from market_pipeline.bars import BAR_COLUMNS
+from market_pipeline.polygon.bars import BAR_COLUMNS
 from market_pipeline.definitions import defs
-from market_pipeline.partitions import symbols_partitions
-from market_pipeline.refresh import session_dates
-from market_pipeline.resources import WarehouseResource
+from market_pipeline.defs.bars.partitions import symbols_partitions
+from market_pipeline.refresh.planning import session_dates
+from market_pipeline.defs.resources import WarehouseResource
 from market_pipeline.sandbox import synthetic_bars
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline_tests.dagster_helpers import OHLCV, materialization_metadata, materializations

@@ -3,9 +3,9 @@
 from dagster import DagsterRunStatus, SensorResult, SkipReason, build_sensor_context
 
 from market_pipeline.definitions import defs
-from market_pipeline.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
-from market_pipeline.resources import WarehouseResource
-from market_pipeline.sensors import MAX_WAITING_BACKFILL_RUNS, tracked_symbols_sensor
+from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
+from market_pipeline.defs.resources import WarehouseResource
+from market_pipeline.defs.bars.sensors import MAX_WAITING_BACKFILL_RUNS, tracked_symbols_sensor
 from market_pipeline.warehouse import SymbolRegistry
 
 _cursors: dict[int, str | None] = {}

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from market_pipeline.symbols import SymbolError, normalize_symbol, parse_start_date, polygon_ticker
+from market_pipeline.polygon.tickers import SymbolError, normalize_symbol, parse_start_date, polygon_ticker
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from market_pipeline.bars import BAR_COLUMNS
+from market_pipeline.polygon.bars import BAR_COLUMNS
 from market_pipeline.warehouse import BarStore
 from market_pipeline.warehouse.engine import current_revision, get_engine, head_revision, normalize_url
 

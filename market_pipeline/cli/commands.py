@@ -6,7 +6,7 @@ import json
 import sys
 
 from market_pipeline import settings
-from market_pipeline.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from market_pipeline.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from market_pipeline.warehouse.registry import SymbolRegistry
 
 
@@ -29,8 +29,8 @@ def cmd_symbols(args) -> int:
 def _add(args) -> int:
     registry = _registry()
     if args.verify:
-        from market_pipeline.runner import polygon_endpoint
-        from market_pipeline.resources import PolygonResource
+        from market_pipeline.devtools.runner import polygon_endpoint
+        from market_pipeline.defs.resources import PolygonResource
 
         with polygon_endpoint(out=sys.stderr):
             with PolygonResource().get_client() as client:
@@ -72,7 +72,7 @@ def _deactivate(args) -> int:
 
 # ---- run ----------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
-    from market_pipeline import runner
+    from market_pipeline.devtools import runner
 
     registry = _registry()
     instance = _instance()
@@ -129,7 +129,7 @@ def cmd_sandbox(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from market_pipeline.stats_report import cli_record, stats_for
+    from market_pipeline.quality.report import cli_record, stats_for
     from market_pipeline.warehouse.store import BarStore
 
     registry = _registry()

@@ -14,14 +14,10 @@ import warnings
 
 import sqlalchemy as sa
 
-from market_pipeline.symbols import SymbolError
+from market_pipeline.polygon.tickers import SymbolError
 from market_pipeline.warehouse.engine import WarehouseConfigError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input from the command line; printed as one line, exit code 2."""
+from market_pipeline.cli.errors import EXIT_FAILED, EXIT_USAGE, UsageError
 
 
 class _Parser(argparse.ArgumentParser):

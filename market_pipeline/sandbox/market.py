@@ -25,7 +25,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from market_pipeline import calendars, symbols
+from market_pipeline import calendars
+from market_pipeline.polygon import tickers as symbols
 
 EPOCH = dt.date(1995, 1, 3)
 GRID_END = dt.date(2049, 12, 31)

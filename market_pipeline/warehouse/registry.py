@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from market_pipeline import settings
-from market_pipeline.symbols import SymbolError, normalize_symbol, parse_start_date, validate_asset_class
+from market_pipeline.polygon.tickers import SymbolError, normalize_symbol, parse_start_date, validate_asset_class
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import tracked_symbols
 from market_pipeline.warehouse.store import utcnow

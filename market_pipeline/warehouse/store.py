@@ -30,7 +30,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from market_pipeline import settings
-from market_pipeline.bars import BAR_COLUMNS, empty_bars
+from market_pipeline.polygon.bars import BAR_COLUMNS, empty_bars
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import BAR_VALUE_COLUMNS, ohlcv_daily
 

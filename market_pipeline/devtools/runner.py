@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from dagster import DagsterInstance
 
 from market_pipeline import settings
-from market_pipeline.partitions import symbols_partitions
-from market_pipeline.reconcile import contiguous_runs, plan_partitions, range_tags
+from market_pipeline.defs.bars.partitions import symbols_partitions
+from market_pipeline.defs.bars.reconcile import contiguous_runs, plan_partitions, range_tags
 from market_pipeline.warehouse.registry import SymbolRegistry
 
 CLI_TAGS = {"market_pipeline/trigger": "cli_run"}
@@ -81,7 +81,7 @@ def ensure_pool(instance: DagsterInstance) -> None:
     Dagster 1.13 creates a pool lazily when the first op claims it; two processes doing so at the
     same moment can fail a run on PostgreSQL storage. Creating it up front, serially, avoids that.
     """
-    from market_pipeline.assets.ohlcv import POLYGON_POOL
+    from market_pipeline.defs.bars.assets import POLYGON_POOL
 
     storage = instance.event_log_storage
     if POLYGON_POOL not in storage.get_concurrency_keys():
@@ -109,7 +109,7 @@ def recover_dead_runs(instance: DagsterInstance, registry: SymbolRegistry, out=N
     run would wait for the `polygon_api` slot forever. Without `make dev`, no daemon does this."""
     from dagster import DagsterRunStatus, RunsFilter
 
-    from market_pipeline.sensors import free_pool_slots
+    from market_pipeline.defs.bars.sensors import free_pool_slots
 
     out = out or sys.stderr
     host = socket.gethostname()

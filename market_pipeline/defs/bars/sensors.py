@@ -6,8 +6,6 @@ leaves no symbol `in_progress`."""
 import json
 
 from dagster import (
-    AssetSelection,
-    AutomationConditionSensorDefinition,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -21,10 +19,10 @@ from dagster import (
     sensor,
 )
 
-from market_pipeline.jobs import ohlcv_job
-from market_pipeline.partitions import symbols_partitions
-from market_pipeline.reconcile import backfill_requests, contiguous_runs, plan_partitions
-from market_pipeline.resources import WarehouseResource
+from market_pipeline.defs.bars.jobs import ohlcv_job
+from market_pipeline.defs.bars.partitions import symbols_partitions
+from market_pipeline.defs.bars.reconcile import backfill_requests, contiguous_runs, plan_partitions
+from market_pipeline.defs.resources import WarehouseResource
 
 
 # Backfill runs of new symbols the sensor lets wait in the run queue at once. More would not finish
@@ -167,14 +165,3 @@ def symbols_run_failure_sensor(context: RunFailureSensorContext, warehouse: Ware
 )
 def symbols_run_canceled_sensor(context: RunStatusSensorContext, warehouse: WarehouseResource) -> None:
     release_symbols(context, warehouse, "the run was cancelled")
-
-
-# Dagster's implicit default_automation_condition_sensor starts STOPPED; this one is on by default
-# so symbol_stats follows the bars in `make dev` without anyone switching a sensor on.
-symbol_stats_automation_sensor = AutomationConditionSensorDefinition(
-    "symbol_stats_automation_sensor",
-    target=AssetSelection.assets("symbol_stats"),
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description="Evaluates symbol_stats' automation condition: recompute after ohlcv_daily partitions update.",
-)

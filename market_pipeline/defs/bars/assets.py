@@ -8,7 +8,7 @@ its reason and does not stop the others; the run then fails naming it. On a step
 this run already materialised are skipped, so a retry re-runs only what failed.
 
 Symbols whose history is complete may instead come from the grouped-daily endpoints (one request per
-date for every symbol of a market): `market_pipeline.refresh` picks, per market, whichever split needs
+date for every symbol of a market): `market_pipeline.refresh.planning` picks, per market, whichever split needs
 fewer requests, and each materialization records the path (`fetch_path`: "range" or "grouped") and
 the requests (`requests`; for grouped symbols the shared grouped requests, `requests_shared`).
 `asset_classes` in the op config restricts a run to some classes (the schedules refresh one class
@@ -34,8 +34,9 @@ from dagster import (
 from pydantic import Field
 
 from market_pipeline import settings
-from market_pipeline.checks import CHECK_KEYS, OHLCV_KEY, CheckSettings, compute_stats, evaluations, check_specs
-from market_pipeline.ingest import (
+from market_pipeline.defs.bars.checks import CHECK_KEYS, OHLCV_KEY, CheckSettings, evaluations, check_specs
+from market_pipeline.quality.report import compute_stats
+from market_pipeline.refresh.ingest import (
     DEFAULT_HISTORY_DAYS,
     DEFAULT_REFETCH_SESSIONS,
     SymbolResult,
@@ -43,9 +44,9 @@ from market_pipeline.ingest import (
     refresh_grouped,
     refresh_symbol,
 )
-from market_pipeline.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
-from market_pipeline.refresh import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, plan_refresh, target_session
-from market_pipeline.resources import PolygonResource, WarehouseResource
+from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
+from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, plan_refresh, target_session
+from market_pipeline.defs.resources import PolygonResource, WarehouseResource
 
 POLYGON_POOL = "polygon_api"
 PER_SYMBOL_LOG_LINES = 25  # runs of up to this many symbols log a line per symbol

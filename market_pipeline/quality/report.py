@@ -6,17 +6,47 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from market_pipeline.checks import CheckSettings, compute_stats
-from market_pipeline.quality import SymbolStats
+from dataclasses import dataclass
+
+from market_pipeline.quality.stats import SymbolStats, compute_symbol_stats
+from market_pipeline.quality.validation import ValidationThresholds
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
 from market_pipeline.warehouse.store import BarStore, utcnow
 
 
+@dataclass(frozen=True)
+class CheckThresholds:
+    """The check thresholds (the Dagster run config `CheckSettings` has the same fields and defaults)."""
+
+    min_validation_rate: float = 0.99
+    validation_error_below: float = 0.95
+    large_move: float = 0.5
+    max_gaps: int = 0
+    gaps_error_above: int = 10
+
+
+def compute_stats(
+    symbol: str, asset_class: str, frame, settings: CheckThresholds | None = None, now: dt.datetime | None = None
+) -> SymbolStats:
+    """One symbol's stats at `now` under `settings` (a CheckThresholds or anything with its fields)."""
+    settings = settings or CheckThresholds()
+    return compute_symbol_stats(
+        symbol,
+        asset_class,
+        frame,
+        now=now or dt.datetime.now(dt.timezone.utc),
+        validation_thresholds=ValidationThresholds(
+            min_rate=settings.min_validation_rate, error_below=settings.validation_error_below, large_move=settings.large_move
+        ),
+        max_gaps=settings.max_gaps,
+        gap_error_above=settings.gaps_error_above,
+    )
+
+
 def stats_for(
-    tracked: Sequence[TrackedSymbol], store: BarStore, settings: CheckSettings | None = None, now: dt.datetime | None = None
+    tracked: Sequence[TrackedSymbol], store: BarStore, settings: CheckThresholds | None = None, now: dt.datetime | None = None
 ) -> list[tuple[TrackedSymbol, SymbolStats]]:
     """Each symbol's stats from its bars, read in one query per symbol."""
-    settings = settings or CheckSettings()
     now = now or dt.datetime.now(dt.timezone.utc)
     return [(row, compute_stats(row.symbol, row.asset_class, store.read_bars(row.symbol), settings, now)) for row in tracked]
 
@@ -46,6 +76,6 @@ def table_row(row: TrackedSymbol, stats: SymbolStats, computed_at: dt.datetime) 
     }
 
 
-def all_table_rows(registry: SymbolRegistry, store: BarStore, settings: CheckSettings | None = None) -> list[dict]:
+def all_table_rows(registry: SymbolRegistry, store: BarStore, settings: CheckThresholds | None = None) -> list[dict]:
     computed_at = utcnow()
     return [table_row(r, s, computed_at) for r, s in stats_for(registry.list(include_inactive=True), store, settings)]

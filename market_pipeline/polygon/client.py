@@ -20,8 +20,8 @@ import pandas as pd
 import requests
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
-from market_pipeline.bars import BarParseError, empty_bars, parse_aggregate_results, parse_grouped_results
-from market_pipeline.symbols import polygon_ticker
+from market_pipeline.polygon.bars import BarParseError, empty_bars, parse_aggregate_results, parse_grouped_results
+from market_pipeline.polygon.tickers import polygon_ticker
 
 log = logging.getLogger("market_pipeline.polygon")
 

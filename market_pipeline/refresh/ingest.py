@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, fields
 
 import pandas as pd
 
-from market_pipeline.bars import BAR_COLUMNS
-from market_pipeline.polygon_client import PolygonClient, PolygonError
+from market_pipeline.polygon.bars import BAR_COLUMNS
+from market_pipeline.polygon.client import PolygonClient, PolygonError
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
 from market_pipeline.warehouse.store import BarStore, normalize_bars
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from market_pipeline.calendars import session_dates_from_ms
-from market_pipeline.symbols import symbol_from_polygon_ticker
+from market_pipeline.polygon.tickers import symbol_from_polygon_ticker
 
 BAR_COLUMNS = ("date", "open", "high", "low", "close", "volume", "vwap", "transactions")
 _WIRE = {"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap", "n": "transactions"}

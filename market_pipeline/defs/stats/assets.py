@@ -11,9 +11,9 @@ from dagster import (
     asset,
 )
 
-from market_pipeline.checks import CheckSettings
-from market_pipeline.resources import WarehouseResource
-from market_pipeline.stats_report import all_table_rows
+from market_pipeline.defs.bars.checks import CheckSettings
+from market_pipeline.defs.resources import WarehouseResource
+from market_pipeline.quality.report import all_table_rows
 from market_pipeline.warehouse.stats_table import replace_stats
 
 MAX_ROWS_SHOWN = 500

@@ -8,7 +8,6 @@ The numbers come from market_pipeline.quality, the same functions the stats asse
 
 from __future__ import annotations
 
-import datetime as dt
 import warnings
 
 from dagster import (
@@ -26,8 +25,11 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from dagster._core.storage.event_log.base import AssetRecordsFilter
 from pydantic import Field
 
-from market_pipeline.partitions import symbols_partitions
-from market_pipeline.quality import SymbolStats, ValidationThresholds, compute_symbol_stats
+from market_pipeline.defs.bars.partitions import symbols_partitions
+from market_pipeline.quality import SymbolStats
+from market_pipeline.quality.report import CheckThresholds
+
+_T = CheckThresholds()
 
 OHLCV_KEY = AssetKey("ohlcv_daily")
 VALIDATION_CHECK = "validation_rate"
@@ -57,28 +59,13 @@ CHECK_KEYS = {spec.key for spec in check_specs}
 
 
 class CheckSettings(Config):
-    min_validation_rate: float = Field(default=0.99, description="validation_rate fails below this")
-    validation_error_below: float = Field(default=0.95, description="a failing rate under this is ERROR, else WARN")
-    large_move: float = Field(default=0.5, description="soft signal: close-to-close move beyond this fraction")
-    max_gaps: int = Field(default=0, description="date_gaps fails when more sessions than this are missing")
-    gaps_error_above: int = Field(default=10, description="a failing gap count above this is ERROR, else WARN")
+    """The check thresholds as run config (fields and defaults of quality.report.CheckThresholds)."""
 
-    def thresholds(self) -> ValidationThresholds:
-        return ValidationThresholds(
-            min_rate=self.min_validation_rate, error_below=self.validation_error_below, large_move=self.large_move
-        )
-
-
-def compute_stats(symbol: str, asset_class: str, frame, settings: CheckSettings, now: dt.datetime | None = None) -> SymbolStats:
-    return compute_symbol_stats(
-        symbol,
-        asset_class,
-        frame,
-        now=now or dt.datetime.now(dt.timezone.utc),
-        validation_thresholds=settings.thresholds(),
-        max_gaps=settings.max_gaps,
-        gap_error_above=settings.gaps_error_above,
-    )
+    min_validation_rate: float = Field(default=_T.min_validation_rate, description="validation_rate fails below this")
+    validation_error_below: float = Field(default=_T.validation_error_below, description="a failing rate under this is ERROR, else WARN")
+    large_move: float = Field(default=_T.large_move, description="soft signal: close-to-close move beyond this fraction")
+    max_gaps: int = Field(default=_T.max_gaps, description="date_gaps fails when more sessions than this are missing")
+    gaps_error_above: int = Field(default=_T.gaps_error_above, description="a failing gap count above this is ERROR, else WARN")
 
 
 def _severity(name: str) -> AssetCheckSeverity:

@@ -15,11 +15,11 @@ import signal
 import sys
 
 from market_pipeline import settings
-from market_pipeline.stack import DagsterStack, StackError
+from market_pipeline.devtools.stack import DagsterStack, StackError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m market_pipeline.devstack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m market_pipeline.devtools.devstack", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the UI to come up")

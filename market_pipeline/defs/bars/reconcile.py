@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from dagster import RunRequest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from market_pipeline.partitions import MAX_PARTITIONS_PER_RUN
+from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN
 
 
 @dataclass(frozen=True)

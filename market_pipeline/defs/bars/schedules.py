@@ -8,7 +8,7 @@ A tick requests ONE run of ohlcv_daily_job: a partition range from the class's f
 partition (partition keys keep insertion order, so classes may interleave) with op config
 `asset_classes` restricting the run to the class (symbols of other classes inside the range are
 skipped, not touched) and `target_date` fixed from the tick time, so a queued or retried run refreshes
-the same sessions. Inside the run, `market_pipeline.refresh` picks the grouped-daily or the range path
+the same sessions. Inside the run, `market_pipeline.refresh.planning` picks the grouped-daily or the range path
 per symbol, whichever needs fewer requests: one grouped request per date serves every symbol of the
 class at once. The run key names the schedule and the tick, so evaluating a tick twice launches one run.
 """
@@ -27,11 +27,11 @@ from dagster import (
     schedule,
 )
 
-from market_pipeline.jobs import ohlcv_job
-from market_pipeline.partitions import symbols_partitions
-from market_pipeline.reconcile import range_tags
-from market_pipeline.refresh import market_of, target_session
-from market_pipeline.resources import WarehouseResource
+from market_pipeline.defs.bars.jobs import ohlcv_job
+from market_pipeline.defs.bars.partitions import symbols_partitions
+from market_pipeline.defs.bars.reconcile import range_tags
+from market_pipeline.refresh.planning import market_of, target_session
+from market_pipeline.defs.resources import WarehouseResource
 from market_pipeline.warehouse.registry import SymbolRegistry
 
 OHLCV_OP = "ohlcv_daily"

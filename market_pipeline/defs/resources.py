@@ -1,5 +1,7 @@
-"""PolygonResource: the Dagster face of the Polygon client.
+"""The resources: PolygonResource (the Dagster face of the Polygon client) and WarehouseResource
+(the bar store and symbol registry).
 
+PolygonResource:
 Fields left unset are read from the environment when a run uses the resource, so the key never
 enters run configuration: POLYGON_API_KEY (or MASSIVE_API_KEY), POLYGON_BASE_URL,
 POLYGON_REQUESTS_PER_MINUTE.
@@ -9,11 +11,14 @@ from __future__ import annotations
 
 import logging
 
+import dagster as dg
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from market_pipeline import settings
-from market_pipeline.polygon_client import PolygonClient, RetryPolicy
+from market_pipeline.polygon.client import PolygonClient, RetryPolicy
+from market_pipeline.warehouse.registry import SymbolRegistry
+from market_pipeline.warehouse.store import BarStore
 
 
 class PolygonResource(ConfigurableResource):
@@ -46,3 +51,25 @@ class PolygonResource(ConfigurableResource):
             ),
             logger=logger,
         )
+
+
+class WarehouseResource(ConfigurableResource):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default MARKET_PIPELINE_DB_URL or the SQLite file in the project home",
+    )
+
+    def resolved_url(self) -> str:
+        return self.url or settings.db_url()
+
+    def bars(self) -> BarStore:
+        return BarStore(self.resolved_url())
+
+    def registry(self) -> SymbolRegistry:
+        return SymbolRegistry(self.resolved_url())
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """Bound under the names the assets ask for; every setting comes from the environment at run time."""
+    return dg.Definitions(resources={"polygon": PolygonResource(), "warehouse": WarehouseResource()})

@@ -1,0 +1,7 @@
+"""Exit codes and the command line's own input error, shared by the parser and the handlers."""
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed as one line, exit code 2."""

@@ -1,0 +1,137 @@
+"""Fault injection and data edits of the sandbox: failure and truncation schedules, the rate
+limit, and per-ticker bar edits (drop, corrupt, revise, listing date)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+
+import dataclasses
+import time
+from typing import Callable
+
+from market_pipeline.sandbox import market as synthetic
+from market_pipeline.sandbox.protocol import (
+    DEFAULT_FAILURE_BODY,
+    RATE_WINDOW_SECONDS,
+    Response,
+    _as_dates,
+)
+
+@dataclasses.dataclass(frozen=True)
+class _TickerEdits:
+    """The edits of one ticker, replaced as a whole on change (readers need no lock)."""
+
+    dropped: frozenset[dt.date] = frozenset()
+    corrupted: dict[dt.date, str] = dataclasses.field(default_factory=dict)  # never mutated
+    revised: dict[dt.date, float] = dataclasses.field(default_factory=dict)  # never mutated
+    listing_date: dt.date | None = None
+
+    def overrides(self, series: synthetic.Series, lo: int, hi: int) -> dict[int, bytes | None]:
+        """Bar index -> edited JSON (None: dropped) for the bars in [lo, hi)."""
+        result: dict[int, bytes | None] = {}
+        for day in self.dropped | self.corrupted.keys() | self.revised.keys():
+            i = _index_of(series, day)
+            if i is None or not lo <= i < hi:
+                continue
+            if day in self.dropped:
+                result[i] = None
+            else:
+                result[i] = synthetic.edit_bar(
+                    series.fragment(i), self.revised.get(day), self.corrupted.get(day)
+                )
+        return result
+
+
+_NO_EDITS = _TickerEdits()
+
+
+def _index_of(series: synthetic.Series, day: dt.date) -> int | None:
+    target = np.datetime64(day, "D")
+    i = int(np.searchsorted(series.grid.dates, target))
+    return i if i < len(series.grid.dates) and series.grid.dates[i] == target else None
+
+
+class FaultKnobs:
+    """The knobs of `SandboxServer` that inject faults and edit bars (mixed into the server)."""
+
+    # ---- fault schedules -------------------------------------------------------------------
+
+    def fail_next(self, n: int = 1, status: int = 503, body: str = DEFAULT_FAILURE_BODY) -> None:
+        """The next n requests fail with `status` and `body` (HTML when it starts with '<')."""
+        with self._lock:
+            self._failures.extend([(status, body)] * n)
+
+    def truncate_next(self, n: int = 1) -> None:
+        """The next n responses send only the first half of their body (invalid JSON)."""
+        with self._lock:
+            self._truncations += n
+
+    # ---- bar edits -------------------------------------------------------------------------
+
+    def drop_bars(self, ticker: str, dates) -> None:
+        """Never serve these bars (holes), from range and grouped alike."""
+        self._edit(ticker, lambda e: dataclasses.replace(e, dropped=e.dropped | frozenset(_as_dates(dates))))
+
+    def corrupt_bars(self, ticker: str, dates, kind: str) -> None:
+        """Serve these bars corrupted; `kind` is one of `synthetic.CORRUPTIONS` (always valid JSON)."""
+        if kind not in synthetic.CORRUPTIONS:
+            raise ValueError(f"unknown corruption {kind!r}: use one of {', '.join(synthetic.CORRUPTIONS)}")
+        changes = {day: kind for day in _as_dates(dates)}
+        self._edit(ticker, lambda e: dataclasses.replace(e, corrupted={**e.corrupted, **changes}))
+
+    def revise_bars(self, ticker: str, dates, factor: float) -> None:
+        """A late correction: serve these bars with o, h, l, c, vw multiplied by `factor` (last call wins)."""
+        if not factor > 0:
+            raise ValueError(f"a revision factor must be positive, got {factor!r}")
+        changes = {day: float(factor) for day in _as_dates(dates)}
+        self._edit(ticker, lambda e: dataclasses.replace(e, revised={**e.revised, **changes}))
+
+    def set_listing_date(self, ticker: str, date: dt.date | str | None) -> None:
+        """No bars before `date` (None: no listing date)."""
+        day = None if date is None else _as_dates(date)[0]
+        self._edit(ticker, lambda e: dataclasses.replace(e, listing_date=day))
+
+    def clear_knobs(self) -> None:
+        """Forget every drop, corruption, revision and listing date."""
+        with self._lock:
+            self._edits = {}
+
+    def _edit(self, ticker: str, change: Callable[[_TickerEdits], _TickerEdits]) -> None:
+        with self._lock:
+            self._edits = {**self._edits, ticker: change(self._edits.get(ticker, _TickerEdits()))}
+
+    def _injected_failure(self, request_id: str) -> Response | None:
+        with self._lock:
+            if self._failures:
+                status, body = self._failures.popleft()
+            elif self.error_rate and self._rng.random() < self.error_rate:
+                status, body = self._rng.choice((500, 502, 503, 504)), DEFAULT_FAILURE_BODY
+            else:
+                return None
+        kind = "text/html" if body.lstrip().startswith("<") else "application/json"
+        return Response(status, body.encode(), request_id, content_type=kind)
+
+    def _admit(self) -> bool:
+        """Sliding 60 s window over admitted requests; False when the limit is reached."""
+        limit = self.rate_limit_per_minute
+        if limit is None:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            while self._admitted and now - self._admitted[0] >= RATE_WINDOW_SECONDS:
+                self._admitted.popleft()
+            if len(self._admitted) >= limit:
+                return False
+            self._admitted.append(now)
+            return True
+
+    def _maybe_truncate(self, response: Response) -> Response:
+        with self._lock:
+            if not self._truncations:
+                return response
+            self._truncations -= 1
+        response.body = response.body[: len(response.body) // 2]
+        return response
+
