@@ -35,9 +35,10 @@ dev: install
 bench: install
 	$(BIN)/python -m benchmarks.run_all
 
+## dg check defs and dg list defs: every definition under market_pipeline/defs/ loads
 validate: install
-	$(BIN)/python -c "import market_pipeline.settings as s; s.ensure_dagster_home()" && \
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.market_pipeline/dagster} $(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/dg check defs
+	$(BIN)/dg list defs
 
 clean:
 	rm -rf .market_pipeline .pytest_cache

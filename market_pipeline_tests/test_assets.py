@@ -5,8 +5,11 @@ import datetime as dt
 
 import pandas as pd
 import pytest
+from dagster import AssetCheckKey
 
 from market_pipeline.definitions import defs
+from market_pipeline.defs.bars.assets import FULL_REFETCH_TAG
+from market_pipeline.defs.bars.checks import OHLCV_KEY
 from market_pipeline.defs.bars.partitions import symbols_partitions
 from market_pipeline.defs.bars.reconcile import range_tags
 from market_pipeline.warehouse import BarStore, SymbolRegistry
@@ -54,11 +57,73 @@ def test_single_partition_stores_exactly_the_served_bars(polygon_env, instance, 
     row = registry.get("AAPL")
     assert row.backfill_status == "completed" and row.backfill_error is None and row.last_backfill is not None
     meta = materialization_metadata(instance, "AAPL")
-    assert meta["dagster/row_count"] == len(expected) == meta["rows_fetched"]
+    assert meta["dagster/partition_row_count"] == len(expected) == meta["rows_fetched"]
+    assert meta["dagster/row_count"] == len(expected)  # the table holds only AAPL so far
+    assert meta["dagster/table_name"] == "ohlcv_daily"
     assert meta["first_date"] == "2024-01-02" and meta["requests"] == 1
     for name in ("validation_rate", "date_gaps"):
         record = latest_check_records(instance, name)["AAPL"]
         assert check_passed(record)
+
+
+def test_row_counts_are_the_partitions_and_the_tables(polygon_env, instance, warehouse_url):
+    """The catalog's "Row count" is the table's (all symbols); each partition's own count has its own key."""
+    track(warehouse_url, instance, MIXED)
+    assert run(instance, list(MIXED)).success
+    summary = BarStore(warehouse_url).summary()
+    table_rows = sum(n for n, _, _ in summary.values())
+    counts = {s: materialization_metadata(instance, s) for s in MIXED}
+    for symbol, meta in counts.items():
+        assert meta["dagster/partition_row_count"] == summary[symbol][0]
+    # the last symbol stored sees the whole table; every count lies between its own rows and the total
+    assert max(meta["dagster/row_count"] for meta in counts.values()) == table_rows
+    assert all(summary[s][0] <= meta["dagster/row_count"] <= table_rows for s, meta in counts.items())
+    spec_meta = defs.resolve_assets_def("ohlcv_daily").specs_by_key[OHLCV_KEY].metadata
+    assert spec_meta["dagster/table_name"] == "ohlcv_daily"
+    columns = [c.name for c in spec_meta["dagster/column_schema"].columns]
+    assert columns[:2] == ["symbol", "date"] and "vwap" in columns
+
+
+def test_check_metadata_has_no_plotted_per_symbol_numbers(polygon_env, instance, warehouse_url):
+    """Dagster plots numeric check metadata across evaluations of every partition: none is numeric."""
+    from dagster import FloatMetadataValue, IntMetadataValue
+
+    track(warehouse_url, instance, {"AAPL": "stock", "BTCUSD": "crypto"})
+    assert run(instance, ["AAPL", "BTCUSD"]).success
+    for name in ("validation_rate", "date_gaps"):
+        for symbol, record in latest_check_records(instance, name).items():
+            metadata = record.event.dagster_event.event_specific_data.metadata
+            numeric = [k for k, v in metadata.items() if isinstance(v, (IntMetadataValue, FloatMetadataValue))]
+            assert numeric == [], (name, symbol, numeric)
+            assert check_passed(record) and "severity" not in metadata  # a pass does not read as a warning
+            assert metadata["symbol"].value == symbol
+
+
+def test_no_did_not_yield_message(polygon_env, instance, warehouse_url):
+    """Every check the op declares is accounted for: no "did not yield or return expected outputs" line."""
+    track(warehouse_url, instance, {"AAPL": "stock", "SPY": "etf"})
+    for keys in (["AAPL"], ["AAPL", "SPY"]):
+        result = run(instance, keys)
+        assert result.success
+        messages = [e.message or "" for e in instance.all_logs(result.run_id)]
+        assert not [m for m in messages if "did not yield" in m], keys
+    checks_only = defs.resolve_job_def("ohlcv_daily_job").get_subset(
+        asset_check_selection={AssetCheckKey(OHLCV_KEY, "date_gaps")}, asset_selection=set()
+    )
+    result = checks_only.execute_in_process(instance=instance, tags=range_tags(["AAPL", "SPY"]), raise_on_error=False)
+    assert result.success
+    assert not [e for e in instance.all_logs(result.run_id) if "did not yield" in (e.message or "")]
+
+
+def test_full_refetch_tag_fetches_the_whole_history_again(polygon_env, instance, warehouse_url):
+    track(warehouse_url, instance, {"AAPL": "stock"})
+    assert run(instance, ["AAPL"]).success
+    assert run(instance, ["AAPL"]).success
+    window = materialization_metadata(instance, "AAPL")
+    assert window["rows_fetched"] <= 4  # the re-fetch window only
+    assert run(instance, ["AAPL"], tags={FULL_REFETCH_TAG: "true"}).success
+    full = materialization_metadata(instance, "AAPL")
+    assert full["fetch_from"] == "2024-01-02" and full["rows_fetched"] == full["dagster/partition_row_count"]
 
 
 def test_batched_run_mixed_classes_records_each_partition(polygon_env, instance, warehouse_url):
@@ -136,7 +201,8 @@ def test_checks_fail_on_corrupted_and_missing_bars(polygon_env, instance, wareho
     assert not check_passed(rates["MSFT"]) and not check_passed(gaps["MSFT"])
     assert check_metadata(rates["MSFT"])["failures"]["high_ge_low"] == 10
     assert rates["MSFT"].event.dagster_event.event_specific_data.severity.value == "WARN"  # 0.986: above 0.95
-    assert check_metadata(gaps["MSFT"])["gaps_detected"] == 1
+    assert check_metadata(gaps["MSFT"])["gaps_detected"] == "1"
+    assert "severity" in check_metadata(gaps["MSFT"]) and "severity" not in check_metadata(gaps["AAPL"])
 
 
 def test_checks_only_run_on_stored_bars(polygon_env, instance, warehouse_url):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
-from market_pipeline import settings
+from market_pipeline import calendars, settings
 from market_pipeline.cli.main import main
 from market_pipeline.devtools.runner import DEMO_SYMBOLS
 from market_pipeline.warehouse import BarStore, SymbolRegistry
@@ -93,6 +93,7 @@ def test_make_run_from_a_fresh_clone(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MARKET_PIPELINE_", "POLYGON_", "DAGSTER_HOME"))}
     env["PYTHONPATH"] = str(clone)  # the clone's code, with this suite's installed dependencies
     venv = VENV_BIN.parent
+    before = dt.datetime.now(dt.timezone.utc)  # the run reads the clock itself: bracket it
     done = subprocess.run(
         ["make", "-o", f"{venv}/.installed-market-pipeline", "run", f"VENV={venv}"],
         cwd=clone, env=env, capture_output=True, text=True, timeout=600,
@@ -102,21 +103,37 @@ def test_make_run_from_a_fresh_clone(tmp_path):
     with sqlite3.connect(clone / ".market_pipeline" / "data" / "warehouse.sqlite") as conn:
         rows = dict(conn.execute("SELECT symbol, count(*) FROM ohlcv_daily GROUP BY symbol").fetchall())
         dates = dict(conn.execute("SELECT symbol, max(date) FROM ohlcv_daily GROUP BY symbol").fetchall())
+    after = dt.datetime.now(dt.timezone.utc)
     assert set(rows) == {"AAPL", "MSFT", "SPY", "BTCUSD", "ETHUSD"}
-    latest = dt.date.fromisoformat(dates["AAPL"])
-    assert latest.weekday() < 5  # stocks land on sessions
-    assert dt.date.fromisoformat(dates["BTCUSD"]) >= latest  # crypto trades every day
+    # each asset class ends at its own market's latest completed session (XNYS for stocks and ETFs, the UTC
+    # day for crypto), whatever the hour: between the stock close and midnight UTC the stocks' session of
+    # the day is complete while crypto's day is not
+    classes = {"AAPL": "stock", "MSFT": "stock", "SPY": "etf", "BTCUSD": "crypto", "ETHUSD": "crypto"}
+    for symbol, asset_class in classes.items():
+        low = calendars.latest_completed_session(asset_class, before)
+        high = calendars.latest_completed_session(asset_class, after)
+        assert low <= dt.date.fromisoformat(dates[symbol]) <= high, (symbol, dates[symbol], low, high)
 
 
 @pytest.mark.slow
-def test_definitions_validate_without_an_api_key(tmp_path):
+def test_dg_check_and_list_defs_without_an_api_key(tmp_path):
+    """`dg check defs` and `dg list defs` (what `make validate` runs) load the defs folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYGON_", "MASSIVE_"))}
-    env["DAGSTER_HOME"] = str(tmp_path)
+    env.update(DAGSTER_HOME=str(tmp_path), COLUMNS="250")
     done = subprocess.run(
-        [str(VENV_BIN / "dagster"), "definitions", "validate", "-w", str(PROJECT / "workspace.yaml")],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300,
+        [str(VENV_BIN / "dg"), "check", "defs"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "All definitions loaded successfully" in done.stdout
+    listed = subprocess.run(
+        [str(VENV_BIN / "dg"), "list", "defs", "--json"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert listed.returncode == 0, listed.stderr
+    defs = json.loads(listed.stdout)
+    assert {"ohlcv_daily", "symbol_stats", "tracked_symbols"} <= {a["asset_key"] for a in defs["assets"]}
+    assert {"validation_rate", "date_gaps"} <= {c["name"] for c in defs["asset_checks"]}
+    assert {"stocks_daily_refresh", "crypto_daily_refresh"} <= {s["name"] for s in defs["schedules"]}
+    assert "tracked_symbols_sensor" in {s["name"] for s in defs["sensors"]}
 
 
 def test_run_refreshes_many_symbols_with_one_grouped_request_per_date(polygon_env, instance, warehouse_url):

@@ -3,6 +3,8 @@
 import datetime as dt
 import json
 
+import pytest
+
 from dagster import AssetKey
 
 from market_pipeline.cli.main import main
@@ -31,8 +33,9 @@ def test_stats_asset_table_and_cli_agree_with_checks(polygon_env, instance, ware
 
     gaps = latest_check_records(instance, "date_gaps")
     rates = latest_check_records(instance, "validation_rate")
-    assert check_metadata(gaps["MSFT"])["gaps_detected"] == table["MSFT"]["gaps_detected"]
-    assert check_metadata(rates["BTCUSD"])["validation_rate"] == table["BTCUSD"]["validation_rate"] < 1.0
+    assert int(check_metadata(gaps["MSFT"])["gaps_detected"]) == table["MSFT"]["gaps_detected"]
+    assert float(check_metadata(rates["BTCUSD"])["validation_rate"]) == pytest.approx(table["BTCUSD"]["validation_rate"], abs=1e-6)
+    assert table["BTCUSD"]["validation_rate"] < 1.0
 
     event = instance.get_latest_materialization_event(AssetKey("symbol_stats"))
     metadata = event.asset_materialization.metadata

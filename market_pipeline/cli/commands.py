@@ -147,8 +147,14 @@ def cmd_stats(args) -> int:
 
 
 def cmd_db(args) -> int:
-    from market_pipeline.warehouse.engine import current_revision, get_engine
+    from market_pipeline.warehouse.engine import current_revision, get_engine, head_revision, open_engine
 
+    if args.action == "current":  # read-only: no migration
+        engine = open_engine(settings.db_url())
+        current, head = current_revision(engine), head_revision()
+        state = "up to date" if current == head else "behind: run `market-pipeline db upgrade`"
+        print(f"warehouse schema at revision {current}, head {head} ({state}; {engine.url.render_as_string(hide_password=True)})")
+        return EXIT_OK
     engine = get_engine(settings.db_url())  # upgrades to head on first use
     print(f"warehouse schema at revision {current_revision(engine)} ({engine.url.render_as_string(hide_password=True)})")
     return EXIT_OK

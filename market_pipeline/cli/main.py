@@ -20,44 +20,78 @@ from market_pipeline.warehouse.engine import WarehouseConfigError
 from market_pipeline.cli.errors import EXIT_FAILED, EXIT_USAGE, UsageError
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Shows `(default: X)` for every option that has a value by default (flags and unset options say
+    what happens without them in their own help)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or action.required or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
+    """One-line errors (exit 2), and every option's default shown in its help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, exit 2, like every other input error
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def _subcommands(parser: argparse.ArgumentParser, dest: str, title: str):
+    return parser.add_subparsers(dest=dest, required=True, parser_class=_Parser, title=title)
+
+
+def _name_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Missing or unknown subcommands are reported with the list of them (`db` -> {upgrade,current})."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.metavar = "{" + ",".join(action.choices) + "}"
+            for child in action.choices.values():
+                _name_subcommands(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="market-pipeline", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = _subcommands(parser, "command", "commands")
 
     symbols = sub.add_parser("symbols", help="add, list, activate and deactivate tracked symbols")
-    ssub = symbols.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ssub = _subcommands(symbols, "action", "actions")
     add = ssub.add_parser("add", help="track symbols (idempotent; reactivates inactive ones)")
-    add.add_argument("symbols", nargs="+", metavar="SYMBOL")
-    add.add_argument("--asset-class", required=True, help="stock, etf or crypto")
-    add.add_argument("--start-date", help="first date of history to fetch, YYYY-MM-DD (default: two years back)")
-    add.add_argument("--verify", action="store_true", help="ask Polygon's reference endpoint that each ticker exists")
+    add.add_argument("symbols", nargs="+", metavar="SYMBOL", help="tickers such as AAPL, BRK.B or BTCUSD (BTC-USD, X:BTCUSD)")
+    add.add_argument("--asset-class", required=True, help="asset class of every SYMBOL: stock, etf or crypto")
+    add.add_argument("--start-date", default=None, help="first date of history to fetch, YYYY-MM-DD (default: two years back)")
+    add.add_argument("--verify", action="store_true", help="ask Polygon's reference endpoint that each ticker exists first")
     lst = ssub.add_parser("list", help="list tracked symbols with their backfill status")
     lst.add_argument("--all", action="store_true", help="include inactive symbols")
     lst.add_argument("--json", action="store_true", help="print JSON")
-    for name, text in (("deactivate", "stop tracking (bars are kept)"), ("activate", "track again")):
+    for name, text in (("deactivate", "stop tracking (bars are kept)"), ("activate", "track again (the sensor backfills it)")):
         p = ssub.add_parser(name, help=text)
-        p.add_argument("symbols", nargs="+", metavar="SYMBOL")
+        p.add_argument("symbols", nargs="+", metavar="SYMBOL", help="tracked symbols")
 
     run = sub.add_parser("run", help="the main job: fetch and store bars for symbols (default: all active)")
-    run.add_argument("symbols", nargs="*", metavar="SYMBOL")
+    run.add_argument("symbols", nargs="*", metavar="SYMBOL", help="tracked symbols to run (none: every active symbol)")
 
     sandbox = sub.add_parser("sandbox", help="run the Polygon-compatible sandbox server in the foreground")
-    sandbox.add_argument("--port", type=int, default=8765)
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--rate-limit", type=int, default=None, help="requests per minute before 429 (default: none)")
+    sandbox.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sandbox.add_argument("--rate-limit", type=int, default=None, help="requests per minute before 429s (default: no limit)")
 
     stats = sub.add_parser("stats", help="per-symbol record count, date range, validation rate and gaps")
-    stats.add_argument("symbols", nargs="*", metavar="SYMBOL")
+    stats.add_argument("symbols", nargs="*", metavar="SYMBOL", help="tracked symbols (none: every tracked symbol)")
     stats.add_argument("--json", action="store_true", help="print JSON")
 
-    db = sub.add_parser("db", help="warehouse schema")
-    dsub = db.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    db = sub.add_parser("db", help="warehouse schema: upgrade, current")
+    dsub = _subcommands(db, "action", "actions")
     dsub.add_parser("upgrade", help="apply the Alembic migrations up to head")
+    dsub.add_parser("current", help="print the warehouse's schema revision and the head revision (read-only)")
+    _name_subcommands(parser)
     return parser
 
 
@@ -73,12 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, SymbolError, WarehouseConfigError) as exc:
         print(f"market-pipeline: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except sa.exc.OperationalError as exc:  # the warehouse server is down or unreachable
+    except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        print(f"market-pipeline: error: cannot reach the warehouse ({reason}); check MARKET_PIPELINE_DB_URL", file=sys.stderr)
+        if _read_only(reason):
+            message = f"the warehouse refused a write ({reason}): this command needs a MARKET_PIPELINE_DB_URL with write access"
+        else:  # the warehouse server is down or unreachable
+            message = f"cannot reach the warehouse ({reason}); check MARKET_PIPELINE_DB_URL"
+        print(f"market-pipeline: error: {message}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+
+
+def _read_only(reason: str) -> bool:
+    reason = reason.lower()
+    return any(word in reason for word in ("readonly", "read-only", "read only", "permission denied"))
 
 
 if __name__ == "__main__":

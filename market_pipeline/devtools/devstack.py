@@ -20,29 +20,35 @@ from market_pipeline.devtools.stack import DagsterStack, StackError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m market_pipeline.devtools.devstack", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000)
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the UI to come up")
+    parser.add_argument("--host", default="127.0.0.1", help="address the UI listens on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=3000, help="port of the UI (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the UI to come up (default: %(default)s)")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # a process manager's stop shuts the stack down like Ctrl-C
     home = settings.ensure_dagster_home()
     env = dict(os.environ, DAGSTER_HOME=str(home))
-    sandbox = None
-    if not settings.polygon_api_key():
-        from market_pipeline.sandbox import SANDBOX_API_KEY, SandboxServer
-
-        sandbox = SandboxServer(host="127.0.0.1", port=0).start()
-        env.update(POLYGON_API_KEY=SANDBOX_API_KEY, POLYGON_BASE_URL=sandbox.url, POLYGON_REQUESTS_PER_MINUTE="0")
-        print(f"No POLYGON_API_KEY set: the built-in sandbox serves SYNTHETIC bars at {sandbox.url}", flush=True)
-    else:
-        print(
-            f"Polygon at {settings.polygon_base_url()}, paced at {settings.requests_per_minute()} requests/minute "
-            "(POLYGON_REQUESTS_PER_MINUTE; 0 = no pacing)",
-            flush=True,
-        )
-    print(f"Dagster home: {home}\nWarehouse: {settings.db_url()}", flush=True)
     stack = DagsterStack(home, env, host=args.host, port=args.port)
     try:
+        stack.claim()  # before anything starts: one stack per port and per Dagster home
+    except StackError as exc:
+        print(f"make dev: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGINT, _stop)  # Ctrl-C, and a process manager's stop, shut the stack down
+    signal.signal(signal.SIGTERM, _stop)
+    sandbox = None
+    try:
+        if not settings.polygon_api_key():
+            from market_pipeline.sandbox import SANDBOX_API_KEY, SandboxServer
+
+            sandbox = SandboxServer(host="127.0.0.1", port=0).start()
+            stack.env.update(POLYGON_API_KEY=SANDBOX_API_KEY, POLYGON_BASE_URL=sandbox.url, POLYGON_REQUESTS_PER_MINUTE="0")
+            print(f"No POLYGON_API_KEY set: the built-in sandbox serves SYNTHETIC bars at {sandbox.url}", flush=True)
+        else:
+            print(
+                f"Polygon at {settings.polygon_base_url()}, paced at {settings.requests_per_minute()} requests/minute "
+                "(POLYGON_REQUESTS_PER_MINUTE; 0 = no pacing)",
+                flush=True,
+            )
+        print(f"Dagster home: {home}\nWarehouse: {settings.db_url()}", flush=True)
         stack.start(timeout=args.timeout)
         print(
             f"\nDagster UI: {stack.url}  (schedules and sensors are on; Ctrl-C stops)\n"
@@ -50,20 +56,30 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return stack.wait() or 0
-    except KeyboardInterrupt:
+    except _Stop:
         print("\nStopping the Dagster UI and daemon...", flush=True)
         return 0
     except StackError as exc:
-        print(f"The Dagster UI did not start: {exc}", file=sys.stderr)
+        print(f"make dev: the Dagster UI did not start: {exc}", file=sys.stderr)
         return 1
     finally:
-        stack.stop()
+        # further Ctrl-C or SIGTERM while stopping are ignored: the stop below finishes, with no traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop(timeout=STOP_TIMEOUT)
         if sandbox is not None:
             sandbox.stop()
 
 
-def _interrupt(_signum, _frame):
-    raise KeyboardInterrupt
+STOP_TIMEOUT = 10.0  # seconds for dg dev to stop on its own before its processes are terminated
+
+
+class _Stop(BaseException):
+    """Ctrl-C or SIGTERM: stop the stack."""
+
+
+def _stop(_signum, _frame):
+    raise _Stop()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The Dagster webserver and daemon (`dagster dev`) as one object: start, talk GraphQL, stop.
+"""The Dagster webserver and daemon (`dg dev`) as one object: start, talk GraphQL, stop.
 
 `make dev` runs one on http://127.0.0.1:3000; the full-stack test and the UI-path benchmark run one in
 a temporary home on a free port. It talks to the webserver exactly as the UI does (the same GraphQL
@@ -9,13 +9,18 @@ mutations), so what works here works from the browser.
     status = stack.wait_backfill(backfill_id, timeout=300)  # "COMPLETED_SUCCESS"
     stack.stop()                                            # nothing left running
 
-`dagster dev` runs in its own session and process group; `stop()` interrupts it (it shuts its
-webserver, daemon, code server and run workers down), then SIGTERM and SIGKILL any process of the
-stack still alive, and returns only when none is.
+`dg dev` runs in its own session and process group, from the Dagster home folder (so the instance
+configuration in force is that folder's dagster.yaml, and Dagster has no other dagster.yaml in sight
+to warn about); `stop()` interrupts it (it shuts its webserver, daemon, code server and run workers
+down), then SIGTERM and SIGKILL any process of the stack still alive, and returns only when none is.
+
+One stack per Dagster home and per port: `start()` refuses, before starting anything, when the port is
+taken or another stack holds the home's lock file (two daemons on one home would both run schedules).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -120,6 +125,19 @@ class StackError(RuntimeError):
     """The stack could not start, or the webserver answered with an error."""
 
 
+LOCK_FILE = ".dev-stack.lock"
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -221,6 +239,7 @@ class DagsterStack:
         self.repository_name: str | None = None
         self.process: subprocess.Popen | None = None
         self._log: IO | None = None
+        self._lock: IO | None = None
         self._session = requests.Session()
 
     def _resolve_dagster_home(self) -> Path:
@@ -243,15 +262,47 @@ class DagsterStack:
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def command(self) -> list[str]:
-        dagster = Path(sys.executable).with_name("dagster")
-        return [str(dagster), "dev", "-w", str(self.workspace), "-h", self.host, "-p", str(self.port)]
+        dg = Path(sys.executable).with_name("dg")
+        return [str(dg), "dev", "-w", str(self.workspace.resolve()), "-h", self.host, "-p", str(self.port)]
+
+    def claim(self) -> None:
+        """Take the Dagster home's lock and check the port; StackError (nothing started) if either is taken."""
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        lock = open(self.dagster_home / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            owner = lock.read().strip() or "unknown"
+            lock.close()
+            raise StackError(
+                f"another Dagster UI and daemon (pid {owner}) already run on the Dagster home {self.dagster_home}: "
+                "stop it first (Ctrl-C in its terminal), or use another DAGSTER_HOME"
+            ) from None
+        if port_in_use(self.host, self.port):
+            lock.close()
+            raise StackError(
+                f"port {self.port} on {self.host} is in use (another `make dev`?): stop it, or choose another port "
+                "with `python -m market_pipeline.devtools.devstack --port N`"
+            )
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._lock = lock
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def start(self, timeout: float = 180.0, wait_for_daemon: bool = True) -> "DagsterStack":
         """Start `dagster dev`; return once GraphQL answers, the code location is loaded and (by
         default) every required daemon reports healthy. Raises StackError (and stops) otherwise."""
         if self.process is not None:
             raise StackError("the stack is already running")
-        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        if self._lock is None:
+            self.claim()
         config = self.dagster_home / "dagster.yaml"
         if not config.exists():
             shutil.copyfile(settings.project_dir() / "dagster.yaml", config)
@@ -262,7 +313,7 @@ class DagsterStack:
         self.process = subprocess.Popen(
             self.command(),
             env=env,
-            cwd=settings.project_dir(),
+            cwd=self.dagster_home,  # Dagster warns about a dagster.yaml in its working folder that is not DAGSTER_HOME's
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT if self._log else None,
@@ -330,6 +381,7 @@ class DagsterStack:
         """Interrupt `dagster dev` and wait; then SIGTERM, then SIGKILL whatever of it is left."""
         process, self.process = self.process, None
         if process is None:
+            self.release()
             return
         group = process.pid  # start_new_session: the group id is the leader's pid
         tree = descendants(process.pid)
@@ -357,6 +409,7 @@ class DagsterStack:
             self._log.close()
             self._log = None
         self._session.close()
+        self.release()
 
     @staticmethod
     def _kill_group(group: int, sig: int) -> None:

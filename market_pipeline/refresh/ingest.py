@@ -80,17 +80,18 @@ def refresh_symbol(
     today: dt.date | None = None,
     refetch_sessions: int = DEFAULT_REFETCH_SESSIONS,
     default_history_days: int = DEFAULT_HISTORY_DAYS,
+    full_refetch: bool = False,
 ) -> SymbolResult:
-    """Fetch and store one symbol's bars; never raises for a Polygon or database error (returns failed)."""
+    """Fetch and store one symbol's bars; never raises for a Polygon or database error (returns failed).
+    `full_refetch` fetches the whole history from the start date again instead of the re-fetch window."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
     symbol, asset_class = tracked.symbol, tracked.asset_class
     result = SymbolResult(symbol, asset_class, status="failed")
     requests_before = client.stats.requests
     try:
         registry.mark_in_progress(symbol, run_id)
-        plan = plan_fetch(
-            tracked, store.refetch_start(symbol, refetch_sessions), today, default_history_days=default_history_days
-        )
+        refetch_from = None if full_refetch else store.refetch_start(symbol, refetch_sessions)
+        plan = plan_fetch(tracked, refetch_from, today, default_history_days=default_history_days)
         result.fetch_from, result.fetch_to = plan.start.isoformat(), plan.end.isoformat()
         frame = client.daily_bars(symbol, asset_class, plan.start, plan.end)
         _store_and_complete(store, registry, result, frame, run_id, history_from=plan.start if plan.full else None)

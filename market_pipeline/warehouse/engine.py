@@ -41,8 +41,11 @@ def _make_engine(url: str) -> sa.Engine:
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = parsed.database or ""
+        if parsed.query.get("uri") == "true" and path.startswith("file:"):
+            path = path[len("file:"):]  # sqlite:///file:/path?mode=ro&uri=true: a SQLite URI (read-only)
+        if path and path != ":memory:" and parsed.query.get("mode") != "ro":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
         @sa.event.listens_for(engine, "connect")
@@ -79,6 +82,16 @@ def _make_engine(url: str) -> sa.Engine:
     raise WarehouseConfigError(
         f"unsupported warehouse database {backend!r}: use sqlite:/// or postgresql+psycopg2://"
     )
+
+
+def open_engine(url: str) -> sa.Engine:
+    """The process's engine for `url`, without migrating (read-only use)."""
+    url = normalize_url(url)
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = _make_engine(url)
+    return engine
 
 
 def get_engine(url: str) -> sa.Engine:

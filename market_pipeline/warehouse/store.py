@@ -368,6 +368,11 @@ class BarStore:
             return None
         return dates[-1] if window > 0 else dates[0] + dt.timedelta(days=1)
 
+    def count_rows(self) -> int:
+        """The number of bars in the table (all symbols)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(ohlcv_daily)).scalar_one())
+
     def summary(self, symbols: list[str] | None = None) -> dict[str, tuple[int, dt.date, dt.date]]:
         """symbol -> (bar count, first date, last date), in one GROUP BY query."""
         query = sa.select(

@@ -28,7 +28,10 @@ from dagster import (
     Failure,
     Jitter,
     MetadataValue,
+    Output,
     RetryPolicy,
+    TableColumn,
+    TableSchema,
     multi_asset,
 )
 from pydantic import Field
@@ -49,6 +52,22 @@ from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWi
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
 
 POLYGON_POOL = "polygon_api"
+FULL_REFETCH_TAG = "market_pipeline/full_refetch"
+TABLE_NAME = "ohlcv_daily"
+COLUMN_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("symbol", "string", description="the tracked symbol (partition key)"),
+        TableColumn("date", "date", description="the session date (New York for stocks/ETFs, UTC for crypto)"),
+        TableColumn("open", "float"),
+        TableColumn("high", "float"),
+        TableColumn("low", "float"),
+        TableColumn("close", "float"),
+        TableColumn("volume", "float"),
+        TableColumn("vwap", "float", description="volume-weighted average price (may be null)"),
+        TableColumn("transactions", "int", description="number of trades (may be null)"),
+        TableColumn("fetched_at", "timestamp", description="when the bar was last written (UTC)"),
+    ]
+)
 PER_SYMBOL_LOG_LINES = 25  # runs of up to this many symbols log a line per symbol
 PROGRESS_EVERY = 100  # bigger runs log a progress line every this many symbols
 
@@ -81,14 +100,27 @@ class OhlcvConfig(CheckSettings):
     max_grouped_dates: int = Field(
         default=DEFAULT_MAX_GROUPED_DATES, description="at most this many grouped-daily requests per market per run"
     )
+    full_refetch: bool = Field(
+        default=False,
+        description=(
+            "fetch each symbol's whole history from its start date again (repairs a symbol), instead of "
+            f"the re-fetch window; a backfill asks for it with the run tag {FULL_REFETCH_TAG}=true"
+        ),
+    )
+
+    def wants_full_refetch(self, tags) -> bool:
+        return self.full_refetch or str(tags.get(FULL_REFETCH_TAG, "")).strip().lower() in ("true", "1", "yes")
 
 
-def _materialization(result: SymbolResult) -> AssetMaterialization:
+def _materialization(result: SymbolResult, table_rows: int) -> AssetMaterialization:
     return AssetMaterialization(
         asset_key=OHLCV_KEY,
         partition=result.symbol,
         metadata={
-            "dagster/row_count": result.rows_stored,
+            # Dagster's keys: the partition's rows, and the whole table's (what the catalog's "Row count" shows)
+            "dagster/partition_row_count": result.rows_stored,
+            "dagster/row_count": table_rows,
+            "dagster/table_name": TABLE_NAME,
             "asset_class": result.asset_class,
             "rows_fetched": result.rows_fetched,
             "rows_upserted": result.rows_upserted,
@@ -132,6 +164,7 @@ def _run_partition_keys(context: AssetExecutionContext) -> list[str]:
             group_name="market_data",
             kinds={"polygon", "sql"},
             skippable=True,  # materializations are recorded per symbol as each one is stored
+            metadata={"dagster/table_name": TABLE_NAME, "dagster/column_schema": COLUMN_SCHEMA},
             description=(
                 "Daily OHLCV bars from Polygon (Massive). One partition per tracked symbol: the rows of "
                 "`ohlcv_daily` (symbol, session date, open, high, low, close, volume, vwap, transactions) "
@@ -173,6 +206,7 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
         if config.asset_classes is not None:
             context.log.info(f"{len(rows)} symbol(s) of {', '.join(config.asset_classes)} in {len(keys)} partition(s)")
         stored: list[SymbolResult] = []
+        table_rows = store.count_rows()  # the table's rows, kept current as each symbol adds its new ones
         with polygon.get_client(logger=context.log) as client:
             for result, row in _refresh(context, config, client, store, registry, rows, now):
                 symbol = row.symbol
@@ -181,6 +215,7 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
                     failures.append(result)
                     continue
                 stored.append(result)
+                table_rows += result.rows_inserted
                 # a line per symbol for small runs; big ones log progress (each symbol's materialization
                 # carries the same numbers, and every event costs a write to Dagster's event log)
                 if len(rows) <= PER_SYMBOL_LOG_LINES and not result.requests_shared:
@@ -190,7 +225,7 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
                     )
                 elif len(stored) % PROGRESS_EVERY == 0:
                     context.log.info(f"{len(stored)} of {len(rows)} symbol(s) stored")
-                yield _materialization(result)
+                yield _materialization(result, table_rows)
                 if selected_checks:
                     bars = result.stored_bars if result.stored_bars is not None else store.read_bars(symbol)
                     stats = compute_stats(symbol, row.asset_class, bars, config, now)
@@ -209,6 +244,11 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
                 continue
             stats = compute_stats(symbol, row.asset_class, store.read_bars(symbol), config, now)
             yield from evaluations(stats, selected_checks, context.instance)
+
+    # Each symbol's check results were recorded above with its partition. Dagster also expects one output per
+    # selected check of the op; these carry no evaluation (the evaluations are the per-partition ones).
+    for key in sorted(selected_checks, key=lambda k: k.name):
+        yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
 
     if failures:
         summary = "; ".join(f"{r.symbol}: {r.error}" for r in failures[:20])
@@ -229,10 +269,13 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
     requested = dt.date.fromisoformat(config.target_date) if config.target_date else None
     today = requested or now.date()
     targets = {market: target_session(market, now, requested) for market in ("stocks", "crypto")}
+    full_refetch = config.wants_full_refetch(context.run.tags)
+    if full_refetch:
+        context.log.info("full re-fetch asked for: every symbol's whole history is fetched again")
     windows, starts = [], {}
     for row in rows:
         try:
-            refetch_from = store.refetch_start(row.symbol, config.refetch_sessions)
+            refetch_from = None if full_refetch else store.refetch_start(row.symbol, config.refetch_sessions)
             plan = plan_fetch(row, refetch_from, today, default_history_days=config.default_history_days)
             windows.append(SymbolWindow(row.symbol, row.asset_class, plan.start, plan.full))
             starts[row.symbol] = plan.start
@@ -261,5 +304,6 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
             result = refresh_symbol(
                 client, store, registry, row, run_id=context.run_id, today=today,
                 refetch_sessions=config.refetch_sessions, default_history_days=config.default_history_days,
+                full_refetch=full_refetch,
             )
             yield result, row

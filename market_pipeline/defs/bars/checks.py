@@ -109,7 +109,7 @@ def evaluations(stats: SymbolStats, selected: set[AssetCheckKey], instance=None)
             check_name=name,
             passed=passed,
             severity=_severity(severity),
-            metadata={**metadata, "symbol": stats.symbol},
+            metadata=partition_metadata(metadata, stats.symbol, passed),
             description=description,
             target_materialization_data=target,
             partition=stats.symbol,
@@ -118,6 +118,27 @@ def evaluations(stats: SymbolStats, selected: set[AssetCheckKey], instance=None)
         for name, (passed, severity, metadata, description) in results.items()
         if AssetCheckKey(OHLCV_KEY, name) in selected
     ]
+
+
+def partition_metadata(metadata: dict, symbol: str, passed: bool) -> dict:
+    """One symbol's check metadata, shaped for a check whose evaluations alternate between symbols.
+
+    Dagster plots every numeric metadata entry of a check across its evaluations, whatever their
+    partition: a line through AAPL's rate, then BTCUSD's gap count, is noise. So each number is shown as
+    text (the value still reads the same on the evaluation), and a passed check carries no severity.
+    """
+    shaped = {}
+    for key, value in metadata.items():
+        if key == "severity" and passed:
+            continue
+        if isinstance(value, bool) or value is None:
+            shaped[key] = MetadataValue.text(str(value))
+        elif isinstance(value, (int, float)):
+            shaped[key] = MetadataValue.text(f"{value:.6g}" if isinstance(value, float) else str(value))
+        else:
+            shaped[key] = value
+    shaped["symbol"] = symbol
+    return shaped
 
 
 def _ranges_md(ranges) -> str:
