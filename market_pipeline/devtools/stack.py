@@ -24,101 +24,36 @@ import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
 import requests
 
 from market_pipeline import settings
+from market_pipeline.devtools.graphql import (
+    BACKFILL_STATUS_QUERY,
+    DAEMON_HEALTH_QUERY,
+    LAUNCH_BACKFILL_MUTATION,
+    LAUNCH_RUN_MUTATION,
+    RUN_STATUS_QUERY,
+    WORKSPACE_QUERY,
+)
+from market_pipeline.devtools.processes import (  # noqa: F401  (descendants, group_members: used by tests)
+    _alive,
+    _signal,
+    _wait_gone,
+    descendants,
+    free_port,
+    group_members,
+    port_in_use,
+)
 
 BACKFILL_TERMINAL = frozenset({"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"})
 RUN_TERMINAL = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
-
-WORKSPACE_QUERY = """
-query StackWorkspace {
-  workspaceOrError {
-    __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError {
-          __typename
-          ... on RepositoryLocation { name repositories { name } }
-          ... on PythonError { message }
-        }
-      }
-    }
-    ... on PythonError { message }
-  }
-}
-"""
-
-DAEMON_HEALTH_QUERY = """
-query StackDaemonHealth {
-  instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } }
-}
-"""
-
-# the mutation the UI's launch-backfill dialog sends (dagster-webserver's LaunchPartitionBackfill)
-LAUNCH_BACKFILL_MUTATION = """
-mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $backfillParams) {
-    __typename
-    ... on LaunchBackfillSuccess { backfillId launchedRunIds }
-    ... on PartitionSetNotFoundError { message }
-    ... on PartitionKeysNotFoundError { message }
-    ... on UnauthorizedError { message }
-    ... on PipelineNotFoundError { message }
-    ... on RunConflict { message }
-    ... on ConflictingExecutionParamsError { message }
-    ... on PresetNotFoundError { message }
-    ... on InvalidStepError { invalidStepKey }
-    ... on InvalidOutputError { stepKey invalidOutputName }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on PythonError { message stack }
-  }
-}
-"""
-
-BACKFILL_STATUS_QUERY = """
-query StackBackfillStatus($backfillId: String!) {
-  partitionBackfillOrError(backfillId: $backfillId) {
-    __typename
-    ... on PartitionBackfill { id status numPartitions }
-    ... on BackfillNotFoundError { message }
-    ... on PythonError { message }
-  }
-}
-"""
-
-LAUNCH_RUN_MUTATION = """
-mutation StackLaunchRun($executionParams: ExecutionParams!) {
-  launchRun(executionParams: $executionParams) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on PythonError { message stack }
-    ... on Error { message }
-  }
-}
-"""
-
-RUN_STATUS_QUERY = """
-query StackRunStatus($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on Run { runId status }
-    ... on RunNotFoundError { message }
-    ... on PythonError { message }
-  }
-}
-"""
 
 
 class StackError(RuntimeError):
@@ -127,85 +62,6 @@ class StackError(RuntimeError):
 
 LOCK_FILE = ".dev-stack.lock"
 
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def _processes() -> list[tuple[int, str, int, int]]:
-    """(pid, state, ppid, pgid) of every process, from /proc (Linux); [] elsewhere."""
-    out = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        out.append((int(entry.name), fields[0], int(fields[1]), int(fields[2])))
-    return out
-
-
-def _children_map() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for pid, _, ppid, _ in _processes():
-        tree.setdefault(ppid, []).append(pid)
-    return tree
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of the process group `pgid`."""
-    return [pid for pid, state, _, group in _processes() if group == pgid and state != "Z"]
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of `pid` (children, grandchildren, ...)."""
-    tree, out, todo = _children_map(), [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"  # a zombie is gone for our purposes
-
-
-def _signal(pids: Sequence[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    alive = [p for p in pids if _alive(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.1)
-        alive = [p for p in alive if _alive(p)]
-    return alive
 
 
 class DagsterStack:
