@@ -64,7 +64,7 @@ def test_two_processes_materialising_the_same_symbol_at_once(postgres_cluster, p
     for home in homes:
         with DagsterInstance.from_config(str(home)) as instance:
             meta = materialization_metadata(instance, "AAPL")
-            assert meta["rows_upserted"] == meta["dagster/row_count"] == len(served("AAPL", "stock", START))
+            assert meta["rows_upserted"] == meta["dagster/partition_row_count"] == len(served("AAPL", "stock", START))
             inserted.append(meta["rows_inserted"])
     assert sorted(inserted) == [0, len(served("AAPL", "stock", START))]
 
