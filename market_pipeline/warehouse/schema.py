@@ -61,4 +61,14 @@ symbol_stats = sa.Table(
     sa.Column("computed_at", sa.DateTime, nullable=False),
 )
 
+# the API plan's request budget shared by every process (market_pipeline.warehouse.rate_limit): one row
+# per request a 60 s window allows, per API origin, with when it was last used (Unix seconds)
+api_rate_slots = sa.Table(
+    "api_rate_slots",
+    metadata,
+    sa.Column("origin", sa.String(255), primary_key=True),
+    sa.Column("slot", sa.Integer, primary_key=True),
+    sa.Column("used_at", sa.Float(53), nullable=False),
+)
+
 BAR_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "transactions")

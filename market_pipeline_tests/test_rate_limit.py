@@ -1,0 +1,101 @@
+"""The plan's request budget in the warehouse: never more than R request starts in any window, across
+threads and real processes, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+
+from market_pipeline.warehouse.rate_limit import SharedRateLimiter, requests_in_window
+
+ORIGIN = "http://127.0.0.1:1"
+
+
+class FakeTime:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_window_holds_with_an_injected_clock(sqlite_url):
+    fake = FakeTime()
+    limiter = SharedRateLimiter(sqlite_url, ORIGIN, 3, clock=fake.clock, sleep=fake.sleep)
+    starts = []
+    for _ in range(7):
+        limiter.wait()
+        starts.append(fake.now)
+    base = starts[0]
+    assert [s - base for s in starts[:3]] == [0, 0, 0]  # the first three go at once
+    assert starts[3] - base == pytest.approx(60.0)  # the fourth when the first leaves the window
+    assert starts[6] - base == pytest.approx(120.0)
+    assert requests_in_window(sqlite_url, ORIGIN, now=fake.now) == 1  # 4-6 started exactly a window ago
+    assert requests_in_window(sqlite_url, ORIGIN, now=fake.now - 1) == 3
+
+
+def test_a_lower_rate_in_another_process_config_still_holds(sqlite_url):
+    fake = FakeTime()
+    SharedRateLimiter(sqlite_url, ORIGIN, 5, clock=fake.clock, sleep=fake.sleep).wait()
+    lower = SharedRateLimiter(sqlite_url, ORIGIN, 2, clock=fake.clock, sleep=fake.sleep)
+    lower.wait()  # the second request of the window: the lower rate allows it
+    began = fake.now
+    lower.wait()  # two requests already in this window: wait for the first to leave it
+    assert fake.now - began == pytest.approx(60.0)
+
+
+def _taker(url: str, per_minute: int, window: float, count: int, queue) -> None:
+    limiter = SharedRateLimiter(url, ORIGIN, per_minute, window=window)
+    stamps = []
+    for _ in range(count):
+        limiter.wait()
+        stamps.append(time.time())
+    queue.put(stamps)
+
+
+def _max_in_any_window(stamps: list[float], window: float) -> int:
+    stamps = sorted(stamps)
+    best, lo = 0, 0
+    for hi, t in enumerate(stamps):
+        while t - stamps[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_processes_and_threads_share_one_budget(engine, sqlite_url, request):
+    url = sqlite_url if engine == "sqlite" else request.getfixturevalue("postgres_url")
+    SharedRateLimiter(url, ORIGIN, 4, window=1.5).wait()  # create the table and the slots first
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_taker, args=(url, 4, 1.5, 5, queue)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    local: list[float] = []
+
+    def thread_taker():
+        limiter = SharedRateLimiter(url, ORIGIN, 4, window=1.5)
+        for _ in range(3):
+            limiter.wait()
+            local.append(time.time())
+
+    threads = [threading.Thread(target=thread_taker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    stamps = [s for _ in workers for s in queue.get(timeout=120)]
+    for w in workers:
+        w.join(60)
+    for t in threads:
+        t.join(60)
+    stamps += local
+    assert len(stamps) == 3 * 5 + 2 * 3
+    # 21 requests at 4 per 1.5 s: never more than 4 start in any 1.5 s window (0.05 s of clock jitter allowed)
+    assert _max_in_any_window(stamps, 1.5 - 0.05) <= 4
+    assert max(stamps) - min(stamps) >= (len(stamps) // 4 - 1) * 1.5 - 0.1  # and they did have to wait
