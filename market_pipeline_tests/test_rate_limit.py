@@ -99,3 +99,18 @@ def test_processes_and_threads_share_one_budget(engine, sqlite_url, request):
     # 21 requests at 4 per 1.5 s: never more than 4 start in any 1.5 s window (0.05 s of clock jitter allowed)
     assert _max_in_any_window(stamps, 1.5 - 0.05) <= 4
     assert max(stamps) - min(stamps) >= (len(stamps) // 4 - 1) * 1.5 - 0.1  # and they did have to wait
+
+
+def test_the_pipeline_client_takes_its_requests_from_the_shared_budget(polygon_env, warehouse_url):
+    """Every request of the resource's client (as ops and the CLI use it) is counted in the warehouse."""
+    import datetime as dt
+
+    from market_pipeline.defs.resources import PolygonResource
+
+    with PolygonResource(requests_per_minute=3).get_client() as client:
+        assert isinstance(client.pacer, SharedRateLimiter)
+        client.daily_bars("AAPL", "stock", dt.date(2024, 1, 2), dt.date(2024, 1, 31))
+        client.daily_bars("BTCUSD", "crypto", dt.date(2024, 1, 2), dt.date(2024, 1, 31))
+    assert requests_in_window(warehouse_url, polygon_env.url) == 2
+    with PolygonResource(requests_per_minute=0).get_client() as client:
+        assert not isinstance(client.pacer, SharedRateLimiter)  # 0: no pacing at all

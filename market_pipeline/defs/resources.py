@@ -17,6 +17,7 @@ from pydantic import Field
 
 from market_pipeline import settings
 from market_pipeline.polygon.client import PolygonClient, RetryPolicy
+from market_pipeline.warehouse.rate_limit import SharedRateLimiter
 from market_pipeline.warehouse.registry import SymbolRegistry
 from market_pipeline.warehouse.store import BarStore
 
@@ -36,10 +37,14 @@ class PolygonResource(ConfigurableResource):
 
     def get_client(self, logger: logging.Logger | None = None) -> PolygonClient:
         rpm = self.requests_per_minute if self.requests_per_minute is not None else settings.requests_per_minute()
+        base_url = (self.base_url or settings.polygon_base_url()).rstrip("/")
+        # the plan's rate holds for the whole deployment: every process using this warehouse shares one budget
+        limiter = SharedRateLimiter(settings.db_url(), base_url, rpm) if rpm > 0 else None
         return PolygonClient(
             api_key=settings.polygon_api_key(),
-            base_url=(self.base_url or settings.polygon_base_url()),
+            base_url=base_url,
             requests_per_minute=rpm,
+            limiter=limiter,
             adjusted=self.adjusted,
             connect_timeout=self.connect_timeout_seconds,
             read_timeout=self.read_timeout_seconds,

@@ -121,13 +121,17 @@ class PolygonClient:
         read_timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         logger: logging.Logger | None = None,
+        limiter=None,
     ):
+        """`limiter`: anything with `wait() -> seconds waited`, called before every request (retries
+        included); the deployment-wide budget `warehouse.rate_limit.SharedRateLimiter` in the pipeline.
+        None: this process's own pacer at `requests_per_minute`."""
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.adjusted = adjusted
         self.timeout = (connect_timeout, read_timeout)
         self.retry = retry or RetryPolicy()
-        self.pacer = shared_pacer(self.base_url, requests_per_minute)
+        self.pacer = limiter if limiter is not None else shared_pacer(self.base_url, requests_per_minute)
         self.stats = RequestStats()
         self.log = logger or log
         self._session = requests.Session()
