@@ -23,7 +23,7 @@ def free_port() -> int:
 def test_sandbox_command_serves_until_terminated():
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "market_pipeline.cli.main", "sandbox", "--port", str(port)],
+        [sys.executable, "-m", "market_pipeline.cli.main", "sandbox", "--port", str(port), "--latency-ms", "150"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -39,6 +39,9 @@ def test_sandbox_command_serves_until_terminated():
         assert response.status_code == 200 and response.json()["resultsCount"] == 4
         assert response.headers["X-Sandbox"] == "synthetic"
         assert requests.get(url, timeout=2).status_code == 401
+        began = time.monotonic()
+        requests.get(url, headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"}, timeout=5)
+        assert time.monotonic() - began >= 0.15  # every answer is slowed to the real API's latency
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)

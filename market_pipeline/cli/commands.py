@@ -124,7 +124,9 @@ def _report_run(registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids:
 def cmd_sandbox(args) -> int:
     from market_pipeline.sandbox import serve_forever
 
-    serve_forever(host=args.host, port=args.port, rate_limit_per_minute=args.rate_limit)
+    if args.latency_ms < 0:
+        raise UsageError(f"--latency-ms must be 0 or more, got {args.latency_ms} (the real API answers in 100-300)")
+    serve_forever(host=args.host, port=args.port, rate_limit_per_minute=args.rate_limit, latency_ms=args.latency_ms)
     return EXIT_OK
 
 

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
     sandbox.add_argument("--rate-limit", type=int, default=None, help="requests per minute before 429s (default: no limit)")
+    sandbox.add_argument(
+        "--latency-ms", type=float, default=0.0,
+        help="milliseconds added to every answer, to measure at the real API's 100-300 ms",
+    )
 
     stats = sub.add_parser("stats", help="per-symbol record count, date range, validation rate and gaps")
     stats.add_argument("symbols", nargs="*", metavar="SYMBOL", help="tracked symbols (none: every tracked symbol)")
