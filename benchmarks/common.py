@@ -137,6 +137,10 @@ class SandboxProcess:
     def reset_counts(self) -> None:
         self._call("reset")
 
+    def set_latency(self, ms: float) -> None:
+        """Slow every answer by `ms` milliseconds (the real API answers in 100-300 ms)."""
+        self._call("set_latency", ms)
+
     def set_now(self, when: dt.datetime | None) -> None:
         """Freeze the sandbox's clock at `when` (tz-aware; None: the real clock again)."""
         self._call("set_now", None if when is None else when.isoformat())

@@ -32,6 +32,14 @@ class Bench:
     label: str = ""  # appended to section titles (" — full size")
     key_suffix: str = ""  # appended to section keys
     keep: dict[str, Any] = field(default_factory=dict)  # state handed from one scenario to another
+
+    @property
+    def latency_ms(self) -> float:
+        return getattr(self.args, "latency_ms", 150.0)
+
+    @property
+    def in_flight(self) -> int:
+        return getattr(self.args, "in_flight", 8)
     _temp: list[Path] = field(default_factory=list)
     _started: float = field(default_factory=time.perf_counter)
 

@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--symbols-file", required=True, help="JSON list of [symbol, asset_class]")
     parser.add_argument("--start", required=True, type=dt.date.fromisoformat)
     parser.add_argument("--mode", choices=("bare", "library"), default="bare")
+    parser.add_argument("--in-flight", type=int, default=1, help="bare mode: requests in flight at once (threads)")
     args = parser.parse_args()
 
     import requests
@@ -44,7 +45,9 @@ def main() -> None:
     bars = requests_sent = 0
 
     started = time.perf_counter()
-    if args.mode == "bare":
+    if args.mode == "bare" and args.in_flight > 1:
+        bars, requests_sent = _bare_in_flight(args, symbols, today, store, phases)
+    elif args.mode == "bare":
         session = requests.Session()
         session.headers["Authorization"] = "Bearer sandbox-key"
         params = {"adjusted": "true", "sort": "asc", "limit": 50000}
@@ -84,6 +87,48 @@ def main() -> None:
             requests_sent = client.stats.requests
     seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "bars": bars, "requests": requests_sent, "symbols": len(symbols), **phases}))
+
+
+def _bare_in_flight(args, symbols, today, store, phases) -> tuple[int, int]:
+    """The bare loop with `--in-flight` requests at once: threads fetch, decode and parse (one session
+    each); this thread upserts each symbol as its frame arrives, in order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from market_pipeline.polygon.bars import parse_aggregate_results
+    from market_pipeline.polygon.tickers import polygon_ticker
+
+    local = threading.local()
+    params = {"adjusted": "true", "sort": "asc", "limit": 50000}
+
+    def fetch(item):
+        symbol, asset_class = item
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+            session.headers["Authorization"] = "Bearer sandbox-key"
+        url = f"{args.base_url}/v2/aggs/ticker/{polygon_ticker(symbol, asset_class)}/range/1/day/{args.start}/{today}"
+        response = session.get(url, params=params, timeout=60)
+        response.raise_for_status()
+        body = response.json()
+        if body.get("next_url"):
+            raise SystemExit("the floor expects one page per symbol (start the sandbox without page_size)")
+        return symbol, parse_aggregate_results(body.get("results"), asset_class)
+
+    bars = 0
+    with ThreadPoolExecutor(max_workers=args.in_flight) as pool:
+        t0 = time.perf_counter()
+        for symbol, frame in pool.map(fetch, symbols):
+            t1 = time.perf_counter()
+            store.upsert_bars(symbol, frame)
+            t2 = time.perf_counter()
+            phases["http"] += t1 - t0  # waiting for the next frame (fetch, decode, parse overlap)
+            phases["upsert"] += t2 - t1
+            bars += len(frame)
+            t0 = time.perf_counter()
+    return bars, len(symbols)
 
 
 if __name__ == "__main__":

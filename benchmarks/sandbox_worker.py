@@ -1,7 +1,7 @@
 """The benchmark's sandbox process: a `SandboxServer` (no rate limit, no faults) driven over stdin.
 
 Prints {"url": ...} once listening, then answers one JSON line per command read from stdin:
-add_to_universe [tickers, market], warm [tickers], counts, counts_by_class (from the request log,
+add_to_universe [tickers, market], warm [tickers], set_latency MS, counts, counts_by_class (from the request log,
 at most its last 10,000 requests), reset, set_now ISO|null, stop.
 See `benchmarks.common.SandboxProcess`.
 """
@@ -54,6 +54,8 @@ def main() -> None:
                             result[record.endpoint] += 1
                         else:
                             result["other"] += 1
+                elif command == "set_latency":
+                    server.latency_ms = float(payload)
                 elif command == "reset":
                     server.reset_counts()
                 elif command == "set_now":

@@ -1,0 +1,77 @@
+"""Scenario 8: throughput at the real API's latency. The sandbox answers every request `latency_ms` late
+(150 ms by default, the middle of what Polygon answers in); side by side in one run: the bare loop one
+request at a time, the bare loop with N requests in flight, `market-pipeline run` and the UI-path
+backfill, each for the same symbols."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.common import clean_env, python_module, register, repeat, run_measured
+from benchmarks.context import Bench, pct, rate
+from benchmarks.report import Section
+
+
+def _floor_once(bench: Bench, in_flight: int) -> dict:
+    home = bench.temp_home(f"net-floor-{in_flight}")
+    url = bench.warehouse_url(home, "sqlite")
+    try:
+        register(url, bench.symbols, bench.start)
+        symbols_file = home / "symbols.json"
+        symbols_file.write_text(json.dumps(bench.symbols))
+        argv = python_module(
+            "benchmarks.floor", "--base-url", bench.sandbox.url, "--db-url", url, "--symbols-file", str(symbols_file),
+            "--start", bench.start.isoformat(), "--mode", "bare", "--in-flight", str(in_flight),
+        )
+        out = run_measured(argv, clean_env()).check().json()
+        out["bars_per_second"] = rate(out["bars"], out["seconds"])
+        return out
+    finally:
+        bench.drop_warehouse(url)
+        bench.discard(home)
+
+
+def _main_once(bench: Bench) -> dict:
+    home = bench.temp_home("net-main")
+    url = bench.warehouse_url(home, "sqlite")
+    try:
+        register(url, bench.symbols, bench.start)
+        out = bench.run_main_job(home, url)
+        out["bars_per_second"] = rate(out["bars"], out["seconds"])
+        return out
+    finally:
+        bench.drop_warehouse(url)
+        bench.discard(home)
+
+
+def network(bench: Bench) -> Section:
+    n, years, reps, latency, in_flight = len(bench.symbols), bench.years, bench.repeats, bench.latency_ms, bench.in_flight
+    section = Section(
+        "network" + bench.key_suffix,
+        f"8. At the real API's latency ({latency:.0f} ms a request){bench.label}",
+        f"{n} symbols x {years} years from the sandbox slowed to {latency:.0f} ms a request, side by side: the bare "
+        f"loop (requests + JSON + parse + bulk upsert, no Dagster) one request at a time and with {in_flight} in flight, "
+        "then `market-pipeline run` (default settings, `POLYGON_REQUESTS_PER_MINUTE=0`). The ratio is to the "
+        f"{in_flight}-in-flight floor, the target of issue 12 (70% at 1,000 x 20).",
+        ["Loop", "Bars", "Seconds", "Bars/s", "Ratio to the in-flight floor"],
+        align="lrrrr",
+    )
+    bench.sandbox.set_latency(latency)
+    try:
+        rows = {}
+        for label, fn in (
+            ("floor, 1 request at a time", lambda i: _floor_once(bench, 1)),
+            (f"floor, {in_flight} requests in flight", lambda i: _floor_once(bench, in_flight)),
+            ("`market-pipeline run`", lambda i: _main_once(bench)),
+        ):
+            bench.log(f"network ({label}): {n} symbols x {years} years at {latency:.0f} ms, {reps} run(s)")
+            rows[label] = repeat(reps, fn, bench.log)
+    finally:
+        bench.sandbox.set_latency(0)
+    ceiling = rows[f"floor, {in_flight} requests in flight"]["bars_per_second"].median
+    for label, stats in rows.items():
+        ratio = stats["bars_per_second"].median / ceiling
+        section.row(label, f"{int(stats['bars'].median):,}", stats["seconds"].fmt(1), stats["bars_per_second"].fmt(0), pct(ratio))
+        section.data[label] = {k: v.values for k, v in stats.items()} | {"ratio": ratio}
+    bench.keep["network_main_ratio"] = rows["`market-pipeline run`"]["bars_per_second"].median / ceiling
+    return section
