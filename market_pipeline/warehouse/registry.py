@@ -35,6 +35,13 @@ class TrackedSymbol:
     history_from: dt.date | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    delisted_on: dt.date | None = None
+
+    @property
+    def status(self) -> str:
+        """What `symbols list` and `stats` show: `delisted` once a delisted symbol's history is
+        complete (it is never fetched again), else the backfill status."""
+        return "delisted" if self.delisted_on is not None and self.backfill_status == "completed" else self.backfill_status
 
     def as_dict(self) -> dict:
         out = {}

@@ -24,6 +24,9 @@ tracked_symbols = sa.Table(
     sa.Column("history_from", sa.Date, nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+    # the last day the symbol traded, from Polygon's reference data (0004): no bar requests once
+    # history up to it is stored
+    sa.Column("delisted_on", sa.Date, nullable=True),
     sa.CheckConstraint("asset_class IN ('stock', 'etf', 'crypto')", name="ck_tracked_symbols_asset_class"),
     sa.CheckConstraint(
         "backfill_status IN ('pending', 'in_progress', 'completed', 'failed')",
@@ -69,6 +72,39 @@ api_rate_slots = sa.Table(
     sa.Column("origin", sa.String(255), primary_key=True),
     sa.Column("slot", sa.Integer, primary_key=True),
     sa.Column("used_at", sa.Float(53), nullable=False),
+)
+
+# What Polygon's reference endpoint says about each tracked symbol (0004), refreshed weekly.
+symbol_reference = sa.Table(
+    "symbol_reference",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("asset_class", sa.String(8), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # see market_pipeline.reference.records
+    sa.Column("status_text", sa.Text, nullable=True),
+    sa.Column("ticker", sa.String(40), nullable=True),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("market", sa.String(16), nullable=True),
+    sa.Column("type", sa.String(16), nullable=True),
+    sa.Column("primary_exchange", sa.String(16), nullable=True),
+    sa.Column("composite_figi", sa.String(16), nullable=True),
+    sa.Column("share_class_figi", sa.String(16), nullable=True),
+    sa.Column("list_date", sa.Date, nullable=True),
+    sa.Column("active", sa.Boolean, nullable=True),
+    sa.Column("delisted_on", sa.Date, nullable=True),
+    sa.Column("renamed_to", sa.String(32), nullable=True),
+    sa.Column("fetched_at", sa.DateTime, nullable=False),
+)
+
+# Old names of renamed symbols (0004): FB -> META keeps a row (FB, META, figi, 2022-06-09).
+symbol_aliases = sa.Table(
+    "symbol_aliases",
+    metadata,
+    sa.Column("old_symbol", sa.String(32), primary_key=True),
+    sa.Column("symbol", sa.String(32), nullable=False, index=True),
+    sa.Column("composite_figi", sa.String(16), nullable=True),
+    sa.Column("renamed_on", sa.Date, nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
 )
 
 BAR_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "transactions")
