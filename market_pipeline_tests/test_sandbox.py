@@ -533,6 +533,7 @@ def test_request_counts(server, session):
         "grouped_crypto": 1,
         "tickers": 1,
         "ticker_detail": 1,
+        "ticker_events": 0,
         "other": 1,
         "total": 7,
     }

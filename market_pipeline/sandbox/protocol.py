@@ -21,7 +21,7 @@ REFERENCE_MAX_LIMIT = 1000
 RATE_WINDOW_SECONDS = 60.0
 REQUEST_LOG_SIZE = 10_000
 SHUTDOWN_POLL_SECONDS = 0.02  # how long stop() may wait for the serving loop to notice
-ENDPOINTS = ("aggs_range", "grouped_stocks", "grouped_crypto", "tickers", "ticker_detail", "other")
+ENDPOINTS = ("aggs_range", "grouped_stocks", "grouped_crypto", "tickers", "ticker_detail", "ticker_events", "other")
 
 MSG_RATE_LIMIT = (
     "You've exceeded the maximum requests per minute, please wait or upgrade your subscription "
@@ -40,6 +40,7 @@ _ROUTES = (
     ("grouped_crypto", re.compile(r"^/v2/aggs/grouped/locale/global/market/crypto/([^/]+)$")),
     ("tickers", re.compile(r"^/v3/reference/tickers$")),
     ("ticker_detail", re.compile(r"^/v3/reference/tickers/([^/]+)$")),
+    ("ticker_events", re.compile(r"^/vX/reference/tickers/([^/]+)/events$")),
 )
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MS_RE = re.compile(r"^\d{1,14}$")  # up to year 5138

@@ -32,6 +32,7 @@ from urllib.parse import unquote
 
 from market_pipeline import calendars
 from market_pipeline.sandbox import market as synthetic
+from market_pipeline.sandbox import reference as lifecycle
 
 class Endpoints:
     """The endpoint handlers of `SandboxServer` (mixed into the server)."""
@@ -43,6 +44,7 @@ class Endpoints:
             "grouped_crypto": self._grouped,
             "tickers": self._tickers,
             "ticker_detail": self._ticker_detail,
+            "ticker_events": self._ticker_events,
         }
         return handlers[request.endpoint](request)
 
@@ -107,7 +109,7 @@ class Endpoints:
         hi = int(np.searchsorted(grid.t_range, to_ms, side="right"))
         last = np.datetime64(self._last_served(series.crypto), "D")
         hi = max(lo, min(hi, int(np.searchsorted(grid.dates, last, side="right"))))
-        indices = np.arange(lo, hi)
+        indices = lifecycle.traded(self._lifecycle, ticker, grid.dates, np.arange(lo, hi))
         overrides = edits.overrides(series, lo, hi)
         dropped = [i for i, fragment in overrides.items() if fragment is None]
         if dropped:
@@ -137,6 +139,8 @@ class Endpoints:
             i = _index_of(series, day)
             edits = self._edits.get(ticker, _NO_EDITS)
             if i is None or (edits.listing_date is not None and day < edits.listing_date):
+                continue
+            if not self._lifecycle.trades_on(ticker, day):
                 continue
             fragment = edits.overrides(series, i, i + 1).get(i, series.fragment(i))
             if fragment is not None:
@@ -173,8 +177,9 @@ class Endpoints:
             infos = [info for info in infos if info.ticker == params["ticker"]]
         if params.get("market"):
             infos = [info for info in infos if info.market == params["market"]]
-        if params.get("active", "true").lower() == "false":
-            infos = []  # every universe ticker is active
+        today = self.now().astimezone(calendars.UTC).date()
+        wanted_active = params.get("active", "true").lower() != "false"
+        infos = [info for info in infos if self._lifecycle.is_active(info.ticker, today) == wanted_active]
         if params.get("page_marker"):
             infos = [info for info in infos if info.ticker > params["page_marker"]]
         page = infos[:limit]
@@ -191,16 +196,32 @@ class Endpoints:
         return _json_response(200, body, request.request_id)
 
     def _ticker_detail(self, request: _Request) -> Response:
+        """The ticker as of today, or as of `?date=` (see reference.py)."""
         ticker = unquote(request.args[0])
-        info = self._universe.get(ticker)
-        if info is None:
-            return _error(404, request.request_id, "NOT_FOUND", "Ticker not found.")
-        row = info.detail_row()
+        day = self.now().astimezone(calendars.UTC).date()
+        if request.query.get("date"):
+            day = _iso_date(request.query["date"])
+            if day is None:
+                raise _BadRequest(MSG_BAD_TIME.format("date"))
         listing_date = self._edits.get(ticker, _NO_EDITS).listing_date
-        if listing_date is not None:
-            row["list_date"] = listing_date.isoformat()
+        row = lifecycle.detail_row(self._universe.get(ticker), ticker, self._lifecycle, day, listing_date)
+        if row is None:
+            return _error(404, request.request_id, "NOT_FOUND", "Ticker not found.")
         return _json_response(
             200, {"results": row, "status": "OK", "request_id": request.request_id}, request.request_id
+        )
+
+    def _ticker_events(self, request: _Request) -> Response:
+        """`/vX/reference/tickers/{ticker or FIGI}/events?types=ticker_change`."""
+        ident = unquote(request.args[0])
+        if request.query.get("types", "ticker_change") != "ticker_change":
+            raise _BadRequest("The sandbox serves types=ticker_change only")
+        day = self.now().astimezone(calendars.UTC).date()
+        result = lifecycle.events_result(ident, self._lifecycle, day, ident in self._universe)
+        if result is None:
+            return _error(404, request.request_id, "NOT_FOUND", "Ticker not found.")
+        return _json_response(
+            200, {"results": result, "status": "OK", "request_id": request.request_id}, request.request_id
         )
 
 

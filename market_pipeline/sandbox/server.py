@@ -11,6 +11,7 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
 - schedules: `fail_next(n, status, body)`, `truncate_next(n)`;
 - bar edits: `drop_bars`, `corrupt_bars`, `revise_bars`, `set_listing_date`, `clear_knobs`;
 - universe: `add_to_universe`;
+- symbol lifecycle (`reference.py`): `delist`, `rename_ticker`, `reuse_ticker`;
 - observation: `request_counts()`, `reset_counts()`, `request_log()`.
 """
 
@@ -47,6 +48,7 @@ from market_pipeline.sandbox.protocol import (
     _Request,
     _route,
 )
+from market_pipeline.sandbox.reference import Lifecycle, LifecycleKnobs
 from market_pipeline.sandbox.routes import Endpoints
 
 logger = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ logger = logging.getLogger(__name__)
 # The server
 
 
-class SandboxServer(FaultKnobs, Endpoints):
+class SandboxServer(FaultKnobs, LifecycleKnobs, Endpoints):
     """A Polygon-compatible sandbox on loopback. Use as a context manager or `start()`/`stop()`."""
 
     def __init__(
@@ -93,6 +95,8 @@ class SandboxServer(FaultKnobs, Endpoints):
         self._log: collections.deque[RequestRecord] = collections.deque(maxlen=REQUEST_LOG_SIZE)
         self._edits: dict[str, _TickerEdits] = {}
         self._universe = {info.ticker: info for info in synthetic.DEFAULT_UNIVERSE}
+        self._lifecycle = Lifecycle()
+        self._universe.update(self._lifecycle.universe_rows(self._universe))
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
