@@ -23,18 +23,19 @@ def _instance():
 
 # ---- symbols ------------------------------------------------------------------------------------
 def cmd_symbols(args) -> int:
-    return {"add": _add, "list": _list, "activate": _activate, "deactivate": _deactivate}[args.action](args)
+    from market_pipeline.cli import lifecycle
+
+    handlers = {"add": _add, "list": _list, "activate": _activate, "deactivate": _deactivate,
+                "show": lifecycle.show, "rename": lifecycle.rename}
+    return handlers[args.action](args)
 
 
 def _add(args) -> int:
     registry = _registry()
     if args.verify:
-        from market_pipeline.devtools.runner import polygon_endpoint
-        from market_pipeline.defs.resources import PolygonResource
+        from market_pipeline.cli.lifecycle import verified_add
 
-        with polygon_endpoint(out=sys.stderr):
-            with PolygonResource().get_client() as client:
-                outcomes = registry.add(args.symbols, args.asset_class, args.start_date, verify=client.ticker_exists)
+        outcomes = verified_add(registry, args.symbols, args.asset_class, args.start_date)
     else:
         outcomes = registry.add(args.symbols, args.asset_class, args.start_date)
     for outcome in outcomes:
@@ -43,18 +44,36 @@ def _add(args) -> int:
 
 
 def _list(args) -> int:
-    rows = _registry().list(include_inactive=args.all)
+    from market_pipeline.warehouse.reference import ReferenceStore
+
+    registry = _registry()
+    rows = registry.list(include_inactive=args.all)
+    refs = ReferenceStore(registry.url).get_many([r.symbol for r in rows]) if rows else {}
     if args.json:
-        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        out = []
+        for r in rows:
+            ref = refs.get(r.symbol)
+            out.append({**r.as_dict(), "status": r.status, "reference": ref.record.as_dict() | {"fetched_at": ref.fetched_at.isoformat()} if ref else None})
+        print(json.dumps(out, indent=2))
         return EXIT_OK
     if not rows:
         print("No symbols tracked. Add some: market-pipeline symbols add AAPL --asset-class stock")
         return EXIT_OK
-    print(f"{'SYMBOL':<10} {'CLASS':<7} {'ACTIVE':<6} {'STATUS':<12} {'LAST BACKFILL':<20} ERROR")
+    print(f"{'SYMBOL':<10} {'CLASS':<7} {'ACTIVE':<6} {'STATUS':<12} {'LAST BACKFILL':<20} {'TYPE':<5} {'REFERENCE':<12} {'NAME':<32} NOTE")
     for r in rows:
         last = r.last_backfill.strftime("%Y-%m-%d %H:%M:%S") if r.last_backfill else "-"
-        error = (r.backfill_error or "").splitlines()[0][:100] if r.backfill_error else ""
-        print(f"{r.symbol:<10} {r.asset_class:<7} {'yes' if r.active else 'no':<6} {r.backfill_status:<12} {last:<20} {error}")
+        ref = refs.get(r.symbol)
+        rec = ref.record if ref else None
+        note = (r.backfill_error or "").splitlines()[0][:100] if r.backfill_error and r.backfill_status == "failed" else ""
+        if r.delisted_on:
+            note = f"delisted {r.delisted_on}" + (f"; {note}" if note else "")
+        if rec is not None and rec.status != "ok" and rec.status_text:
+            note = f"{note}; {rec.status_text}" if note else rec.status_text
+        name = ((rec.name or "") if rec else "")[:32]
+        print(
+            f"{r.symbol:<10} {r.asset_class:<7} {'yes' if r.active else 'no':<6} {r.status:<12} {last:<20} "
+            f"{(rec.type or '-') if rec else '-':<5} {rec.status if rec else 'not fetched':<12} {name:<32} {note}"
+        )
     return EXIT_OK
 
 

@@ -40,3 +40,17 @@ def verify_message(record: ReferenceRecord) -> str | None:
     if record.status in ("not_found", "mismatch", "invalid", "unknown_type"):
         return record.status_text
     return None
+
+
+def compare_identity(stored: ReferenceRecord | None, fresh: ReferenceRecord) -> ReferenceRecord:
+    """A fresh answer checked against the identity stored before: when the composite FIGI changed,
+    the ticker now names another security (reused): reported as a mismatch and the stored identity
+    kept, so the symbol's history is never silently re-assigned."""
+    if stored is None or not stored.composite_figi or not fresh.composite_figi or stored.composite_figi == fresh.composite_figi:
+        return fresh
+    text = (
+        f"Polygon's {fresh.symbol} is now a different security ({fresh.name or 'unnamed'}, composite FIGI "
+        f"{fresh.composite_figi}, not {stored.composite_figi}): the ticker was reused; the stored history "
+        "stays with the old security and is not merged"
+    )
+    return stored.__class__(**{**stored.__dict__, "status": "mismatch", "status_text": text})

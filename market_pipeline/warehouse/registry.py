@@ -116,7 +116,7 @@ class SymbolRegistry:
         asset_class: str,
         start_date: str | dt.date | None = None,
         *,
-        verify: Callable[[str, str], bool] | None = None,
+        verify: Callable[[str, str], bool | str | None] | None = None,
     ) -> list[AddOutcome]:
         """Track symbols (idempotent; reactivates inactive ones). Validates everything first."""
         asset_class = validate_asset_class(asset_class)
@@ -136,11 +136,14 @@ class SymbolRegistry:
                     "an asset class cannot change; check the symbol"
                 )
         if verify is not None:
-            unknown = [s for s in normalized if s not in existing and not verify(s, asset_class)]
+            # verify(symbol, asset_class): True/None = fine, False = unknown, a string = why it is refused
+            answers = {s: verify(s, asset_class) for s in normalized if s not in existing}
+            unknown = [s for s, answer in answers.items() if answer is False]
+            refused = [answer for answer in answers.values() if isinstance(answer, str)]
             if unknown:
-                raise SymbolError(
-                    f"Polygon does not know {', '.join(unknown)} as {asset_class}: check the spelling"
-                )
+                refused.insert(0, f"Polygon does not know {', '.join(unknown)} as {asset_class}: check the spelling")
+            if refused:
+                raise SymbolError("; ".join(refused))
         now = utcnow()
         outcomes = []
         with self.engine.begin() as conn:
