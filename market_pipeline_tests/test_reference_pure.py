@@ -75,7 +75,7 @@ def test_spy_registered_as_stock_is_a_mismatch_naming_the_etf():
 
 def test_common_stock_registered_as_etf_is_a_mismatch():
     record = classify(parse_ticker_details(detail(), "AAPL", "etf"))
-    assert record.status == "mismatch" and "common stock (CS)" in record.status_text
+    assert record.status == "mismatch" and "common stock (type CS)" in record.status_text
 
 
 def test_inactive_crypto_pair_is_a_mismatch_and_unknown_ticker_refused():

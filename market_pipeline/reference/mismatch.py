@@ -28,7 +28,7 @@ def classify(record: ReferenceRecord) -> ReferenceRecord:
     if polygon is not None and polygon != registered:
         return record.with_status(
             "mismatch",
-            f"Polygon types {symbol} as {record.type_name} ({record.type}), not {'an ETF' if registered == 'etf' else 'a stock'}: "
+            f"Polygon types {symbol} as {record.type_name} (type {record.type}), not {'an ETF' if registered == 'etf' else 'a stock'}: "
             f"track it with {ADD_HINT[polygon]}",
         )
     return record
