@@ -18,6 +18,7 @@ from pydantic import Field
 from market_pipeline import settings
 from market_pipeline.polygon.client import PolygonClient, RetryPolicy
 from market_pipeline.warehouse.rate_limit import SharedRateLimiter
+from market_pipeline.warehouse.reference import ReferenceStore
 from market_pipeline.warehouse.registry import SymbolRegistry
 from market_pipeline.warehouse.store import BarStore
 
@@ -72,6 +73,9 @@ class WarehouseResource(ConfigurableResource):
 
     def registry(self) -> SymbolRegistry:
         return SymbolRegistry(self.resolved_url())
+
+    def references(self) -> ReferenceStore:
+        return ReferenceStore(self.resolved_url())
 
 
 @dg.definitions

@@ -56,6 +56,12 @@ def lookup(client: PolygonClient, symbol: str, asset_class: str, stored: Referen
     except PolygonError as exc:
         return error_record(symbol, asset_class, str(exc))
     record = compare_identity(stored, classify(record))
+    if (
+        stored is not None and stored.active is False and record.active is False
+        and stored.delisted_on == record.delisted_on and stored.status in ("ok", "renamed") and record.status == "ok"
+    ):  # the same delisting as last time: what the ticker-change probe found then still holds
+        return record.__class__(**{**record.__dict__, "status": stored.status, "status_text": stored.status_text,
+                                   "renamed_to": stored.renamed_to})
     if record.status in ("ok", "incomplete") and record.active is False and asset_class != "crypto":
         figi = record.composite_figi
         try:

@@ -1,7 +1,7 @@
 """Gap detection: expected sessions without a stored bar.
 
-Expected sessions run from the symbol's first stored bar to the latest completed session at `now`
-(XNYS sessions for stocks/ETFs, every UTC day for crypto). Bars on non-session dates or after the
+Expected sessions run from the symbol's first stored bar to the latest completed session at `now`,
+or a delisted symbol's last trading session when that is earlier (XNYS sessions for stocks/ETFs, every UTC day for crypto). Bars on non-session dates or after the
 latest completed session are ignored here (validation reports them).
 """
 
@@ -56,6 +56,7 @@ def detect_gaps(
     max_gaps: int = 0,
     error_above: int = 10,
     max_ranges: int = 10,
+    last_session: dt.date | None = None,
 ) -> GapReport:
     """Find expected sessions with no bar among `dates` (anything `calendars.to_days` reads).
 
@@ -65,6 +66,8 @@ def detect_gaps(
     days = np.sort(calendars.to_days(dates))  # NaT sorts last
     days = days[~np.isnat(days)]
     last_expected = np.datetime64(calendars.latest_completed_session(asset_class, now), "D")
+    if last_session is not None:  # a delisted symbol: no session after its last one is a gap
+        last_expected = min(last_expected, np.datetime64(last_session, "D"))
     first = days[0] if len(days) else None
     expected = calendars.session_days(asset_class, first, last_expected) if first is not None else days[:0]
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from market_pipeline.quality.stats import SymbolStats, compute_symbol_stats
 from market_pipeline.quality.validation import ValidationThresholds
+from market_pipeline.reference.freshness import Freshness, evaluate_freshness, last_trading_session
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
 from market_pipeline.warehouse.store import BarStore, utcnow
 
@@ -26,9 +27,11 @@ class CheckThresholds:
 
 
 def compute_stats(
-    symbol: str, asset_class: str, frame, settings: CheckThresholds | None = None, now: dt.datetime | None = None
+    symbol: str, asset_class: str, frame, settings: CheckThresholds | None = None, now: dt.datetime | None = None,
+    delisted_on: dt.date | None = None,
 ) -> SymbolStats:
-    """One symbol's stats at `now` under `settings` (a CheckThresholds or anything with its fields)."""
+    """One symbol's stats at `now` under `settings` (a CheckThresholds or anything with its fields);
+    a delisted symbol's gaps end at its last trading session."""
     settings = settings or CheckThresholds()
     return compute_symbol_stats(
         symbol,
@@ -40,7 +43,14 @@ def compute_stats(
         ),
         max_gaps=settings.max_gaps,
         gap_error_above=settings.gaps_error_above,
+        last_session=last_trading_session(asset_class, delisted_on) if delisted_on else None,
     )
+
+
+def freshness_of(stats: SymbolStats, now: dt.datetime, delisted_on: dt.date | None = None) -> Freshness:
+    """Is the symbol's last stored bar the latest published session at `now` (see reference.freshness)."""
+    last = dt.date.fromisoformat(stats.last_date) if stats.last_date else None
+    return evaluate_freshness(stats.symbol, stats.asset_class, last, now, delisted_on=delisted_on)
 
 
 def stats_for(
@@ -48,16 +58,28 @@ def stats_for(
 ) -> list[tuple[TrackedSymbol, SymbolStats]]:
     """Each symbol's stats from its bars, read in one query per symbol."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    return [(row, compute_stats(row.symbol, row.asset_class, store.read_bars(row.symbol), settings, now)) for row in tracked]
+    return [
+        (row, compute_stats(row.symbol, row.asset_class, store.read_bars(row.symbol), settings, now, row.delisted_on))
+        for row in tracked
+    ]
 
 
-def cli_record(row: TrackedSymbol, stats: SymbolStats) -> dict:
-    """The seed system's response format, plus asset class and status."""
+def cli_record(row: TrackedSymbol, stats: SymbolStats, now: dt.datetime | None = None) -> dict:
+    """The seed system's response format, plus asset class, status (`delisted` for a delisted symbol
+    whose history is complete) and freshness at `now`."""
+    fresh = freshness_of(stats, now or dt.datetime.now(dt.timezone.utc), row.delisted_on)
     return {
         "symbol": row.symbol,
         **stats.seed_format(),
         "asset_class": row.asset_class,
-        "status": row.backfill_status,
+        "status": row.status,
+        "freshness": {
+            "state": fresh.state,
+            "expected_session": fresh.expected.isoformat(),
+            "sessions_missing": fresh.missing_count,
+            "missing_sessions": [d.isoformat() for d in fresh.missing],
+            **({"delisted_on": row.delisted_on.isoformat()} if row.delisted_on else {}),
+        },
     }
 
 
@@ -70,7 +92,7 @@ def table_row(row: TrackedSymbol, stats: SymbolStats, computed_at: dt.datetime) 
         "last_date": dt.date.fromisoformat(stats.last_date) if stats.last_date else None,
         "validation_rate": stats.validation_rate,
         "gaps_detected": stats.gaps_detected,
-        "backfill_status": row.backfill_status,
+        "backfill_status": row.status,
         "last_backfill": row.last_backfill,
         "computed_at": computed_at,
     }

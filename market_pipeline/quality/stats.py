@@ -48,6 +48,7 @@ def compute_symbol_stats(
     max_gaps: int = 0,
     gap_error_above: int = 10,
     max_ranges: int = 10,
+    last_session: dt.date | None = None,
 ) -> SymbolStats:
     """Validate and gap-check one symbol's bars at `now` (tz-aware) and summarise them.
 
@@ -62,7 +63,8 @@ def compute_symbol_stats(
         split_dates=split_dates,
     )
     gaps = detect_gaps(
-        days, asset_class, now=now, max_gaps=max_gaps, error_above=gap_error_above, max_ranges=max_ranges
+        days, asset_class, now=now, max_gaps=max_gaps, error_above=gap_error_above, max_ranges=max_ranges,
+        last_session=last_session,
     )
     dated = days[~np.isnat(days)]
     return SymbolStats(

@@ -13,6 +13,7 @@ import pandas as pd
 
 from market_pipeline.polygon.bars import BAR_COLUMNS
 from market_pipeline.polygon.client import PolygonClient, PolygonError
+from market_pipeline.reference.freshness import last_trading_session
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
 from market_pipeline.warehouse.store import BarStore, normalize_bars
 
@@ -89,9 +90,14 @@ def refresh_symbol(
     result = SymbolResult(symbol, asset_class, status="failed")
     requests_before = client.stats.requests
     try:
+        last_session = last_trading_session(asset_class, tracked.delisted_on) if tracked.delisted_on else None
+        if last_session is not None and not full_refetch and _delisted_complete(store, tracked, last_session, result, run_id, registry):
+            return result
         registry.mark_in_progress(symbol, run_id)
         refetch_from = None if full_refetch else store.refetch_start(symbol, refetch_sessions)
         plan = plan_fetch(tracked, refetch_from, today, default_history_days=default_history_days)
+        if last_session is not None and last_session < plan.end:  # nothing trades after a delisting
+            plan = FetchPlan(min(plan.start, last_session), last_session, plan.full)
         result.fetch_from, result.fetch_to = plan.start.isoformat(), plan.end.isoformat()
         frame = client.daily_bars(symbol, asset_class, plan.start, plan.end)
         _store_and_complete(store, registry, result, frame, run_id, history_from=plan.start if plan.full else None)
@@ -107,6 +113,18 @@ def refresh_symbol(
         except Exception:  # the database itself is gone; the run-status sensor marks it later
             pass
     return result
+
+
+def _delisted_complete(store, tracked, last_session, result, run_id, registry) -> bool:
+    """A delisted symbol whose stored history reaches its last trading session: no request at all."""
+    count, first, last = store.summary([tracked.symbol]).get(tracked.symbol, (0, None, None))
+    if last is None or last < last_session or tracked.history_from is None:
+        return False
+    result.rows_stored, result.first_date, result.last_date = count, first.isoformat(), last.isoformat()
+    result.note = f"delisted on {tracked.delisted_on}: history complete up to its last session {last_session}; nothing fetched"
+    registry.mark_completed(tracked.symbol, run_id, history_from=None)
+    result.status = "completed"
+    return True
 
 
 def fetch_grouped(client: PolygonClient, market_class: str, dates: Sequence[dt.date], wanted: set[str]) -> pd.DataFrame:

@@ -47,6 +47,7 @@ from market_pipeline.refresh.ingest import (
     refresh_grouped,
     refresh_symbol,
 )
+from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, first_run_references, reference_metadata
 from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, plan_refresh, target_session
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
@@ -111,8 +112,19 @@ class OhlcvConfig(CheckSettings):
     def wants_full_refetch(self, tags) -> bool:
         return self.full_refetch or str(tags.get(FULL_REFETCH_TAG, "")).strip().lower() in ("true", "1", "yes")
 
+    as_of: str | None = Field(
+        default=None,
+        description="evaluate the run (targets, gaps, freshness) as of this instant, ISO 8601 (default: now, UTC)",
+    )
 
-def _materialization(result: SymbolResult, table_rows: int) -> AssetMaterialization:
+    def now(self) -> dt.datetime:
+        if not self.as_of:
+            return dt.datetime.now(dt.timezone.utc)
+        moment = dt.datetime.fromisoformat(self.as_of)
+        return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _materialization(result: SymbolResult, table_rows: int, extra: dict | None = None) -> AssetMaterialization:
     return AssetMaterialization(
         asset_key=OHLCV_KEY,
         partition=result.symbol,
@@ -135,6 +147,7 @@ def _materialization(result: SymbolResult, table_rows: int) -> AssetMaterializat
             # grouped: `requests` were shared by every symbol of the market stored from them
             "requests_shared": result.requests_shared,
             **({"note": result.note} if result.note else {}),
+            **(extra or {}),
         },
     )
 
@@ -160,7 +173,8 @@ def _run_partition_keys(context: AssetExecutionContext) -> list[str]:
     specs=[
         AssetSpec(
             OHLCV_KEY,
-            deps=["tracked_symbols"],
+            deps=["tracked_symbols", "symbol_reference"],
+            freshness_policy=TABLE_FRESHNESS,
             group_name="market_data",
             kinds={"polygon", "sql"},
             skippable=True,  # materializations are recorded per symbol as each one is stored
@@ -187,7 +201,8 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
     materialize = OHLCV_KEY in context.selected_asset_keys
     keys = _run_partition_keys(context)
     tracked = {row.symbol: row for row in registry.get_many(keys)}
-    now = dt.datetime.now(dt.timezone.utc)
+    now = config.now()
+    refs_store = warehouse.references()
 
     failures: list[SymbolResult] = []
     if materialize:
@@ -208,6 +223,8 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
         stored: list[SymbolResult] = []
         table_rows = store.count_rows()  # the table's rows, kept current as each symbol adds its new ones
         with polygon.get_client(logger=context.log) as client:
+            rows = first_run_references(context, client, registry, refs_store, rows)
+            refs = refs_store.get_many([row.symbol for row in rows])
             for result, row in _refresh(context, config, client, store, registry, rows, now):
                 symbol = row.symbol
                 if result.status != "completed":
@@ -225,11 +242,11 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
                     )
                 elif len(stored) % PROGRESS_EVERY == 0:
                     context.log.info(f"{len(stored)} of {len(rows)} symbol(s) stored")
-                yield _materialization(result, table_rows)
+                yield _materialization(result, table_rows, reference_metadata(refs.get(symbol)))
                 if selected_checks:
                     bars = result.stored_bars if result.stored_bars is not None else store.read_bars(symbol)
-                    stats = compute_stats(symbol, row.asset_class, bars, config, now)
-                    yield from evaluations(stats, selected_checks, context.instance)
+                    stats = compute_stats(symbol, row.asset_class, bars, config, now, row.delisted_on)
+                    yield from evaluations(stats, selected_checks, context.instance, now=now, delisted_on=row.delisted_on)
                 result.stored_bars = None  # memory stays flat however many symbols the run holds
             context.log.info(
                 f"{len(stored)} symbol(s) stored ({sum(r.path == 'grouped' for r in stored)} from grouped-daily bars): "
@@ -242,8 +259,8 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
             row = tracked.get(symbol)
             if row is None or (config.asset_classes is not None and row.asset_class not in config.asset_classes):
                 continue
-            stats = compute_stats(symbol, row.asset_class, store.read_bars(symbol), config, now)
-            yield from evaluations(stats, selected_checks, context.instance)
+            stats = compute_stats(symbol, row.asset_class, store.read_bars(symbol), config, now, row.delisted_on)
+            yield from evaluations(stats, selected_checks, context.instance, now=now, delisted_on=row.delisted_on)
 
     # Each symbol's check results were recorded above with its partition. Dagster also expects one output per
     # selected check of the op; these carry no evaluation (the evaluations are the per-partition ones).
@@ -277,7 +294,8 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
         try:
             refetch_from = None if full_refetch else store.refetch_start(row.symbol, config.refetch_sessions)
             plan = plan_fetch(row, refetch_from, today, default_history_days=config.default_history_days)
-            windows.append(SymbolWindow(row.symbol, row.asset_class, plan.start, plan.full))
+            # a delisted symbol takes the range path (its own last session ends the fetch, or nothing is fetched)
+            windows.append(SymbolWindow(row.symbol, row.asset_class, plan.start, plan.full or row.delisted_on is not None))
             starts[row.symbol] = plan.start
         except Exception as exc:  # the range path records the database fault for this symbol
             context.log.warning(f"{row.symbol}: could not plan a grouped refresh ({type(exc).__name__}: {exc})")

@@ -8,6 +8,7 @@ The numbers come from market_pipeline.quality, the same functions the stats asse
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 
 from dagster import (
@@ -27,13 +28,14 @@ from pydantic import Field
 
 from market_pipeline.defs.bars.partitions import symbols_partitions
 from market_pipeline.quality import SymbolStats
-from market_pipeline.quality.report import CheckThresholds
+from market_pipeline.quality.report import CheckThresholds, freshness_of
 
 _T = CheckThresholds()
 
 OHLCV_KEY = AssetKey("ohlcv_daily")
 VALIDATION_CHECK = "validation_rate"
 GAPS_CHECK = "date_gaps"
+FRESHNESS_CHECK = "freshness"
 
 def _partitioned_check(name: str, description: str) -> AssetCheckSpec:
     with warnings.catch_warnings():
@@ -52,7 +54,15 @@ check_specs = [
     _partitioned_check(
         GAPS_CHECK,
         "Sessions missing from the symbol's series (XNYS sessions for stocks/ETFs, every UTC day for "
-        "crypto) between its first bar and the latest completed session. Fails above max_gaps.",
+        "crypto) between its first bar and the latest completed session (a delisted symbol's last "
+        "trading session). Fails above max_gaps.",
+    ),
+    _partitioned_check(
+        FRESHNESS_CHECK,
+        "Whether the symbol's last stored bar is the latest completed session of its market (XNYS for "
+        "stocks/ETFs, the UTC day for crypto), allowing for Polygon's publication delay. WARN when behind, "
+        "naming the missing sessions; passes for a delisted symbol whose history reaches its last session "
+        "(expected-stale).",
     ),
 ]
 CHECK_KEYS = {spec.key for spec in check_specs}
@@ -84,8 +94,11 @@ def _target(instance, symbol: str) -> AssetCheckEvaluationTargetMaterializationD
     )
 
 
-def evaluations(stats: SymbolStats, selected: set[AssetCheckKey], instance=None) -> list[AssetCheckEvaluation]:
-    """The check evaluations of one symbol partition, for the selected checks."""
+def evaluations(
+    stats: SymbolStats, selected: set[AssetCheckKey], instance=None, *, now: dt.datetime | None = None,
+    delisted_on: dt.date | None = None,
+) -> list[AssetCheckEvaluation]:
+    """The check evaluations of one symbol partition, for the selected checks (freshness at `now`)."""
     target = _target(instance, stats.symbol) if instance is not None else None
     report, gaps = stats.validation, stats.gaps
     rate = "n/a (no bars)" if report.rate is None else f"{report.rate:.4f}"
@@ -103,6 +116,10 @@ def evaluations(stats: SymbolStats, selected: set[AssetCheckKey], instance=None)
             f"{stats.symbol}: {gaps.gaps_detected} missing sessions of {gaps.expected} expected",
         ),
     }
+    if AssetCheckKey(OHLCV_KEY, FRESHNESS_CHECK) in selected:
+        fresh = freshness_of(stats, now or dt.datetime.now(dt.timezone.utc), delisted_on)
+        metadata = {**fresh.as_metadata(), **({"delisted_on": delisted_on.isoformat()} if delisted_on else {})}
+        results[FRESHNESS_CHECK] = (fresh.passed, "WARN", metadata, fresh.description)
     return [
         AssetCheckEvaluation(
             asset_key=OHLCV_KEY,
