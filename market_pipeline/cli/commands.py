@@ -155,16 +155,27 @@ def cmd_stats(args) -> int:
 
     registry = _registry()
     rows = registry.resolve(args.symbols) if args.symbols else registry.list(include_inactive=True)
-    records = [cli_record(r, s) for r, s in stats_for(rows, BarStore(settings.db_url()))]
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc)
+    records = [cli_record(r, s, now) for r, s in stats_for(rows, BarStore(settings.db_url()), now=now)]
     if args.json:
         print(json.dumps({rec.pop("symbol"): rec for rec in records}, indent=2))
         return EXIT_OK
-    print(f"{'SYMBOL':<10} {'CLASS':<7} {'RECORDS':>8} {'START':<11} {'END':<11} {'VALID':>7} {'GAPS':>5} STATUS")
+    print(f"{'SYMBOL':<10} {'CLASS':<7} {'RECORDS':>8} {'START':<11} {'END':<11} {'VALID':>7} {'GAPS':>5} {'STATUS':<12} FRESHNESS")
     for rec in records:
         rate = "-" if rec["validation_rate"] is None else f"{rec['validation_rate']:.4f}"
         start, end = rec["date_range"]["start"] or "-", rec["date_range"]["end"] or "-"
-        print(f"{rec['symbol']:<10} {rec['asset_class']:<7} {rec['record_count']:>8} {start:<11} {end:<11} {rate:>7} {rec['gaps_detected']:>5} {rec['status']}")
+        print(f"{rec['symbol']:<10} {rec['asset_class']:<7} {rec['record_count']:>8} {start:<11} {end:<11} {rate:>7} {rec['gaps_detected']:>5} {rec['status']:<12} {_freshness_text(rec['freshness'])}")
     return EXIT_OK
+
+
+def _freshness_text(fresh: dict) -> str:
+    if fresh["state"] == "stale":
+        return f"stale: {fresh['sessions_missing']} session(s) behind (expected {fresh['expected_session']})"
+    if fresh["state"] == "delisted":
+        return f"delisted {fresh.get('delisted_on', '')} (expected-stale)"
+    return fresh["state"]
 
 
 def cmd_db(args) -> int:
