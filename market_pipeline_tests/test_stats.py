@@ -46,6 +46,7 @@ def test_stats_asset_table_and_cli_agree_with_checks(polygon_env, instance, ware
     stats = json.loads(capsys.readouterr().out)
     assert stats["MSFT"]["gaps_detected"] == 2
     assert stats["MSFT"]["date_range"]["start"] == "2024-01-02"
+    assert stats["EMPTY"].pop("freshness")["state"] == "empty"
     assert stats["EMPTY"] == {
         "record_count": 0, "date_range": {"start": None, "end": None}, "validation_rate": None,
         "gaps_detected": 0, "asset_class": "stock", "status": "pending",
