@@ -62,7 +62,7 @@ def symbol_reference(context: AssetExecutionContext, polygon: PolygonResource, w
             "dagster/row_count": len(records),
             "requests": requests,
             **{f"status_{status}": n for status, n in sorted(counts.items())},
-            "delisted": sum(1 for r in records if r.delisted_on),
+            "delisted": sum(1 for r in records if r.delisted_on and r.active is False and r.asset_class != "crypto"),
             "attention": MetadataValue.md(_attention_md(records)),
         }
     )
