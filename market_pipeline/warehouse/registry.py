@@ -104,8 +104,16 @@ class SymbolRegistry:
             key = _lookup_key(raw, known)
             (found.append(known[key]) if key else unknown.append(raw))
         if unknown:
+            from market_pipeline.warehouse.schema import symbol_aliases
+
+            with self.engine.connect() as conn:
+                renamed = dict(conn.execute(
+                    sa.select(symbol_aliases.c.old_symbol, symbol_aliases.c.symbol)
+                    .where(symbol_aliases.c.old_symbol.in_([(u or "").strip().upper() for u in unknown]))
+                ).all())
+            hint = "".join(f"; {old} was renamed to {new}: use {new}" for old, new in renamed.items())
             raise SymbolError(
-                f"not tracked: {', '.join(unknown)}; add with `market-pipeline symbols add SYMBOL --asset-class ...`"
+                f"not tracked: {', '.join(unknown)}{hint or '; add with `market-pipeline symbols add SYMBOL --asset-class ...`'}"
             )
         return found
 
