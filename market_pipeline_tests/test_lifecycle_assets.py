@@ -10,6 +10,7 @@ import pytest
 
 from market_pipeline.devtools import runner
 from market_pipeline.definitions import defs
+from market_pipeline.reference import parse_ticker_details
 from market_pipeline.defs.bars.reconcile import range_tags
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline.warehouse.reference import ReferenceStore
@@ -140,3 +141,23 @@ def test_fb_renamed_to_meta_keeps_every_bar(polygon_env, instance, warehouse_url
     gaps = latest_check_records(instance, "date_gaps")["META"]
     assert check_passed(gaps) and check_metadata(gaps)["gaps_detected"] == 0
     assert ReferenceStore(warehouse_url).aliases() == {"FB": "META"}
+
+
+def test_symbol_delisted_before_its_start_date_is_never_fetched(polygon_env, warehouse_url):
+    from market_pipeline.polygon.client import PolygonClient
+    from market_pipeline.refresh.ingest import refresh_symbol
+    from market_pipeline.sandbox import SANDBOX_API_KEY
+
+    registry = SymbolRegistry(warehouse_url)
+    registry.add(["TWTR"], "stock", "2024-01-02")
+    ReferenceStore(warehouse_url).save(
+        parse_ticker_details(
+            {"results": {"ticker": "TWTR", "name": "Twitter", "market": "stocks", "type": "CS", "active": False,
+                         "composite_figi": "BBG000H6HNW3", "delisted_utc": "2022-10-27T00:00:00Z"}}, "TWTR", "stock"))
+    store = BarStore(warehouse_url)
+    with PolygonClient(SANDBOX_API_KEY, polygon_env.url, 0) as client:
+        for _ in range(2):
+            result = refresh_symbol(client, store, registry, registry.get("TWTR"), run_id="r", today=dt.date(2024, 6, 3))
+            assert result.status == "completed" and result.requests == 0 and "before 2024-01-02" in result.note
+    assert polygon_env.request_counts()["total"] == 0 and store.read_bars("TWTR").empty
+    assert registry.get("TWTR").status == "delisted"

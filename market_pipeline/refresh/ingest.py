@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 
 import pandas as pd
 
-from market_pipeline.polygon.bars import BAR_COLUMNS
+from market_pipeline.polygon.bars import BAR_COLUMNS, empty_bars
 from market_pipeline.polygon.client import PolygonClient, PolygonError
 from market_pipeline.reference.freshness import last_trading_session
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
@@ -96,8 +96,12 @@ def refresh_symbol(
         registry.mark_in_progress(symbol, run_id)
         refetch_from = None if full_refetch else store.refetch_start(symbol, refetch_sessions)
         plan = plan_fetch(tracked, refetch_from, today, default_history_days=default_history_days)
+        if last_session is not None and last_session < plan.start:  # delisted before the history asked for
+            result.note = f"delisted on {tracked.delisted_on}, before {plan.start}: nothing to fetch"
+            _store_and_complete(store, registry, result, empty_bars(), run_id, history_from=plan.start if plan.full else None)
+            return result
         if last_session is not None and last_session < plan.end:  # nothing trades after a delisting
-            plan = FetchPlan(min(plan.start, last_session), last_session, plan.full)
+            plan = FetchPlan(plan.start, last_session, plan.full)
         result.fetch_from, result.fetch_to = plan.start.isoformat(), plan.end.isoformat()
         frame = client.daily_bars(symbol, asset_class, plan.start, plan.end)
         _store_and_complete(store, registry, result, frame, run_id, history_from=plan.start if plan.full else None)
