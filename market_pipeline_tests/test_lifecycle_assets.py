@@ -68,7 +68,7 @@ def test_delisting_mid_history(polygon_env, instance, warehouse_url, capsys, mon
     count, first, last = store.summary()["DLX"]
     assert last == dt.date(2022, 3, 15) and sandbox.request_counts()["aggs_range"] == 1
     gaps = latest_check_records(instance, "date_gaps")["DLX"]
-    assert check_passed(gaps) and check_metadata(gaps)["gaps_detected"] == 0
+    assert check_passed(gaps) and check_metadata(gaps)["gaps_detected"] == "0"
     assert check_metadata(gaps)["last_expected"] == "2022-03-15"  # not 2022-06-01
     fresh = latest_check_records(instance, "freshness")["DLX"]
     assert check_passed(fresh) and check_metadata(fresh)["freshness"] == "delisted"
@@ -110,7 +110,7 @@ def test_freshness_check_fresh_then_stale(polygon_env, instance, warehouse_url):
     assert not check_passed(stale) and stale.event.dagster_event.event_specific_data.severity.value == "WARN"
     assert check_metadata(stale)["missing_sessions"] == ["2024-03-11", "2024-03-12"]
     assert "2024-03-11, 2024-03-12" in stale.event.dagster_event.event_specific_data.description
-    assert check_metadata(records["BTCUSD"])["sessions_missing"] == 3  # UTC days 03-09 .. 03-11 (03-12 not published yet)
+    assert check_metadata(records["BTCUSD"])["sessions_missing"] == "3"  # UTC days 03-09 .. 03-11 (03-12 not published yet)
 
 
 def test_fb_renamed_to_meta_keeps_every_bar(polygon_env, instance, warehouse_url, capsys, monkeypatch):
@@ -139,7 +139,7 @@ def test_fb_renamed_to_meta_keeps_every_bar(polygon_env, instance, warehouse_url
     assert history["date"].is_unique and history["date"].max().date() == dt.date(2022, 8, 1)
     assert store.read_bars("FB").empty
     gaps = latest_check_records(instance, "date_gaps")["META"]
-    assert check_passed(gaps) and check_metadata(gaps)["gaps_detected"] == 0
+    assert check_passed(gaps) and check_metadata(gaps)["gaps_detected"] == "0"
     assert ReferenceStore(warehouse_url).aliases() == {"FB": "META"}
 
 
