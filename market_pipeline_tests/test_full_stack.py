@@ -36,7 +36,7 @@ START = "2025-06-02"
 SYMBOLS = {"stock": ["AAPL", "MSFT"], "etf": ["SPY"], "crypto": ["BTCUSD", "ETHUSD"]}
 ALL = [s for names in SYMBOLS.values() for s in names]
 CLASS_OF = {s: c for c, names in SYMBOLS.items() for s in names}
-CHECKS = ("validation_rate", "date_gaps")
+CHECKS = ("validation_rate", "date_gaps", "freshness")
 
 RUNS = """
 query Runs($filter: RunsFilter) {
@@ -156,7 +156,7 @@ def test_add_symbols_sensor_backfills_then_ui_backfill_of_every_partition(tmp_pa
             SCHEDULES, {"repo": {"repositoryLocationName": stack.location_name, "repositoryName": stack.repository_name}}
         )["schedulesOrError"]["results"]
         assert {s["name"]: s["scheduleState"]["status"] for s in schedules} == {
-            "stocks_daily_refresh": "RUNNING", "crypto_daily_refresh": "RUNNING",
+            "stocks_daily_refresh": "RUNNING", "crypto_daily_refresh": "RUNNING", "symbol_reference_weekly": "RUNNING",
         }
 
         # 1. the user adds symbols with the CLI
