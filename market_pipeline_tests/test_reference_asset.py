@@ -53,9 +53,11 @@ def test_refresh_reports_mismatches_on_tracked_symbols(polygon_env, instance, wa
     assert records["BTCUSD"].status == "mismatch" and "inactive" in records["BTCUSD"].status_text
     ruse = records["RUSE"]
     assert ruse.status == "mismatch" and "reused" in ruse.status_text and ruse.composite_figi == first_figi
+    # the new security listed 2023-03-01: the stored one gets no bar request after 2023-02-28
+    assert ruse.delisted_on == dt.date(2023, 2, 28) and registry.get("RUSE").delisted_on == dt.date(2023, 2, 28)
     assert records["TWTR"].status == "ok" and records["TWTR"].delisted_on == dt.date(2022, 10, 27)
     assert registry.get("TWTR").delisted_on == dt.date(2022, 10, 27)
-    assert meta["status_mismatch"] == 3 and meta["status_not_found"] == 1 and meta["delisted"] == 1
+    assert meta["status_mismatch"] == 3 and meta["status_not_found"] == 1 and meta["delisted"] == 2
     for symbol in ("SPY", "RUSE", "ZZZQ", "TWTR", "BTCUSD"):
         assert f"| {symbol} |" in meta["attention"]
     assert "| AAPL |" not in meta["attention"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from market_pipeline.reference.records import ReferenceRecord
 
 ADD_HINT = {"etf": "--asset-class etf", "stock": "--asset-class stock", "crypto": "--asset-class crypto"}
@@ -48,9 +50,18 @@ def compare_identity(stored: ReferenceRecord | None, fresh: ReferenceRecord) -> 
     kept, so the symbol's history is never silently re-assigned."""
     if stored is None or not stored.composite_figi or not fresh.composite_figi or stored.composite_figi == fresh.composite_figi:
         return fresh
+    # the stored security stopped trading under this ticker at the latest the day before the new one listed:
+    # treated as delisted then, so the new security's bars never join the stored history
+    ended = stored.delisted_on
+    if fresh.list_date is not None:
+        ended = min(ended, fresh.list_date - dt.timedelta(days=1)) if ended else fresh.list_date - dt.timedelta(days=1)
     text = (
         f"Polygon's {fresh.symbol} is now a different security ({fresh.name or 'unnamed'}, composite FIGI "
         f"{fresh.composite_figi}, not {stored.composite_figi}): the ticker was reused; the stored history "
         "stays with the old security and is not merged"
+        + (f"; no bars after {ended} are fetched" if ended else "")
     )
-    return stored.__class__(**{**stored.__dict__, "status": "mismatch", "status_text": text})
+    fields = {**stored.__dict__, "status": "mismatch", "status_text": text}
+    if ended is not None:
+        fields.update(active=False, delisted_on=ended)
+    return stored.__class__(**fields)
