@@ -73,5 +73,7 @@ def test_rename_fb_to_meta_keeps_every_bar_and_refuses_a_reused_ticker(polygon_e
     assert snapshot(warehouse_url) == state and store.read_bars("META").equals(before)
     code, _, err = cli(capsys, "symbols", "rename", "NOPE", "META")
     assert code == 2 and "not tracked" in err
+    code, _, err = cli(capsys, "symbols", "rename", "META", "NOPEX")  # a ticker Polygon does not know
+    assert code == 2 and "Polygon does not know NOPEX" in err and snapshot(warehouse_url) == state
     code, _, err = cli(capsys, "stats", "FB")
     assert code == 2 and "FB was renamed to META: use META" in err
