@@ -125,17 +125,23 @@ def _report_run(registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids:
 
     summary = BarStore(settings.db_url()).summary(symbols)
     rows = {r.symbol: r for r in registry.get_many(symbols)}
-    failed = 0
+    failed = quarantined = 0
     for symbol in symbols:
         row = rows[symbol]
         count, first, last = summary.get(symbol, (0, None, None))
         span = f"{first}..{last}" if first else "no bars"
         line = f"{symbol:<10} {row.asset_class:<7} {count:>6} rows  {span:<22} {row.backfill_status}"
+        if row.backfill_status == "completed" and row.quarantined_bars:
+            quarantined += row.quarantined_bars
+            line += f"  {row.quarantined_bars} bar(s) quarantined"
         if row.backfill_status != "completed":
             failed += 1
             line += f"  {(row.backfill_error or '').splitlines()[0][:160] if row.backfill_error else ''}"
         print(line)
-    print(f"{len(symbols) - failed} of {len(symbols)} symbol(s) completed in {len(run_ids)} run(s).")
+    print(
+        f"{len(symbols) - failed} of {len(symbols)} symbol(s) completed in {len(run_ids)} run(s); "
+        f"{quarantined} bar(s) quarantined{' (see ohlcv_quarantine)' if quarantined else ''}."
+    )
     return EXIT_OK if ok and not failed else EXIT_FAILED
 
 

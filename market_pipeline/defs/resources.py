@@ -35,6 +35,10 @@ class PolygonResource(ConfigurableResource):
     max_retry_wait_seconds: float = Field(default=300.0, description="Total time one request may spend retrying")
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
+    request_deadline_seconds: float = Field(
+        default=120.0, description="Overall time one request may take, body included (a trickling server is cut off)"
+    )
+    max_pages: int = Field(default=1000, description="A paginated answer longer than this is a failure, not a history")
 
     def get_client(self, logger: logging.Logger | None = None) -> PolygonClient:
         rpm = self.requests_per_minute if self.requests_per_minute is not None else settings.requests_per_minute()
@@ -56,6 +60,8 @@ class PolygonResource(ConfigurableResource):
                 backoff_max=self.backoff_max_seconds,
             ),
             logger=logger,
+            request_deadline=self.request_deadline_seconds,
+            max_pages=self.max_pages,
         )
 
 

@@ -1,7 +1,12 @@
 """A small client for the Polygon (Massive) REST API: daily bars, grouped daily bars, reference.
 
-- The key travels only in the `Authorization: Bearer` header; it never appears in a URL, a log line
-  or an error message.
+- The key travels only in the `Authorization: Bearer` header, and only to the configured base URL's
+  exact scheme, host and port; it never appears in a URL, a log line or an error message. A
+  `next_url` that leaves that origin is refused (`market_pipeline.polygon.origin`).
+- Pagination that does not end (a repeated `next_url`, more than `max_pages` pages) is an error,
+  never a shortened history (`market_pipeline.polygon.pagination`).
+- Each request has an overall deadline (`request_deadline`): the body is streamed and a server that
+  trickles it is cut off, then retried like a timeout.
 - Requests are paced before they are sent (`requests_per_minute`; 0 means no pacing), retried with
   tenacity on 429, 5xx, connection errors, timeouts and truncated bodies (exponential backoff with
   jitter, honouring `Retry-After`, bounded attempts and total wait), and final on 400/401/403/404.
@@ -10,24 +15,29 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit, parse_qsl, urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pandas as pd
 import requests
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from market_pipeline.polygon.bars import BarParseError, empty_bars, parse_aggregate_results, parse_grouped_results
+from market_pipeline.polygon.origin import describe_host, same_origin
+from market_pipeline.polygon.pagination import MAX_PAGES, PageGuard, PaginationError
 from market_pipeline.polygon.tickers import polygon_ticker
+from market_pipeline.polygon.validate_bars import SetAside, split_bars
 
 log = logging.getLogger("market_pipeline.polygon")
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 SUCCESS_STATUSES = frozenset({"OK", "DELAYED"})
-MAX_PAGES = 1000
+DEFAULT_REQUEST_DEADLINE = 120.0  # seconds for one request, body included
+CHUNK_BYTES = 65536
 
 
 class PolygonError(Exception):
@@ -83,6 +93,14 @@ class RetryPolicy:
 
 
 @dataclass
+class FetchedBars:
+    """Usable bars (a bar frame) and the wire bars set aside with a reason (to quarantine)."""
+
+    bars: pd.DataFrame
+    set_aside: list[SetAside] = field(default_factory=list)
+
+
+@dataclass
 class RequestStats:
     requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
@@ -90,9 +108,9 @@ class RequestStats:
     by_endpoint: dict[str, int] = field(default_factory=dict)
 
 
-def _error_text(response: requests.Response) -> str:
+def _error_text(response: requests.Response, content: bytes) -> str:
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
         return (response.reason or "no JSON body").strip()
     if isinstance(body, dict):
@@ -100,13 +118,6 @@ def _error_text(response: requests.Response) -> str:
         text = body.get("error") or body.get("message") or ""
         return f"{status}: {text}" if status and text else str(text or status or body)
     return str(body)[:200]
-
-
-def _strip_key(url: str) -> str:
-    """Drop an apiKey query parameter a server may have echoed into a next_url."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "apikey"]
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class PolygonClient:
@@ -122,6 +133,8 @@ class PolygonClient:
         retry: RetryPolicy | None = None,
         logger: logging.Logger | None = None,
         limiter=None,
+        request_deadline: float = DEFAULT_REQUEST_DEADLINE,
+        max_pages: int = MAX_PAGES,
     ):
         """`limiter`: anything with `wait() -> seconds waited`, called before every request (retries
         included); the deployment-wide budget `warehouse.rate_limit.SharedRateLimiter` in the pipeline.
@@ -130,6 +143,8 @@ class PolygonClient:
         self.base_url = base_url.rstrip("/")
         self.adjusted = adjusted
         self.timeout = (connect_timeout, read_timeout)
+        self.request_deadline = request_deadline
+        self.max_pages = max_pages
         self.retry = retry or RetryPolicy()
         self.pacer = limiter if limiter is not None else shared_pacer(self.base_url, requests_per_minute)
         self.stats = RequestStats()
@@ -152,41 +167,71 @@ class PolygonClient:
 
     # ---- public endpoints ---------------------------------------------------------------------
     def daily_bars(self, symbol: str, asset_class: str, start: dt.date, end: dt.date) -> pd.DataFrame:
-        """Daily bars of one symbol from `start` to `end` inclusive, keyed by session date."""
+        """Daily bars of one symbol from `start` to `end` inclusive, keyed by session date; any
+        unusable bar is an error here (the pipeline uses `fetch_daily_bars`, which sets them aside)."""
+        fetched = self.fetch_daily_bars(symbol, asset_class, start, end)
+        _refuse_set_aside(symbol, fetched)
+        return fetched.bars
+
+    def fetch_daily_bars(
+        self, symbol: str, asset_class: str, start: dt.date, end: dt.date, *, last_session: dt.date | None = None
+    ) -> FetchedBars:
+        """Every page of one symbol's daily bars, split into usable bars and bars set aside with a
+        reason (`market_pipeline.polygon.validate_bars`; bars after `last_session`, default `end`,
+        are set aside too). Pagination that does not end is a PolygonError: nothing is returned."""
         ticker = polygon_ticker(symbol, asset_class)
         url = f"{self.base_url}/v2/aggs/ticker/{ticker}/range/1/day/{start.isoformat()}/{end.isoformat()}"
         params = {"adjusted": str(self.adjusted).lower(), "sort": "asc", "limit": 50000}
-        results: list[dict] = []
-        seen: set[str] = set()
-        for _ in range(MAX_PAGES):
-            seen.add(url)
-            body = self._get_json(url, params, what=symbol, endpoint="aggs_range")
-            results.extend(body.get("results") or [])
+        url = f"{url}?{urlencode(params)}"  # the whole first URL, so a next_url repeating it is seen
+        guard = PageGuard(url, self.base_url, what=symbol, max_pages=self.max_pages)
+        results: list = []
+        while True:
+            body = self._get_json(url, None, what=symbol, endpoint="aggs_range")
+            page = body.get("results") or []
+            if not isinstance(page, list):
+                raise PolygonError(f"{symbol}: unexpected `results` from Polygon (not a list)")
+            results.extend(page)
             next_url = body.get("next_url")
             if not next_url:
                 break
-            next_url = _strip_key(next_url)
-            if next_url in seen:
-                self.log.warning("%s: Polygon repeated a next_url; stopping pagination", symbol)
-                break
-            url, params = next_url, None
-        if not results:
-            return empty_bars()
+            try:
+                url = guard.follow(next_url)
+            except PaginationError as exc:
+                raise PolygonError(str(exc)) from None
+        usable, aside = split_bars(results, asset_class, last_session or end, "range")
+        if not usable:
+            return FetchedBars(empty_bars(), aside)
         try:
-            return parse_aggregate_results(results, asset_class)
+            return FetchedBars(parse_aggregate_results(usable, asset_class), aside)
         except BarParseError as exc:
             raise PolygonError(f"{symbol}: unusable bars from Polygon: {exc}") from None
 
     def grouped_daily(self, asset_class: str, day: dt.date) -> pd.DataFrame:
-        """Every ticker's bar of one date for the stock (stock/etf) or crypto market, with a `symbol` column."""
+        """Every ticker's bar of one date for the stock (stock/etf) or crypto market, with a `symbol`
+        column; any unusable row is an error here (the pipeline uses `fetch_grouped_daily`)."""
+        fetched = self.fetch_grouped_daily(asset_class, day)
+        _refuse_set_aside(f"grouped daily {day}", fetched)
+        return fetched.bars
+
+    def fetch_grouped_daily(self, asset_class: str, day: dt.date, *, last_session: dt.date | None = None) -> FetchedBars:
+        """Grouped-daily bars of one date, usable rows parsed, unusable rows set aside (with `ticker`)."""
         if asset_class == "crypto":
             url = f"{self.base_url}/v2/aggs/grouped/locale/global/market/crypto/{day.isoformat()}"
         else:
             url = f"{self.base_url}/v2/aggs/grouped/locale/us/market/stocks/{day.isoformat()}"
         what = f"grouped daily {day}"
         body = self._get_json(url, {"adjusted": str(self.adjusted).lower()}, what=what, endpoint="grouped")
+        results = body.get("results") or []
+        if not isinstance(results, list):
+            raise PolygonError(f"{what}: unexpected `results` from Polygon (not a list)")
+        usable, aside = [], []
+        for row in results:
+            if not isinstance(row, dict) or not isinstance(row.get("T"), str):
+                continue  # a row without a ticker belongs to no symbol
+            usable.append(row)
+        usable, aside = split_bars(usable, asset_class, last_session or day, "grouped")
         try:
-            return parse_grouped_results(body.get("results"), asset_class)
+            return FetchedBars(parse_grouped_results(usable, asset_class), aside)
         except BarParseError as exc:
             raise PolygonError(f"{what}: unusable bars from Polygon: {exc}") from None
 
@@ -210,9 +255,11 @@ class PolygonClient:
                 "no Polygon API key: set POLYGON_API_KEY (or MASSIVE_API_KEY), or unset it everywhere "
                 "to let `market-pipeline run` / `make dev` use the built-in sandbox"
             )
-        netloc = urlsplit(url).netloc
-        if netloc != self._host and not netloc.endswith(("polygon.io", "massive.com")):
-            return {}  # never hand the key to another host
+        if not same_origin(url, self.base_url):  # never hand the key to another scheme, host or port
+            raise PolygonError(
+                f"refused to send a request to {describe_host(url)}: it is not the configured API origin "
+                f"{describe_host(self.base_url)} (POLYGON_BASE_URL)"
+            )
         return {"Authorization": f"Bearer {self._api_key}"}
 
     def _get_json(self, url: str, params: dict | None, *, what: str, endpoint: str) -> dict:
@@ -257,17 +304,20 @@ class PolygonClient:
         self.stats.requests += 1
         self.stats.by_endpoint[endpoint] = self.stats.by_endpoint.get(endpoint, 0) + 1
         path = urlsplit(url).path
+        started = time.monotonic()
         try:
-            response = self._session.get(url, params=params, headers=headers, timeout=self.timeout)
+            response = self._session.get(url, params=params, headers=headers, timeout=self.timeout, stream=True)
         except requests.Timeout:
             raise PolygonError(f"{what}: request to {path} timed out", transient=True) from None
         except requests.ConnectionError as exc:
             raise PolygonError(f"{what}: connection to {self._host} failed ({type(exc).__name__})", transient=True) from None
         except requests.RequestException as exc:
             raise PolygonError(f"{what}: request to {path} failed ({type(exc).__name__})", transient=True) from None
+        with response:
+            content = self._read_body(response, started, what, path)
         status = response.status_code
         if status != 200:
-            text = _error_text(response)
+            text = _error_text(response, content)
             transient = status in TRANSIENT_STATUSES
             retry_after = _retry_after(response) if transient else None
             hint = {
@@ -277,7 +327,7 @@ class PolygonClient:
             }.get(status, "")
             raise PolygonError(f"{what}: HTTP {status} {text}{hint}", status=status, transient=transient, retry_after=retry_after)
         try:
-            body = response.json()
+            body = json.loads(content)
         except ValueError:
             raise PolygonError(f"{what}: truncated or invalid JSON from {path}", status=status, transient=True) from None
         if not isinstance(body, dict):
@@ -285,6 +335,38 @@ class PolygonClient:
         if body.get("status") not in SUCCESS_STATUSES:
             raise PolygonError(f"{what}: Polygon answered status {body.get('status')!r}: {body.get('error') or body.get('message') or ''}", status=status)
         return body
+
+    def _read_body(self, response: requests.Response, started: float, what: str, path: str) -> bytes:
+        """The whole body, read as it arrives; cut off when the request's overall deadline passes
+        (a server trickling its body would otherwise hold the run: each read has only the read timeout)."""
+        deadline = started + self.request_deadline
+        raw, chunks = response.raw, []
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise PolygonError(
+                        f"{what}: request to {path} did not finish within its {self.request_deadline:g}s deadline "
+                        "(the server sent its answer too slowly)",
+                        transient=True,
+                    )
+                chunk = raw.read1(CHUNK_BYTES, decode_content=True)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except PolygonError:
+            raise
+        except Exception as exc:  # a read timeout, a reset or a broken body mid-stream
+            raise PolygonError(f"{what}: reading the answer from {path} failed ({type(exc).__name__})", transient=True) from None
+        return b"".join(chunks)
+
+
+def _refuse_set_aside(what: str, fetched: FetchedBars) -> None:
+    if fetched.set_aside:
+        first = fetched.set_aside[0]
+        raise PolygonError(
+            f"{what}: unusable bars from Polygon: {len(fetched.set_aside)} bar(s), the first "
+            f"({first.date or 'no date'}): {first.reason}"
+        )
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -14,6 +14,8 @@ import pandas as pd
 from market_pipeline.polygon.bars import BAR_COLUMNS, empty_bars
 from market_pipeline.polygon.client import PolygonClient, PolygonError
 from market_pipeline.reference.freshness import last_trading_session
+from market_pipeline.polygon.tickers import symbol_from_polygon_ticker
+from market_pipeline.warehouse.quarantine import QuarantineStore
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
 from market_pipeline.warehouse.store import BarStore, normalize_bars
 
@@ -45,6 +47,7 @@ class SymbolResult:
     last_date: str | None = None
     requests: int = 0
     requests_shared: bool = False  # `requests` were the grouped requests shared by every grouped symbol
+    quarantined: int = 0  # wire bars of this fetch set aside in ohlcv_quarantine
     note: str | None = None
     error: str | None = None
     transient: bool = False
@@ -82,9 +85,14 @@ def refresh_symbol(
     refetch_sessions: int = DEFAULT_REFETCH_SESSIONS,
     default_history_days: int = DEFAULT_HISTORY_DAYS,
     full_refetch: bool = False,
+    completed_session: dt.date | None = None,
 ) -> SymbolResult:
     """Fetch and store one symbol's bars; never raises for a Polygon or database error (returns failed).
-    `full_refetch` fetches the whole history from the start date again instead of the re-fetch window."""
+    `full_refetch` fetches the whole history from the start date again instead of the re-fetch window.
+
+    Unusable wire bars are set aside in `ohlcv_quarantine` and the rest stored; bars dated after
+    `completed_session` (the last completed session; default: `today`) are unusable. A symbol with no stored bars whose fetch brings
+    none is `failed`, naming the range asked."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
     symbol, asset_class = tracked.symbol, tracked.asset_class
     result = SymbolResult(symbol, asset_class, status="failed")
@@ -94,7 +102,8 @@ def refresh_symbol(
         if last_session is not None and not full_refetch and _delisted_complete(store, tracked, last_session, result, run_id, registry):
             return result
         registry.mark_in_progress(symbol, run_id)
-        refetch_from = None if full_refetch else store.refetch_start(symbol, refetch_sessions)
+        stored_from = store.refetch_start(symbol, refetch_sessions)
+        refetch_from = None if full_refetch else stored_from
         plan = plan_fetch(tracked, refetch_from, today, default_history_days=default_history_days)
         if last_session is not None and last_session < plan.start:  # delisted before the history asked for
             result.note = f"delisted on {tracked.delisted_on}, before {plan.start}: nothing to fetch"
@@ -103,8 +112,14 @@ def refresh_symbol(
         if last_session is not None and last_session < plan.end:  # nothing trades after a delisting
             plan = FetchPlan(plan.start, last_session, plan.full)
         result.fetch_from, result.fetch_to = plan.start.isoformat(), plan.end.isoformat()
-        frame = client.daily_bars(symbol, asset_class, plan.start, plan.end)
-        _store_and_complete(store, registry, result, frame, run_id, history_from=plan.start if plan.full else None)
+        fetched = client.fetch_daily_bars(
+            symbol, asset_class, plan.start, plan.end, last_session=completed_session or today
+        )
+        result.quarantined = QuarantineStore(store.url).record(symbol, fetched.set_aside, run_id)
+        if stored_from is None and fetched.bars.empty:
+            aside = f" ({result.quarantined} set aside in ohlcv_quarantine)" if result.quarantined else ""
+            raise PolygonError(f"no bars from Polygon for {symbol} {plan.start}..{plan.end}{aside}")
+        _store_and_complete(store, registry, result, fetched.bars, run_id, history_from=plan.start if plan.full else None)
     except PolygonError as exc:
         result.error, result.transient = str(exc), exc.transient
     except Exception as exc:  # a database fault: record it, let the caller fail the run
@@ -131,13 +146,23 @@ def _delisted_complete(store, tracked, last_session, result, run_id, registry) -
     return True
 
 
-def fetch_grouped(client: PolygonClient, market_class: str, dates: Sequence[dt.date], wanted: set[str]) -> pd.DataFrame:
+def fetch_grouped(
+    client: PolygonClient, market_class: str, dates: Sequence[dt.date], wanted: set[str],
+    set_aside: dict[str, list] | None = None,
+) -> pd.DataFrame:
     """The grouped-daily bars of `dates` (one request each) for the `wanted` symbols only, with a
-    `symbol` column. `market_class` is "stock" (stocks and ETFs) or "crypto"."""
+    `symbol` column. `market_class` is "stock" (stocks and ETFs) or "crypto". Unusable rows of the
+    wanted symbols go to `set_aside` (symbol -> bars), when given."""
     frames = []
     for day in dates:
-        frame = client.grouped_daily(market_class, day)
+        fetched = client.fetch_grouped_daily(market_class, day)
+        frame = fetched.bars
         frames.append(frame[frame["symbol"].isin(wanted)])
+        if set_aside is not None:
+            for bar in fetched.set_aside:
+                symbol = symbol_from_polygon_ticker(bar.ticker) if bar.ticker else None
+                if symbol in wanted:
+                    set_aside.setdefault(symbol, []).append(bar)
     if not frames:
         return pd.DataFrame(columns=["symbol", *BAR_COLUMNS])
     return pd.concat(frames, ignore_index=True)
@@ -168,8 +193,9 @@ def refresh_grouped(
     market_class = "crypto" if windows[0][0].asset_class == "crypto" else "stock"
     wanted = {tracked.symbol for tracked, _ in windows}
     before = client.stats.requests
+    set_aside: dict[str, list] = {}
     try:
-        frame = fetch_grouped(client, market_class, dates, wanted)
+        frame = fetch_grouped(client, market_class, dates, wanted, set_aside)
         error = None
     except PolygonError as exc:
         frame, error = None, exc
@@ -195,7 +221,7 @@ def refresh_grouped(
             result.note = "absent from the grouped-daily responses: fetched with a range request"
             yield result
             continue
-        yield _store_grouped(store, registry, tracked, bars, start, target, shared, run_id)
+        yield _store_grouped(store, registry, tracked, bars, start, target, shared, run_id, set_aside.get(tracked.symbol, []))
 
 
 def _store_and_complete(
@@ -216,11 +242,11 @@ def _store_and_complete(
         result.stored_bars = bars.reset_index(drop=True)
     result.first_date = first.isoformat() if first else None
     result.last_date = last.isoformat() if last else None
-    registry.mark_completed(result.symbol, run_id, history_from=history_from)
+    registry.mark_completed(result.symbol, run_id, history_from=history_from, quarantined=result.quarantined)
     result.status = "completed"
 
 
-def _store_grouped(store, registry, tracked, bars, start, target, shared, run_id) -> SymbolResult:
+def _store_grouped(store, registry, tracked, bars, start, target, shared, run_id, set_aside=()) -> SymbolResult:
     symbol = tracked.symbol
     result = SymbolResult(
         symbol, tracked.asset_class, "failed", path="grouped", requests=shared, requests_shared=True,
@@ -228,6 +254,7 @@ def _store_grouped(store, registry, tracked, bars, start, target, shared, run_id
     )
     try:
         registry.mark_in_progress(symbol, run_id)
+        result.quarantined = QuarantineStore(store.url).record(symbol, list(set_aside), run_id)
         if bars is None:
             bars = pd.DataFrame(columns=list(BAR_COLUMNS))
         day = bars["date"]

@@ -75,9 +75,12 @@ class FaultKnobs:
         self._edit(ticker, lambda e: dataclasses.replace(e, dropped=e.dropped | frozenset(_as_dates(dates))))
 
     def corrupt_bars(self, ticker: str, dates, kind: str) -> None:
-        """Serve these bars corrupted; `kind` is one of `synthetic.CORRUPTIONS` (always valid JSON)."""
-        if kind not in synthetic.CORRUPTIONS:
-            raise ValueError(f"unknown corruption {kind!r}: use one of {', '.join(synthetic.CORRUPTIONS)}")
+        """Serve these bars corrupted; `kind` is one of `synthetic.CORRUPTIONS` (valid JSON, values a
+        validation rule rejects) or `synthetic.WIRE_CORRUPTIONS` (Infinity/NaN literals, a missing
+        close, a stock's `t` at 00:00 UTC: bars the client sets aside in quarantine)."""
+        kinds = synthetic.CORRUPTIONS + synthetic.WIRE_CORRUPTIONS
+        if kind not in kinds:
+            raise ValueError(f"unknown corruption {kind!r}: use one of {', '.join(kinds)}")
         changes = {day: kind for day in _as_dates(dates)}
         self._edit(ticker, lambda e: dataclasses.replace(e, corrupted={**e.corrupted, **changes}))
 

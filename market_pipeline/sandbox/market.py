@@ -37,6 +37,10 @@ PRICE_SCALE = 10_000  # prices carry 4 decimals
 VOLUME_SCALE = 1_000  # volumes carry 3 decimals
 PRICE_KEYS = ("vw", "o", "c", "h", "l")
 CORRUPTIONS = ("high_below_low", "negative_volume", "zero_price", "vw_outside_range")
+# unusable on the wire (issue 15): non-finite or missing values, a `t` off the session boundary
+WIRE_CORRUPTIONS = (
+    "infinite_high", "negative_infinite_low", "infinite_volume", "nan_in_close", "missing_close", "utc_midnight_t",
+)
 REFERENCE_UPDATED = "2024-01-02T00:00:00Z"
 CURRENCY_NAMES = {"USD": "United States dollar", "EUR": "Euro", "GBP": "British pound", "JPY": "Japanese yen"}
 _FOLD_BOUND = float(np.log(20.0))  # the log price stays within a factor 20 of its start
@@ -266,8 +270,21 @@ def edit_bar(fragment: bytes, factor: float | None = None, corruption: str | Non
         bar["o"] = bar["l"] = 0.0
     elif corruption == "vw_outside_range":
         bar["vw"] = bar["h"] * 1.5
+    elif corruption == "infinite_high":
+        bar["h"] = float("inf")  # json writes Infinity, as a broken server would
+    elif corruption == "negative_infinite_low":
+        bar["l"] = float("-inf")
+    elif corruption == "infinite_volume":
+        bar["v"] = float("inf")
+    elif corruption == "nan_in_close":
+        bar["c"] = float("nan")
+    elif corruption == "missing_close":
+        del bar["c"]
+    elif corruption == "utc_midnight_t":  # 00:00 UTC of the bar's date (a stock's bar must be 00:00 New York)
+        day = dt.datetime.fromtimestamp(bar["t"] / 1000, calendars.NEW_YORK).date()
+        bar["t"] = calendars.ms_at_local_midnight(day, "crypto")
     elif corruption is not None:
-        raise ValueError(f"unknown corruption {corruption!r}: use one of {', '.join(CORRUPTIONS)}")
+        raise ValueError(f"unknown corruption {corruption!r}: use one of {', '.join(CORRUPTIONS + WIRE_CORRUPTIONS)}")
     return json.dumps(bar, separators=(",", ":")).encode()
 
 

@@ -70,6 +70,7 @@ class Response:
     request_id: str
     content_type: str = "application/json"
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    trickle: float | None = None  # bytes per second for the body (None: at once)
 
 
 @dataclasses.dataclass(frozen=True)

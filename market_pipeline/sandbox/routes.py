@@ -82,6 +82,8 @@ class Endpoints:
 
         series = synthetic.ticker_series(ticker)
         indices, edited = self._selection(series, ticker, from_ms, to_ms)
+        last_hi = int(np.searchsorted(series.grid.dates, np.datetime64(self._last_served(series.crypto), "D"), side="right"))
+        indices = self._wire_indices(ticker, indices, len(series.grid.dates), last_hi)
         if sort == "desc":
             indices = indices[::-1]
         page = min(limit, self.page_size or limit)
@@ -89,6 +91,8 @@ class Endpoints:
         if len(indices) > page:
             next_url = _next_range_url(request, int(series.grid.t_range[indices[page]]), limit, sort)
         indices = indices[:page]
+        last_t = int(series.grid.t_range[indices[-1]]) if len(indices) else None
+        next_url = self._wire_next_url(ticker, request.host, request.path, request.query, next_url, from_ms, to_ms, last_t)
         head = {
             "ticker": ticker,
             "queryCount": len(indices),

@@ -12,6 +12,8 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
 - bar edits: `drop_bars`, `corrupt_bars`, `revise_bars`, `set_listing_date`, `clear_knobs`;
 - universe: `add_to_universe`;
 - symbol lifecycle (`reference.py`): `delist`, `rename_ticker`, `reuse_ticker`;
+- hostile answers (`wire_faults.py`): `next_url_origin`, `paginate_badly`, `trickle_next`,
+  `serve_empty`, `serve_future_bars`, `clear_wire_faults`;
 - observation: `request_counts()`, `reset_counts()`, `request_log()`.
 """
 
@@ -50,6 +52,7 @@ from market_pipeline.sandbox.protocol import (
 )
 from market_pipeline.sandbox.reference import Lifecycle, LifecycleKnobs
 from market_pipeline.sandbox.routes import Endpoints
+from market_pipeline.sandbox.wire_faults import WireFaultsMixin
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ logger = logging.getLogger(__name__)
 # The server
 
 
-class SandboxServer(FaultKnobs, LifecycleKnobs, Endpoints):
+class SandboxServer(FaultKnobs, LifecycleKnobs, WireFaultsMixin, Endpoints):
     """A Polygon-compatible sandbox on loopback. Use as a context manager or `start()`/`stop()`."""
 
     def __init__(
@@ -94,6 +97,7 @@ class SandboxServer(FaultKnobs, LifecycleKnobs, Endpoints):
         self._counts = collections.Counter()
         self._log: collections.deque[RequestRecord] = collections.deque(maxlen=REQUEST_LOG_SIZE)
         self._edits: dict[str, _TickerEdits] = {}
+        self._init_wire_faults()
         self._universe = {info.ticker: info for info in synthetic.DEFAULT_UNIVERSE}
         self._lifecycle = Lifecycle()
         self._universe.update(self._lifecycle.universe_rows(self._universe))
@@ -194,6 +198,7 @@ class SandboxServer(FaultKnobs, LifecycleKnobs, Endpoints):
         with self._lock:
             self._counts[endpoint] += 1
         response = self._respond(request, key)
+        response.trickle = self._wire_trickle()
         with self._lock:
             self._log.append(RequestRecord(method, _redacted(url), key_source, endpoint, response.status))
         return response
@@ -247,7 +252,21 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+        if response.trickle:
+            self._trickle(response.body, response.trickle)
+        else:
+            self.wfile.write(response.body)
+
+    def _trickle(self, body: bytes, bytes_per_second: float) -> None:
+        """Write the body a few bytes at a time; stop quietly when the client hangs up."""
+        step = max(1, int(bytes_per_second // 10))
+        try:
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i : i + step])
+                self.wfile.flush()
+                time.sleep(step / bytes_per_second)
+        except OSError:
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
 

@@ -36,6 +36,7 @@ class TrackedSymbol:
     created_at: dt.datetime
     updated_at: dt.datetime
     delisted_on: dt.date | None = None
+    quarantined_bars: int = 0  # wire bars of the last completed fetch set aside in ohlcv_quarantine
 
     @property
     def status(self) -> str:
@@ -195,9 +196,14 @@ class SymbolRegistry:
     def mark_in_progress(self, symbol: str, run_id: str | None) -> None:
         self._set_status(symbol, backfill_status="in_progress", last_run_id=run_id)
 
-    def mark_completed(self, symbol: str, run_id: str | None, history_from: dt.date | None) -> None:
+    def mark_completed(
+        self, symbol: str, run_id: str | None, history_from: dt.date | None, quarantined: int = 0
+    ) -> None:
         now = utcnow()
-        values = dict(backfill_status="completed", backfill_error=None, last_backfill=now, last_run_id=run_id)
+        values = dict(
+            backfill_status="completed", backfill_error=None, last_backfill=now, last_run_id=run_id,
+            quarantined_bars=quarantined,
+        )
         if history_from is not None:
             current = self.get(symbol)
             if current is None or current.history_from is None or history_from < current.history_from:

@@ -27,6 +27,8 @@ tracked_symbols = sa.Table(
     # the last day the symbol traded, from Polygon's reference data (0004): no bar requests once
     # history up to it is stored
     sa.Column("delisted_on", sa.Date, nullable=True),
+    # wire bars of the symbol's last completed fetch set aside in ohlcv_quarantine (migration 0002)
+    sa.Column("quarantined_bars", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint("asset_class IN ('stock', 'etf', 'crypto')", name="ck_tracked_symbols_asset_class"),
     sa.CheckConstraint(
         "backfill_status IN ('pending', 'in_progress', 'completed', 'failed')",
@@ -105,6 +107,20 @@ symbol_aliases = sa.Table(
     sa.Column("composite_figi", sa.String(16), nullable=True),
     sa.Column("renamed_on", sa.Date, nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+# wire bars that were not stored, with their raw values and the reason (migration 0002)
+ohlcv_quarantine = sa.Table(
+    "ohlcv_quarantine",
+    metadata,
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("date", sa.Date, nullable=True),
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("quarantined_at", sa.DateTime, nullable=False),
+    sa.Index("ix_ohlcv_quarantine_symbol_date", "symbol", "date"),
 )
 
 BAR_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "transactions")

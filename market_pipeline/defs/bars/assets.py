@@ -49,7 +49,7 @@ from market_pipeline.refresh.ingest import (
 )
 from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, first_run_references, reference_metadata
 from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
-from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, plan_refresh, target_session
+from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
 
 POLYGON_POOL = "polygon_api"
@@ -146,6 +146,8 @@ def _materialization(result: SymbolResult, table_rows: int, extra: dict | None =
             "requests": result.requests,
             # grouped: `requests` were shared by every symbol of the market stored from them
             "requests_shared": result.requests_shared,
+            # wire bars of this fetch set aside in ohlcv_quarantine (non-finite, missing, misdated, future)
+            "quarantined": result.quarantined,
             **({"note": result.note} if result.note else {}),
             **(extra or {}),
         },
@@ -251,7 +253,8 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
             context.log.info(
                 f"{len(stored)} symbol(s) stored ({sum(r.path == 'grouped' for r in stored)} from grouped-daily bars): "
                 f"{sum(r.rows_fetched for r in stored)} bars fetched, {sum(r.rows_inserted for r in stored)} new, "
-                f"{sum(r.rows_changed for r in stored)} changed by late corrections; {client.stats.requests} request(s) "
+                f"{sum(r.rows_changed for r in stored)} changed by late corrections, "
+                f"{sum(r.quarantined for r in stored)} quarantined; {client.stats.requests} request(s) "
                 f"({', '.join(f'{k} {v}' for k, v in sorted(client.stats.by_endpoint.items())) or 'none'})"
             )
     elif selected_checks:
@@ -323,5 +326,6 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
                 client, store, registry, row, run_id=context.run_id, today=today,
                 refetch_sessions=config.refetch_sessions, default_history_days=config.default_history_days,
                 full_refetch=full_refetch,
+                completed_session=targets[market_of(row.asset_class)],
             )
             yield result, row

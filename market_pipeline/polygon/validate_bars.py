@@ -1,0 +1,112 @@
+"""Splitting Polygon's wire bars into usable bars and bars set aside with a reason. Pure.
+
+One bad bar never discards a whole answer: each unusable bar is set aside (the caller stores it in
+`ohlcv_quarantine` with its raw values) and the rest are parsed and stored. A bar is unusable when:
+
+- it is not a JSON object, or lacks one of `o h l c v t`;
+- a value is not a finite number (NaN, Infinity, -Infinity: Python's json reads all three), in
+  `o h l c v` or in the optional `vw`, `n`;
+- its `t` is not the session boundary of its market and endpoint (POLYGON_API.md): range bars at
+  00:00 America/New_York for stocks and ETFs, 00:00 UTC for crypto; grouped-daily bars at 16:00
+  America/New_York (stocks) or 23:59:59.999 UTC (crypto) — e.g. a stock bar at 00:00 UTC would
+  otherwise land on the previous New York date;
+- its date is after `last_session`, the last completed session the caller expects (a bar of a
+  session still trading, or of the future).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from market_pipeline import calendars
+
+REQUIRED = ("o", "h", "l", "c", "v", "t")
+NUMBERS = ("o", "h", "l", "c", "v", "vw", "n")
+NAMES = {"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap", "n": "transactions", "t": "t"}
+DAY_MS = 86_400_000
+_GROUPED_CRYPTO_OFFSET = DAY_MS - 1  # 23:59:59.999 UTC
+_GROUPED_STOCK_HOUR = 16  # the close, New York time
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A wire bar that was not stored: its date when `t` gives one, its raw JSON and why."""
+
+    date: dt.date | None
+    raw: str
+    reason: str
+    ticker: str | None = None  # the grouped-daily row's `T`
+
+
+def raw_json(row) -> str:
+    """The row as JSON text, non-finite numbers written as Polygon's broken server sent them."""
+    try:
+        return json.dumps(row, separators=(",", ":"), sort_keys=True, allow_nan=True, default=str)
+    except (TypeError, ValueError):
+        return repr(row)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _date_of(t: int, asset_class: str) -> dt.date:
+    zone = calendars.UTC if calendars.is_crypto(asset_class) else calendars.NEW_YORK
+    return dt.datetime.fromtimestamp(t / 1000, zone).date()
+
+
+def expected_t(day: dt.date, asset_class: str, endpoint: str) -> int:
+    """The `t` Polygon gives the bar of `day` on `endpoint` ("range" or "grouped")."""
+    if endpoint == "grouped":
+        if calendars.is_crypto(asset_class):
+            return calendars.ms_at_local_midnight(day, "crypto") + _GROUPED_CRYPTO_OFFSET
+        close = dt.datetime(day.year, day.month, day.day, _GROUPED_STOCK_HOUR, tzinfo=calendars.NEW_YORK)
+        return int(close.timestamp() * 1000)
+    return calendars.ms_at_local_midnight(day, asset_class)
+
+
+def why_unusable(row, asset_class: str, last_session: dt.date | None, endpoint: str = "range") -> tuple[str | None, dt.date | None]:
+    """(reason, date): reason None when the bar is usable; date when `t` gives one."""
+    if not isinstance(row, Mapping):
+        return "not a bar object", None
+    missing = [NAMES[k] for k in REQUIRED if row.get(k) is None]
+    t = row.get("t")
+    day = None
+    if _is_number(t) and math.isfinite(t) and float(t).is_integer() and abs(t) < 1e15:
+        day = _date_of(int(t), asset_class)
+    if missing:
+        return f"missing {', '.join(missing)}", day
+    bad = [NAMES[k] for k in NUMBERS if k in row and row[k] is not None and not (_is_number(row[k]) and math.isfinite(row[k]))]
+    if bad:
+        values = ", ".join(f"{NAMES[k]}={row[k]!r}" for k in NUMBERS if NAMES[k] in bad)
+        return f"non-finite or non-numeric {', '.join(bad)} ({values})", day
+    if day is None:
+        return f"t={t!r} is not a Unix millisecond timestamp", None
+    if int(t) != expected_t(day, asset_class, endpoint):
+        zone = "00:00 UTC" if calendars.is_crypto(asset_class) else "00:00 America/New_York"
+        if endpoint == "grouped":
+            zone = "23:59:59.999 UTC" if calendars.is_crypto(asset_class) else "16:00 America/New_York"
+        when = dt.datetime.fromtimestamp(int(t) / 1000, calendars.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return f"t={int(t)} ({when}) is not a session boundary of its market ({zone} for {asset_class} {endpoint} bars)", day
+    if last_session is not None and day > last_session:
+        return f"dated {day}, after the last completed session {last_session}", day
+    return None, day
+
+
+def split_bars(
+    rows: Iterable | None, asset_class: str, last_session: dt.date | None, endpoint: str = "range"
+) -> tuple[list[Mapping], list[SetAside]]:
+    """(usable rows, set-aside bars) of a `results` list, in wire order."""
+    usable, aside = [], []
+    for row in rows or ():
+        reason, day = why_unusable(row, asset_class, last_session, endpoint)
+        if reason is None:
+            usable.append(row)
+        else:
+            ticker = row.get("T") if isinstance(row, Mapping) else None
+            aside.append(SetAside(day, raw_json(row), reason, str(ticker) if ticker is not None else None))
+    return usable, aside

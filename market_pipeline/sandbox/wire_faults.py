@@ -1,0 +1,138 @@
+"""Sandbox knobs for hostile or broken answers (issue 15): where `next_url` points, pagination that
+never ends, bodies that trickle, empty answers and bars after the last completed session.
+
+`SandboxServer` mixes these in; each knob is a method, each may change while the server serves:
+
+- `next_url_origin(ticker, url_base)`: the ticker's `next_url`s point at another origin
+  (`https://evilpolygon.io`, a downgraded `http://` URL, another loopback server), path and cursor kept;
+- `paginate_badly(ticker, kind)`: `self_loop` (a page's `next_url` is its own URL), `cursor_cycle`
+  (the third page points back at the second) or `endless` (every page has a fresh `next_url`);
+- `trickle_next(n, bytes_per_second)`: the next n responses send their body slowly;
+- `serve_empty(ticker)`: the range endpoint answers with no bars at all for the ticker;
+- `serve_future_bars(ticker, n)`: the range endpoint adds n bars after the last completed session
+  (ignoring `to`), as a broken server would.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from urllib.parse import urlencode, urlsplit
+
+import numpy as np
+
+PAGINATION_FAULTS = ("self_loop", "cursor_cycle", "endless")
+VALID_CURSOR = base64.urlsafe_b64encode(b"limit=50000&sort=asc").decode().rstrip("=")
+
+
+class WireFaultsMixin:
+    def _init_wire_faults(self) -> None:
+        self._wire_lock = threading.Lock()
+        self._origins: dict[str, str] = {}
+        self._pagination: dict[str, str] = {}
+        self._cycle_start: dict[str, str] = {}
+        self._trickles: list[float] = []
+        self._empty: set[str] = set()
+        self._future: dict[str, int] = {}
+
+    # ---- knobs -----------------------------------------------------------------------------
+
+    def next_url_origin(self, ticker: str, url_base: str | None) -> None:
+        """`ticker`'s next_urls point at `url_base` (scheme://host[:port]); None: back to normal."""
+        with self._wire_lock:
+            if url_base is None:
+                self._origins.pop(ticker, None)
+            else:
+                self._origins[ticker] = url_base.rstrip("/")
+
+    def paginate_badly(self, ticker: str, kind: str | None) -> None:
+        """Broken pagination for `ticker` (see PAGINATION_FAULTS); None: back to normal."""
+        if kind is not None and kind not in PAGINATION_FAULTS:
+            raise ValueError(f"unknown pagination fault {kind!r}: use one of {', '.join(PAGINATION_FAULTS)}")
+        with self._wire_lock:
+            self._cycle_start.pop(ticker, None)
+            if kind is None:
+                self._pagination.pop(ticker, None)
+            else:
+                self._pagination[ticker] = kind
+
+    def trickle_next(self, n: int = 1, bytes_per_second: float = 10.0) -> None:
+        """The next n responses write their body at about `bytes_per_second`."""
+        if not bytes_per_second > 0:
+            raise ValueError("bytes_per_second must be positive")
+        with self._wire_lock:
+            self._trickles.extend([float(bytes_per_second)] * n)
+
+    def serve_empty(self, ticker: str, empty: bool = True) -> None:
+        """The range endpoint serves no bars for `ticker` (HTTP 200, no `results` key)."""
+        with self._wire_lock:
+            (self._empty.add if empty else self._empty.discard)(ticker)
+
+    def serve_future_bars(self, ticker: str, n: int) -> None:
+        """Add n bars dated after the last completed session to `ticker`'s range answers (0: none)."""
+        with self._wire_lock:
+            if n:
+                self._future[ticker] = int(n)
+            else:
+                self._future.pop(ticker, None)
+
+    def clear_wire_faults(self) -> None:
+        """Forget every knob of this module (pending trickles included)."""
+        with self._wire_lock:
+            self._origins.clear()
+            self._pagination.clear()
+            self._cycle_start.clear()
+            self._trickles.clear()
+            self._empty.clear()
+            self._future.clear()
+
+    # ---- hooks the server calls --------------------------------------------------------------
+
+    def _wire_indices(self, ticker: str, indices: np.ndarray, grid_size: int, last_served_hi: int) -> np.ndarray:
+        """The bar indices to serve after the empty and future knobs."""
+        with self._wire_lock:
+            empty, future = ticker in self._empty, self._future.get(ticker, 0)
+        if empty:
+            return indices[:0]
+        if future:
+            extra = np.arange(last_served_hi, min(grid_size, last_served_hi + future))
+            indices = np.concatenate([indices, extra[~np.isin(extra, indices)]]).astype(indices.dtype)
+        return indices
+
+    def _wire_next_url(
+        self, ticker: str, host: str, path: str, query: dict[str, str], next_url: str | None,
+        from_ms: int, to_ms: int, last_t: int | None,
+    ) -> str | None:
+        """The range answer's next_url after the pagination and origin knobs."""
+        with self._wire_lock:
+            kind = self._pagination.get(ticker)
+            origin = self._origins.get(ticker)
+        own = f"http://{host}{path}" + (f"?{urlencode(query)}" if query else "")
+        if kind == "self_loop":
+            next_url = own
+        elif kind == "endless" and next_url is None:
+            # past the last bar, every page points one millisecond further: empty pages forever
+            start = min(max(from_ms, last_t if last_t is not None else from_ms) + 1, to_ms)
+            segments = path.split("/")
+            segments[-2] = str(start)
+            page = int(query.get("page", "1")) + 1
+            next_url = f"http://{host}{'/'.join(segments)}?cursor={VALID_CURSOR}&page={page}"
+        elif kind == "cursor_cycle" and "cursor" in query:
+            with self._wire_lock:
+                first = self._cycle_start.setdefault(ticker, own)
+            if own != first:  # the third page points back at the second
+                next_url = first
+            elif next_url is None:
+                next_url = own + "&page=3"  # a third page even when the bars fit on two
+        elif kind == "cursor_cycle" and next_url is None:
+            segments = path.split("/")
+            next_url = f"http://{host}{'/'.join(segments)}?cursor={VALID_CURSOR}&page=2"
+        if next_url and origin:
+            parts = urlsplit(next_url)
+            next_url = origin + parts.path + (f"?{parts.query}" if parts.query else "")
+        return next_url
+
+    def _wire_trickle(self) -> float | None:
+        """Bytes per second for this response's body, or None to send it at once."""
+        with self._wire_lock:
+            return self._trickles.pop(0) if self._trickles else None
