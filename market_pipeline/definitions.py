@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from market_pipeline import settings
 from market_pipeline.devtools import dagster_patches  # noqa: F401  (the polygon_api pool's one-holder claim)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -24,4 +25,5 @@ def _load() -> dg.Definitions:
     return ComponentTree.from_module(defs_module=market_pipeline.defs, project_root=PROJECT_ROOT).build_defs()
 
 
+settings.validate()  # a bad setting stops the code location loading, with a one-line reason
 defs = _load()

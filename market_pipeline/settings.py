@@ -11,9 +11,12 @@ win over the defaults.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_BASE_URL = "https://api.massive.com"
@@ -66,22 +69,122 @@ def polygon_base_url() -> str:
     return (os.environ.get("POLYGON_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
 
 
+class SettingsError(ValueError):
+    """An environment setting that cannot be used; the one-line message names it and a valid value."""
+
+
+def _set(name: str) -> str | None:
+    raw = os.environ.get(name)
+    return None if raw is None or raw.strip() == "" else raw.strip()
+
+
 def requests_per_minute() -> int:
-    raw = os.environ.get("POLYGON_REQUESTS_PER_MINUTE")
-    if raw is None or raw.strip() == "":
+    raw = _set("POLYGON_REQUESTS_PER_MINUTE")
+    if raw is None:
         return DEFAULT_REQUESTS_PER_MINUTE
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(
-            f"POLYGON_REQUESTS_PER_MINUTE={raw!r} is not a whole number: set 5 for the free plan, "
-            "a higher number for a paid plan, or 0 for no pacing"
-        ) from None
-    if value < 0:
-        raise ValueError("POLYGON_REQUESTS_PER_MINUTE must be 0 (no pacing) or more")
-    return value
+    if not re.fullmatch(r"\d{1,9}", raw):
+        raise SettingsError(
+            f"POLYGON_REQUESTS_PER_MINUTE={raw!r} is not a whole number of 0 or more: set e.g. "
+            "POLYGON_REQUESTS_PER_MINUTE=5 (free plan), 300 (a paid plan) or 0 (no pacing)"
+        )
+    return int(raw)
 
 
 def step_retry_delay() -> float:
     """Seconds before Dagster retries a failed ohlcv_daily step (MARKET_PIPELINE_STEP_RETRY_DELAY, default 10)."""
-    return float(os.environ.get("MARKET_PIPELINE_STEP_RETRY_DELAY") or 10.0)
+    raw = _set("MARKET_PIPELINE_STEP_RETRY_DELAY")
+    if raw is None:
+        return 10.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise SettingsError(
+            f"MARKET_PIPELINE_STEP_RETRY_DELAY={raw!r} is not a number of seconds of 0 or more: set e.g. "
+            "MARKET_PIPELINE_STEP_RETRY_DELAY=10"
+        )
+    return value
+
+
+def check_base_url(raw: str) -> str:
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018  (raises for a port that is not a number or out of range)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise SettingsError(
+            f"POLYGON_BASE_URL={raw!r} is not an http(s) URL with a host: set e.g. "
+            "POLYGON_BASE_URL=https://api.massive.com (or unset it)"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise SettingsError(
+            f"POLYGON_BASE_URL must be a plain API root without credentials, query or fragment: set e.g. "
+            "POLYGON_BASE_URL=https://api.massive.com"
+        )
+    return raw.rstrip("/")
+
+
+def check_dagster_home(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        raise SettingsError(
+            f"DAGSTER_HOME={raw!r} is not an absolute path: set e.g. DAGSTER_HOME={Path(raw).resolve()} "
+            "(or unset it to use the project's home folder)"
+        )
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"DAGSTER_HOME={raw!r} is a file, not a folder: set DAGSTER_HOME to a folder")
+    return path
+
+
+def check_db_url(raw: str) -> str:
+    """The URL's form, and for a SQLite file that its folder exists (a new warehouse is created only
+    where its folder exists: a typo must not create folders and an empty warehouse elsewhere)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    url = raw
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None
+    backend = parsed.get_backend_name() if parsed is not None else None
+    if backend not in ("sqlite", "postgresql"):
+        raise SettingsError(
+            "MARKET_PIPELINE_DB_URL is not a SQLite or PostgreSQL URL: set e.g. "
+            "MARKET_PIPELINE_DB_URL=sqlite:////srv/market/warehouse.sqlite or "
+            "postgresql+psycopg2://user:password@host:5432/dbname"
+        )
+    if backend == "sqlite":
+        check_sqlite_folder(parsed.database or "", parsed.query)
+    return raw
+
+
+def check_sqlite_folder(database: str, query) -> None:
+    path = database
+    if query.get("uri") == "true" and path.startswith("file:"):
+        path = path[len("file:"):].split("?")[0]
+    if not path or path == ":memory:":
+        return
+    folder = Path(path).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise SettingsError(
+            f"MARKET_PIPELINE_DB_URL: the folder {folder} of the SQLite warehouse does not exist: create it "
+            f"(mkdir -p {folder}) or set MARKET_PIPELINE_DB_URL=sqlite:////an/existing/folder/warehouse.sqlite"
+        )
+
+
+def validate() -> None:
+    """Check every environment setting once, at start-up (the CLI and the code location call this):
+    raises SettingsError with a one-line message naming the variable and a valid value."""
+    requests_per_minute()
+    step_retry_delay()
+    if _set("POLYGON_BASE_URL"):
+        check_base_url(_set("POLYGON_BASE_URL"))
+    if _set("DAGSTER_HOME"):
+        check_dagster_home(os.environ["DAGSTER_HOME"].strip())
+    if _set("MARKET_PIPELINE_DB_URL"):
+        check_db_url(_set("MARKET_PIPELINE_DB_URL"))

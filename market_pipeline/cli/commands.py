@@ -6,7 +6,7 @@ import json
 import sys
 
 from market_pipeline import settings
-from market_pipeline.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from market_pipeline.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from market_pipeline.warehouse.registry import SymbolRegistry
 
 
@@ -14,11 +14,10 @@ def _registry() -> SymbolRegistry:
     return SymbolRegistry(settings.db_url())
 
 
-def _instance():
-    settings.ensure_dagster_home()
-    from dagster import DagsterInstance
+def _instance(init=None):
+    from market_pipeline.devtools.instance import open_instance
 
-    return DagsterInstance.get()
+    return open_instance(init)
 
 
 # ---- symbols ------------------------------------------------------------------------------------
@@ -94,8 +93,7 @@ def cmd_run(args) -> int:
     from market_pipeline.devtools import runner
 
     registry = _registry()
-    instance = _instance()
-    runner.ensure_pool(instance)
+    instance = _instance(runner.ensure_pool)  # once, under a lock on DAGSTER_HOME
     runner.recover_dead_runs(instance, registry)
     with runner.polygon_endpoint() as sandbox_url:
         if sandbox_url is not None:
@@ -114,9 +112,14 @@ def cmd_run(args) -> int:
         if not symbols:
             print("No active symbols. Add some: market-pipeline symbols add AAPL --asset-class stock")
             return EXIT_OK
-        print(f"Materialising ohlcv_daily for {len(symbols)} symbol(s)...")
-        outcome = runner.materialize_symbols(instance, symbols)
-        stats_ok = runner.materialize_stats(instance)
+        print(f"Materialising ohlcv_daily for {len(symbols)} symbol(s)...", flush=True)
+        verbose = getattr(args, "verbose", False)
+        outcome = runner.materialize_symbols(instance, symbols, verbose=verbose)
+        if outcome.interrupted:  # stopped by SIGTERM/SIGINT: report and leave, nothing more runs
+            _report_run(registry, symbols, False, outcome.run_ids)
+            print("market-pipeline: interrupted: the run was stopped; unfinished symbols are marked failed", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        stats_ok = runner.materialize_stats(instance, verbose=verbose)
     return _report_run(registry, symbols, outcome.ok and stats_ok, outcome.run_ids)
 
 
@@ -136,6 +139,8 @@ def _report_run(registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids:
             line += f"  {row.quarantined_bars} bar(s) quarantined"
         if row.backfill_status != "completed":
             failed += 1
+            error = (row.backfill_error or "no reason recorded").splitlines()[0][:300]
+            print(f"market-pipeline: {symbol} {row.backfill_status}: {error}", file=sys.stderr)
             line += f"  {(row.backfill_error or '').splitlines()[0][:160] if row.backfill_error else ''}"
         print(line)
     print(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 from market_pipeline import settings
 from market_pipeline.cli.errors import EXIT_OK, UsageError
+from market_pipeline.polygon.client import PolygonError
 from market_pipeline.reference.records import ReferenceRecord
 from market_pipeline.warehouse.reference import ReferenceStore
 from market_pipeline.warehouse.registry import SymbolRegistry
@@ -16,6 +18,17 @@ def _client():
     from market_pipeline.defs.resources import PolygonResource
 
     return PolygonResource().get_client()
+
+
+def _verify_client():
+    """An interactive check: a few quick attempts and no retry chatter (one line when Polygon cannot
+    be reached), not a run's patient retries."""
+    from market_pipeline.defs.resources import PolygonResource
+
+    quiet = logging.getLogger("market_pipeline.polygon.verify")
+    quiet.setLevel(logging.ERROR)
+    resource = PolygonResource(max_attempts=3, backoff_base_seconds=0.3, backoff_max_seconds=1.0, max_retry_wait_seconds=5.0)
+    return resource.get_client(logger=quiet)
 
 
 def verified_add(registry: SymbolRegistry, symbols, asset_class: str, start_date):
@@ -32,12 +45,12 @@ def verified_add(registry: SymbolRegistry, symbols, asset_class: str, start_date
         record = records[symbol] = lookup(client, symbol, cls)
         if record.status == "not_found":
             return False
-        if record.status == "error":
-            return f"could not verify {symbol}: {record.status_text}"
+        if record.status == "error":  # Polygon unreachable or refusing: exit 1, nothing added
+            raise PolygonError(f"could not verify {symbol}: {record.status_text}")
         return verify_message(record)
 
     with polygon_endpoint(out=sys.stderr):
-        with _client() as client:
+        with _verify_client() as client:
             outcomes = registry.add(symbols, asset_class, start_date, verify=verify)
     refs = ReferenceStore(registry.url)
     for record in records.values():

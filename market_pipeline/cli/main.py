@@ -17,7 +17,10 @@ import sqlalchemy as sa
 from market_pipeline.polygon.tickers import SymbolError
 from market_pipeline.warehouse.engine import WarehouseConfigError
 
-from market_pipeline.cli.errors import EXIT_FAILED, EXIT_USAGE, UsageError
+from market_pipeline import settings
+from market_pipeline.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from market_pipeline.devtools.instance import DagsterStorageError
+from market_pipeline.polygon.client import PolygonError
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):
@@ -57,6 +60,16 @@ def _name_subcommands(parser: argparse.ArgumentParser) -> None:
                 _name_subcommands(child)
 
 
+def _port(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port: use 1-65535, or 0 for any free port (e.g. --port 8765)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="market-pipeline", description=__doc__.splitlines()[0])
     sub = _subcommands(parser, "command", "commands")
@@ -83,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="the main job: fetch and store bars for symbols (default: all active)")
     run.add_argument("symbols", nargs="*", metavar="SYMBOL", help="tracked symbols to run (none: every active symbol)")
+    run.add_argument("--verbose", action="store_true", help="also print Dagster's events and stack traces on stderr")
 
     sandbox = sub.add_parser("sandbox", help="run the Polygon-compatible sandbox server in the foreground")
-    sandbox.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
+    sandbox.add_argument("--port", type=_port, default=8765, help="port to listen on, 1-65535 (0: any free port)")
     sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
     sandbox.add_argument("--rate-limit", type=int, default=None, help="requests per minute before 429s (default: no limit)")
     sandbox.add_argument(
@@ -110,13 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
+        settings.validate()  # every setting, once, before anything is fetched or written
         from market_pipeline.cli import commands
 
         handler = getattr(commands, f"cmd_{args.command}")
         return handler(args)
-    except (UsageError, SymbolError, WarehouseConfigError) as exc:
+    except (UsageError, SymbolError, WarehouseConfigError, settings.SettingsError) as exc:
         print(f"market-pipeline: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except DagsterStorageError as exc:
+        print(f"market-pipeline: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except PolygonError as exc:  # e.g. `symbols add --verify` with Polygon unreachable: nothing was added
+        print(f"market-pipeline: error: Polygon did not answer: {exc}; nothing was changed", file=sys.stderr)
+        return EXIT_FAILED
     except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         if _read_only(reason):
@@ -126,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"market-pipeline: error: {message}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _read_only(reason: str) -> bool:

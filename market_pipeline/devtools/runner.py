@@ -18,7 +18,10 @@ from market_pipeline.defs.bars.reconcile import contiguous_runs, plan_partitions
 from market_pipeline.warehouse.registry import SymbolRegistry
 
 CLI_TAGS = {"market_pipeline/trigger": "cli_run"}
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the CLI prints its own summary
+# the CLI prints its own summary and one line per failed symbol; Dagster's events, stack traces
+# included, stay in the run's event log (`--verbose` shows them on stderr too)
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+VERBOSE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 DEMO_SYMBOLS = {"stock": ["AAPL", "MSFT"], "etf": ["SPY"], "crypto": ["BTCUSD", "ETHUSD"]}
 
 
@@ -27,6 +30,7 @@ class RunOutcome:
     ok: bool
     symbols: list[str]
     run_ids: list[str]
+    interrupted: bool = False  # a run was stopped by SIGTERM/SIGINT: no further run was started
 
 
 @contextlib.contextmanager
@@ -146,7 +150,9 @@ def reconcile_partitions(instance: DagsterInstance, registry: SymbolRegistry) ->
     return plan.to_add, plan.to_delete
 
 
-def materialize_symbols(instance: DagsterInstance, symbols: Sequence[str], tags: dict | None = None) -> RunOutcome:
+def materialize_symbols(
+    instance: DagsterInstance, symbols: Sequence[str], tags: dict | None = None, verbose: bool = False
+) -> RunOutcome:
     """Run ohlcv_daily (with its checks) for `symbols` in as few in-process runs as partition order allows.
 
     Unlike a UI backfill (runs of MAX_PARTITIONS_PER_RUN, queued and spread over workers), the CLI
@@ -156,26 +162,32 @@ def materialize_symbols(instance: DagsterInstance, symbols: Sequence[str], tags:
     the op streams symbol by symbol."""
     from market_pipeline.definitions import defs
 
+    from market_pipeline.defs.bars.interrupts import was_interrupted
+
     job = defs.resolve_job_def("ohlcv_daily_job")
     ordered = instance.get_dynamic_partitions(symbols_partitions.name)
     ok, run_ids = True, []
+    log_config = VERBOSE if verbose else QUIET
     for batch in contiguous_runs(symbols, ordered, size=max(len(ordered), 1)):
         run_tags = {**(tags or {}), **_process_tags()}
         if len(batch) == 1:
             result = job.execute_in_process(
-                instance=instance, partition_key=batch[0], tags=run_tags, run_config=QUIET, raise_on_error=False
+                instance=instance, partition_key=batch[0], tags=run_tags, run_config=log_config, raise_on_error=False
             )
         else:
             result = job.execute_in_process(
-                instance=instance, tags={**run_tags, **range_tags(batch)}, run_config=QUIET, raise_on_error=False
+                instance=instance, tags={**run_tags, **range_tags(batch)}, run_config=log_config, raise_on_error=False
             )
         ok = ok and result.success
         run_ids.append(result.run_id)
+        if was_interrupted(result):
+            return RunOutcome(False, list(symbols), run_ids, interrupted=True)
     return RunOutcome(ok, list(symbols), run_ids)
 
 
-def materialize_stats(instance: DagsterInstance) -> bool:
+def materialize_stats(instance: DagsterInstance, verbose: bool = False) -> bool:
     from market_pipeline.definitions import defs
 
     job = defs.resolve_job_def("symbol_stats_job")
-    return job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False, tags=_process_tags()).success
+    config = VERBOSE if verbose else QUIET
+    return job.execute_in_process(instance=instance, run_config=config, raise_on_error=False, tags=_process_tags()).success

@@ -45,7 +45,7 @@ def _make_engine(url: str) -> sa.Engine:
         if parsed.query.get("uri") == "true" and path.startswith("file:"):
             path = path[len("file:"):]  # sqlite:///file:/path?mode=ro&uri=true: a SQLite URI (read-only)
         if path and path != ":memory:" and parsed.query.get("mode") != "ro":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_folder(Path(path))
         engine = sa.create_engine(url, connect_args={"timeout": 60})
 
         @sa.event.listens_for(engine, "connect")
@@ -92,6 +92,24 @@ def open_engine(url: str) -> sa.Engine:
         if engine is None:
             engine = _engines[url] = _make_engine(url)
     return engine
+
+
+def _sqlite_folder(path: Path) -> None:
+    """Create the folder of a SQLite warehouse only inside the project's home folder (the default
+    warehouse); anywhere else it must exist, so a mistyped path never creates an empty warehouse."""
+    from market_pipeline import settings
+
+    folder = path.expanduser().resolve().parent
+    if folder.is_dir():
+        return
+    home = settings.home_dir()
+    if folder == home or home in folder.parents:
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    raise WarehouseConfigError(
+        f"MARKET_PIPELINE_DB_URL: the folder {folder} of the SQLite warehouse does not exist: create it "
+        f"(mkdir -p {folder}) or point MARKET_PIPELINE_DB_URL at an existing folder"
+    )
 
 
 def get_engine(url: str) -> sa.Engine:

@@ -19,6 +19,7 @@ per run over a partition range that may interleave classes).
 import datetime as dt
 
 from dagster import (
+    DagsterExecutionInterruptedError,
     AssetExecutionContext,
     AssetMaterialization,
     AssetSpec,
@@ -37,6 +38,7 @@ from dagster import (
 from pydantic import Field
 
 from market_pipeline import settings
+from market_pipeline.defs.bars.interrupts import interrupted_failure
 from market_pipeline.defs.bars.checks import CHECK_KEYS, OHLCV_KEY, CheckSettings, evaluations, check_specs
 from market_pipeline.quality.report import compute_stats
 from market_pipeline.refresh.ingest import (
@@ -198,6 +200,15 @@ def _run_partition_keys(context: AssetExecutionContext) -> list[str]:
     ),
 )
 def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: PolygonResource, warehouse: WarehouseResource):
+    try:
+        yield from _ohlcv_daily(context, config, polygon, warehouse)
+    except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+        # stop now: no retry (the retry policy would turn the interrupt into one), symbols failed
+        context.log.error("interrupted: stopping this run without retrying")
+        raise interrupted_failure(context, warehouse.registry(), _run_partition_keys(context)) from None
+
+
+def _ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: PolygonResource, warehouse: WarehouseResource):
     registry, store = warehouse.registry(), warehouse.bars()
     selected_checks = set(context.selected_asset_check_keys) & CHECK_KEYS
     materialize = OHLCV_KEY in context.selected_asset_keys
