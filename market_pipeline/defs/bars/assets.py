@@ -201,14 +201,18 @@ def _run_partition_keys(context: AssetExecutionContext) -> list[str]:
 )
 def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: PolygonResource, warehouse: WarehouseResource):
     try:
-        yield from _ohlcv_daily(context, config, polygon, warehouse)
+        scope: list[str] = []  # the symbols this run refreshes, once known
+        yield from _ohlcv_daily(context, config, polygon, warehouse, scope)
     except (DagsterExecutionInterruptedError, KeyboardInterrupt):
         # stop now: no retry (the retry policy would turn the interrupt into one), symbols failed
         context.log.error("interrupted: stopping this run without retrying")
-        raise interrupted_failure(context, warehouse.registry(), _run_partition_keys(context)) from None
+        raise interrupted_failure(context, warehouse.registry(), scope) from None
 
 
-def _ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: PolygonResource, warehouse: WarehouseResource):
+def _ohlcv_daily(
+    context: AssetExecutionContext, config: OhlcvConfig, polygon: PolygonResource, warehouse: WarehouseResource,
+    scope: list[str],
+):
     registry, store = warehouse.registry(), warehouse.bars()
     selected_checks = set(context.selected_asset_check_keys) & CHECK_KEYS
     materialize = OHLCV_KEY in context.selected_asset_keys
@@ -231,6 +235,7 @@ def _ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: P
             if config.asset_classes is not None and (row.asset_class not in config.asset_classes or not row.active):
                 continue  # another class's symbol inside this run's partition range: not touched
             rows.append(row)
+            scope.append(row.symbol)
         if config.asset_classes is not None:
             context.log.info(f"{len(rows)} symbol(s) of {', '.join(config.asset_classes)} in {len(keys)} partition(s)")
         stored: list[SymbolResult] = []
