@@ -164,3 +164,36 @@ def test_a_body_that_always_trickles_fails_clearly(sandbox):
     message = str(info.value)
     assert "gave up after 3 attempts" in message and "did not finish within its 0.4s deadline" in message
     assert info.value.transient and time.monotonic() - started < 5
+
+
+def test_validate_bars_unit():
+    import datetime as dt
+    import json
+
+    from market_pipeline.polygon.validate_bars import expected_t, split_bars
+
+    day = dt.date(2024, 11, 29)  # the day after Thanksgiving: an early close at 13:00 New York
+    good = {"o": 1.0, "h": 2.0, "l": 0.5, "c": 1.5, "v": 10.0}
+    rows = json.loads(json.dumps([
+        {**good, "t": expected_t(day, "stock", "range")},
+        {**good, "h": float("inf"), "t": expected_t(dt.date(2024, 11, 27), "stock", "range")},
+        {**good, "t": expected_t(day, "crypto", "range")},  # 00:00 UTC: 19:00 New York the day before
+        {**good, "t": expected_t(dt.date(2024, 12, 2), "stock", "range")},  # after the last session
+        {"o": 1.0, "t": expected_t(dt.date(2024, 11, 26), "stock", "range")},
+        "garbage",
+    ]))
+    usable, aside = split_bars(rows, "stock", dt.date(2024, 11, 29))
+    assert usable == [rows[0]]
+    assert [a.reason.split(" (")[0] for a in aside] == [
+        "non-finite or non-numeric high",
+        f"t={expected_t(day, 'crypto', 'range')}",
+        "dated 2024-12-02, after the last completed session 2024-11-29",
+        "missing high, low, close, volume",
+        "not a bar object",
+    ]
+    assert aside[1].date == dt.date(2024, 11, 28)
+    close_1300 = int(dt.datetime(2024, 11, 29, 13, tzinfo=dt.timezone(dt.timedelta(hours=-5))).timestamp() * 1000)
+    grouped = [{**good, "T": "AAPL", "t": close_1300}, {**good, "T": "MSFT", "t": expected_t(day, "stock", "grouped")},
+               {**good, "T": "IBM", "t": expected_t(day, "stock", "range")}]
+    usable, aside = split_bars(grouped, "stock", day, "grouped")
+    assert [r["T"] for r in usable] == ["AAPL", "MSFT"] and [a.ticker for a in aside] == ["IBM"]

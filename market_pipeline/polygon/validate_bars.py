@@ -17,10 +17,13 @@ One bad bar never discards a whole answer: each unusable bar is set aside (the c
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+import pandas as pd
 
 from market_pipeline import calendars
 
@@ -69,6 +72,25 @@ def expected_t(day: dt.date, asset_class: str, endpoint: str) -> int:
     return calendars.ms_at_local_midnight(day, asset_class)
 
 
+@functools.lru_cache(maxsize=4096)
+def _early_close_ms(day: dt.date) -> int | None:
+    """The XNYS close of `day` when it is an early close (13:00), else None."""
+    cal = calendars.xnys()
+    session = pd.Timestamp(day)
+    if not cal.is_session(session):
+        return None
+    close = cal.session_close(session)
+    ms = int(close.value // 1_000_000)
+    return ms if ms != expected_t(day, "stock", "grouped") else None
+
+
+def _boundary(t: int, day: dt.date, asset_class: str, endpoint: str) -> bool:
+    if t == expected_t(day, asset_class, endpoint):
+        return True
+    # grouped daily stamps a stock's bar at the close: accept an early close's time as well
+    return endpoint == "grouped" and not calendars.is_crypto(asset_class) and t == _early_close_ms(day)
+
+
 def why_unusable(row, asset_class: str, last_session: dt.date | None, endpoint: str = "range") -> tuple[str | None, dt.date | None]:
     """(reason, date): reason None when the bar is usable; date when `t` gives one."""
     if not isinstance(row, Mapping):
@@ -86,7 +108,7 @@ def why_unusable(row, asset_class: str, last_session: dt.date | None, endpoint: 
         return f"non-finite or non-numeric {', '.join(bad)} ({values})", day
     if day is None:
         return f"t={t!r} is not a Unix millisecond timestamp", None
-    if int(t) != expected_t(day, asset_class, endpoint):
+    if not _boundary(int(t), day, asset_class, endpoint):
         zone = "00:00 UTC" if calendars.is_crypto(asset_class) else "00:00 America/New_York"
         if endpoint == "grouped":
             zone = "23:59:59.999 UTC" if calendars.is_crypto(asset_class) else "16:00 America/New_York"
