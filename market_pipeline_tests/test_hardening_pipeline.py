@@ -154,3 +154,25 @@ def test_quarantine_rows_are_not_duplicated(any_warehouse_url):
     rows = store.list("AAPL")
     assert len(rows) == 2 and {r.run_id for r in rows} == {"run-2"}
     assert {r.date for r in rows} == {dt.date(2024, 3, 8), None}
+
+
+def test_grouped_daily_sets_aside_a_bad_row_and_stores_the_others(polygon_env, warehouse_url):
+    from market_pipeline.defs.resources import PolygonResource
+    from market_pipeline.refresh.ingest import refresh_grouped
+
+    sandbox = polygon_env
+    registry = SymbolRegistry(warehouse_url)
+    registry.add(["AAPL", "MSFT"], "stock", "2024-03-01")
+    days = [dt.date(2024, 3, 11), dt.date(2024, 3, 12), dt.date(2024, 3, 13)]
+    sandbox.corrupt_bars("AAPL", [days[1]], "infinite_volume")
+    sandbox.corrupt_bars("MSFT", [days[2]], "utc_midnight_t")  # a range-endpoint t in a grouped row
+    windows = [(registry.get(s), days[0]) for s in ("AAPL", "MSFT")]
+    with PolygonResource().get_client() as client:
+        results = list(refresh_grouped(client, BarStore(warehouse_url), registry, windows, days, days[-1], run_id="r1"))
+    assert [(r.symbol, r.status, r.quarantined) for r in results] == [("AAPL", "completed", 1), ("MSFT", "completed", 1)]
+    assert stored_dates(warehouse_url, "AAPL") == [days[0], days[2]]
+    assert stored_dates(warehouse_url, "MSFT") == [days[0], days[1]]
+    reasons = {q.symbol: q.reason for q in QuarantineStore(warehouse_url).list()}
+    assert reasons["AAPL"].startswith("non-finite or non-numeric volume")
+    assert "not a session boundary" in reasons["MSFT"] and "16:00 America/New_York" in reasons["MSFT"]
+    assert registry.get("AAPL").quarantined_bars == 1
