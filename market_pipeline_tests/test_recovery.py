@@ -273,8 +273,12 @@ def test_daemon_releases_symbols_of_killed_and_terminated_runs_and_retries_kille
         result = stack.graphql(TERMINATE, {"runId": terminated, "policy": "SAFE_TERMINATE"})["terminateRun"]
         assert result["__typename"] == "TerminateRunSuccess", result
         assert stack.wait_run(terminated, 60) == "CANCELED"
-        wait_for(lambda: released(registry, victim.symbol, terminated, "cancelled"), 60, "the canceled sensor")
+        row = wait_for(lambda: released(registry, victim.symbol, terminated, "cancelled"), 60, "the canceled sensor")
         assert in_progress(registry) is None
+        # the op itself stopped on the interrupt (issue 15): marked "interrupted", its step not retried
+        assert "interrupted" in row.backfill_error, row.backfill_error
+        kinds = {e["__typename"] for e in stack.graphql(LOGS, {"runId": terminated})["logsForRun"]["events"]}
+        assert "ExecutionStepUpForRetryEvent" not in kinds and "ExecutionStepFailureEvent" in kinds, kinds
 
         # 3. a killed run with the project's run retries: Dagster launches a retry, which completes
         retried = stack.launch_run(partition_range=span)

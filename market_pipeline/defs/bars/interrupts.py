@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dagster import DagsterEventType, Failure, MetadataValue
 
 INTERRUPTED_METADATA = "interrupted"
-REASON = "interrupted: the run was stopped (SIGTERM/SIGINT or terminated) before this symbol was stored"
+REASON = "run {run_id} was interrupted (SIGTERM/SIGINT, or terminated and cancelled from the UI) before this symbol was stored"
 
 
 def stored_in_run(context) -> set[str]:
@@ -34,7 +34,7 @@ def interrupted_failure(context, registry, keys: Sequence[str]) -> Failure:
     marked = []
     for symbol in pending:
         try:
-            registry.mark_failed(symbol, REASON, context.run_id)
+            registry.mark_failed(symbol, REASON.format(run_id=context.run_id), context.run_id)
             marked.append(symbol)
         except Exception:  # the warehouse is gone too: the run-status sensors mark them later
             break
