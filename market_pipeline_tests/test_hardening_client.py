@@ -197,3 +197,27 @@ def test_validate_bars_unit():
                {**good, "T": "IBM", "t": expected_t(day, "stock", "range")}]
     usable, aside = split_bars(grouped, "stock", day, "grouped")
     assert [r["T"] for r in usable] == ["AAPL", "MSFT"] and [a.ticker for a in aside] == ["IBM"]
+
+
+@pytest.mark.parametrize("asset_class, ticker", [("stock", "AAPL"), ("crypto", "X:BTCUSD")])
+def test_the_fast_check_passes_clean_bars_and_hands_every_bad_one_to_the_row_by_row_check(asset_class, ticker):
+    import json
+
+    from market_pipeline.polygon.validate_bars import all_usable, split_bars, why_unusable
+    from market_pipeline.sandbox import market
+
+    series = market.ticker_series(ticker)
+    rows = json.loads(b"[" + bytes(series.joined(0, 2000)) + b"]")
+    last = dt.date(2030, 1, 1)
+    assert all_usable(rows, asset_class, last)
+    assert all(why_unusable(row, asset_class, last)[0] is None for row in rows)  # the slow check agrees
+    for kind in market.WIRE_CORRUPTIONS:
+        if kind == "utc_midnight_t" and asset_class == "crypto":
+            continue  # 00:00 UTC is a crypto bar's boundary
+        bad = [*rows[:10], json.loads(market.edit_bar(series.fragment(10), corruption=kind)), *rows[11:20]]
+        assert not all_usable(bad, asset_class, last), kind
+        usable, aside = split_bars(bad, asset_class, last)
+        assert len(usable) == 19 and len(aside) == 1, kind
+    assert not all_usable(rows, asset_class, dt.date(1995, 6, 1))  # after the last completed session
+    assert not all_usable([{**rows[0], "vw": float("nan")}], asset_class, last)
+    assert not all_usable([{**rows[0], "o": True}], asset_class, last)

@@ -22,7 +22,9 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 
+import numpy as np
 import pandas as pd
 
 from market_pipeline import calendars
@@ -119,12 +121,52 @@ def why_unusable(row, asset_class: str, last_session: dt.date | None, endpoint: 
     return None, day
 
 
+def all_usable(rows: list, asset_class: str, last_session: dt.date | None, endpoint: str = "range") -> bool:
+    """Vectorised: True when every row is certainly usable (what Polygon normally sends); False
+    means "look at each row" (`why_unusable`), never that a row is unusable."""
+    n = len(rows)
+    try:
+        columns = {k: np.fromiter(map(itemgetter(k), rows), np.float64, n) for k in REQUIRED}
+        for key in ("vw", "n"):
+            values = np.array([row.get(key) for row in rows], dtype=np.float64)  # None -> NaN
+            absent = sum(1 for row in rows if row.get(key) is None)
+            if int(np.isnan(values).sum()) != absent or np.isinf(values).any():
+                return False
+        if any(type(row[k]) is bool for row in rows for k in REQUIRED):  # noqa: E721 (True is not a price)
+            return False
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+        return False
+    if not all(np.isfinite(columns[k]).all() for k in REQUIRED):
+        return False
+    t = columns["t"]
+    if not (np.abs(t) < 1e15).all() or not (t == np.floor(t)).all():
+        return False
+    t_ms = t.astype(np.int64)
+    days = calendars.session_dates_from_ms(t_ms, asset_class)
+    if last_session is not None and len(days) and days.max() > np.datetime64(last_session, "D"):
+        return False
+    return bool((t_ms == _expected_t_vector(days, asset_class, endpoint)).all())
+
+
+def _expected_t_vector(days: np.ndarray, asset_class: str, endpoint: str) -> np.ndarray:
+    if calendars.is_crypto(asset_class):
+        midnight = days.astype("datetime64[ms]").astype(np.int64)
+        return midnight + (_GROUPED_CRYPTO_OFFSET if endpoint == "grouped" else 0)
+    local = pd.DatetimeIndex(days.astype("datetime64[ns]"))
+    if endpoint == "grouped":
+        local = local + pd.Timedelta(hours=_GROUPED_STOCK_HOUR)
+    return local.tz_localize(calendars.NEW_YORK).as_unit("ms").asi8.astype(np.int64)
+
+
 def split_bars(
     rows: Iterable | None, asset_class: str, last_session: dt.date | None, endpoint: str = "range"
 ) -> tuple[list[Mapping], list[SetAside]]:
     """(usable rows, set-aside bars) of a `results` list, in wire order."""
+    rows = list(rows or ())
+    if rows and all_usable(rows, asset_class, last_session, endpoint):
+        return rows, []
     usable, aside = [], []
-    for row in rows or ():
+    for row in rows:
         reason, day = why_unusable(row, asset_class, last_session, endpoint)
         if reason is None:
             usable.append(row)
