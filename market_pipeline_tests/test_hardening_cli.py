@@ -58,7 +58,7 @@ def test_verify_with_polygon_unreachable_is_one_line_exit_1(monkeypatch, capsys,
     monkeypatch.setenv("POLYGON_REQUESTS_PER_MINUTE", "0")
     assert main(["symbols", "add", "IBM", "--asset-class", "stock", "--verify"]) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("Using Polygon")]
-    assert len(err) == 1 and err[0].startswith("market-pipeline: error: Polygon did not answer: IBM")
+    assert len(err) == 1 and err[0].startswith("market-pipeline: error: Polygon did not answer: could not verify IBM")
     assert "nothing was changed" in err[0] and "some-key-123" not in err[0]
     assert SymbolRegistry(f"sqlite:///{tmp_path / 'w.sqlite'}").list(include_inactive=True) == []
 
