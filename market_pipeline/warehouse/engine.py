@@ -84,14 +84,19 @@ def _make_engine(url: str) -> sa.Engine:
     )
 
 
+def _cached_engine(url: str) -> sa.Engine:
+    """The process's one engine for a normalised `url` (the caller holds `_lock`)."""
+    engine = _engines.get(url)
+    if engine is None:
+        engine = _engines[url] = _make_engine(url)
+    return engine
+
+
 def open_engine(url: str) -> sa.Engine:
     """The process's engine for `url`, without migrating (read-only use)."""
     url = normalize_url(url)
     with _lock:
-        engine = _engines.get(url)
-        if engine is None:
-            engine = _engines[url] = _make_engine(url)
-    return engine
+        return _cached_engine(url)
 
 
 def _sqlite_folder(path: Path) -> None:
@@ -116,9 +121,7 @@ def get_engine(url: str) -> sa.Engine:
     """One engine per URL per process, with the schema upgraded to head on first use."""
     url = normalize_url(url)
     with _lock:
-        engine = _engines.get(url)
-        if engine is None:
-            engine = _engines[url] = _make_engine(url)
+        engine = _cached_engine(url)
         if url not in _upgraded:
             upgrade(engine)
             _upgraded.add(url)
