@@ -36,6 +36,10 @@ class TrackedSymbol:
     created_at: dt.datetime
     updated_at: dt.datetime
     delisted_on: dt.date | None = None
+    bars_basis: str = "as_traded"  # 'adjusted': stored before 0003, re-fetched as traded on the next run
+    corporate_actions_status: str | None = None
+    corporate_actions_error: str | None = None
+    corporate_actions_read_at: dt.datetime | None = None
 
     @property
     def status(self) -> str:
