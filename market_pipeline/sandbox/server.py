@@ -12,6 +12,8 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
 - bar edits: `drop_bars`, `corrupt_bars`, `revise_bars`, `set_listing_date`, `clear_knobs`;
 - universe: `add_to_universe`;
 - symbol lifecycle (`reference.py`): `delist`, `rename_ticker`, `reuse_ticker`;
+- corporate actions (`corporate_actions_routes.py`): `add_split`, `record_split`, `duplicate_split`,
+  `withdraw_split`, `add_dividend`, `withdraw_dividend`, `corporate_actions_v1`;
 - observation: `request_counts()`, `reset_counts()`, `request_log()`.
 """
 
@@ -49,6 +51,7 @@ from market_pipeline.sandbox.protocol import (
     _route,
 )
 from market_pipeline.sandbox.reference import Lifecycle, LifecycleKnobs
+from market_pipeline.sandbox.corporate_actions_routes import CorporateActionKnobs
 from market_pipeline.sandbox.routes import Endpoints
 
 logger = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ logger = logging.getLogger(__name__)
 # The server
 
 
-class SandboxServer(FaultKnobs, LifecycleKnobs, Endpoints):
+class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, Endpoints):
     """A Polygon-compatible sandbox on loopback. Use as a context manager or `start()`/`stop()`."""
 
     def __init__(
@@ -97,6 +100,7 @@ class SandboxServer(FaultKnobs, LifecycleKnobs, Endpoints):
         self._universe = {info.ticker: info for info in synthetic.DEFAULT_UNIVERSE}
         self._lifecycle = Lifecycle()
         self._universe.update(self._lifecycle.universe_rows(self._universe))
+        self._init_corporate_actions()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
