@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from market_pipeline.bars import BAR_COLUMNS
+from market_pipeline.polygon.bars import BAR_COLUMNS
 from market_pipeline.corporate_actions import parse_dividend, parse_split
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline.warehouse.corporate_actions import CorporateActionStore

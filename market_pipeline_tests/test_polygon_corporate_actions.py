@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from market_pipeline.polygon.corporate_actions import CorporateActionsClient
-from market_pipeline.polygon_client import PolygonClient, PolygonError, RetryPolicy
+from market_pipeline.polygon.client import PolygonClient, PolygonError, RetryPolicy
 from market_pipeline.sandbox import SANDBOX_API_KEY
 
 FAST_RETRY = RetryPolicy(max_attempts=3, max_total_wait=5.0, backoff_base=0.01, backoff_max=0.02)

@@ -20,7 +20,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from market_pipeline.corporate_actions import Dividend, Split, parse_dividend, parse_split
-from market_pipeline.polygon_client import MAX_PAGES, PolygonClient, PolygonError, _strip_key
+from market_pipeline.polygon.client import MAX_PAGES, PolygonClient, PolygonError, _strip_key
 
 BATCH_SIZE = 100  # tickers per `ticker.any_of` (keeps the URL short)
 V1 = {"splits": "/stocks/v1/splits", "dividends": "/stocks/v1/dividends"}
