@@ -24,7 +24,7 @@ import pytest
 
 from market_pipeline import calendars
 from market_pipeline.polygon.bars import BAR_COLUMNS
-from market_pipeline.sandbox import SANDBOX_API_KEY, synthetic_bars
+from market_pipeline.sandbox import SANDBOX_API_KEY, as_traded_bars
 from market_pipeline.devtools.stack import DagsterStack, descendants, group_members
 from market_pipeline.warehouse import BarStore, get_engine
 from market_pipeline.warehouse.stats_table import read_stats
@@ -125,7 +125,7 @@ def listed(env: dict) -> dict:
 
 def served(symbol: str, end: dt.date) -> pd.DataFrame:
     ticker = f"X:{symbol}" if CLASS_OF[symbol] == "crypto" else symbol
-    raw = synthetic_bars(ticker, dt.date.fromisoformat(START), end)
+    raw = as_traded_bars(ticker, dt.date.fromisoformat(START), end)
     frame = raw.rename(columns={"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap", "n": "transactions"})
     frame["transactions"] = frame["transactions"].astype("Int64")
     return frame[list(BAR_COLUMNS)].reset_index(drop=True)

@@ -14,7 +14,7 @@ from market_pipeline.definitions import defs
 from market_pipeline.defs.bars.partitions import symbols_partitions
 from market_pipeline.refresh.planning import session_dates
 from market_pipeline.defs.resources import WarehouseResource
-from market_pipeline.sandbox import synthetic_bars
+from market_pipeline.sandbox import as_traded_bars
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline_tests.dagster_helpers import OHLCV, materialization_metadata, materializations
 
@@ -34,7 +34,7 @@ def ticker(symbol: str, asset_class: str) -> str:
 
 def served(symbol: str, asset_class: str, start: dt.date, end: dt.date) -> pd.DataFrame:
     """What the sandbox serves for the symbol, as a bar frame."""
-    raw = synthetic_bars(ticker(symbol, asset_class), start, end)
+    raw = as_traded_bars(ticker(symbol, asset_class), start, end)
     frame = raw.rename(columns={"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap", "n": "transactions"})
     frame["transactions"] = frame["transactions"].astype("Int64")
     return frame[list(BAR_COLUMNS)].reset_index(drop=True)

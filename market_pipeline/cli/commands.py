@@ -59,7 +59,10 @@ def _list(args) -> int:
     if not rows:
         print("No symbols tracked. Add some: market-pipeline symbols add AAPL --asset-class stock")
         return EXIT_OK
-    print(f"{'SYMBOL':<10} {'CLASS':<7} {'ACTIVE':<6} {'STATUS':<12} {'LAST BACKFILL':<20} {'TYPE':<5} {'REFERENCE':<12} {'NAME':<32} NOTE")
+    print(
+        f"{'SYMBOL':<10} {'CLASS':<7} {'ACTIVE':<6} {'STATUS':<12} {'LAST BACKFILL':<20} {'TYPE':<5} {'REFERENCE':<12} "
+        f"{'NAME':<32} {'BARS':<19} {'CORP.ACTIONS':<12} NOTE"
+    )
     for r in rows:
         last = r.last_backfill.strftime("%Y-%m-%d %H:%M:%S") if r.last_backfill else "-"
         ref = refs.get(r.symbol)
@@ -69,10 +72,16 @@ def _list(args) -> int:
             note = f"delisted {r.delisted_on}" + (f"; {note}" if note else "")
         if rec is not None and rec.status != "ok" and rec.status_text:
             note = f"{note}; {rec.status_text}" if note else rec.status_text
+        if r.corporate_actions_error and r.corporate_actions_status == "failed":
+            note = (note + "; " if note else "") + r.corporate_actions_error.splitlines()[0][:100]
+        # 'adjusted': stored before the upgrade to as-traded bars; the next run re-fetches them
+        basis = "adjusted (re-fetch)" if r.bars_basis == "adjusted" else r.bars_basis
+        actions = r.corporate_actions_status or "-"
         name = ((rec.name or "") if rec else "")[:32]
         print(
             f"{r.symbol:<10} {r.asset_class:<7} {'yes' if r.active else 'no':<6} {r.status:<12} {last:<20} "
-            f"{(rec.type or '-') if rec else '-':<5} {rec.status if rec else 'not fetched':<12} {name:<32} {note}"
+            f"{(rec.type or '-') if rec else '-':<5} {rec.status if rec else 'not fetched':<12} {name:<32} "
+            f"{basis:<19} {actions:<12} {note}"
         )
     return EXIT_OK
 

@@ -155,7 +155,7 @@ class PolygonClient:
         """Daily bars of one symbol from `start` to `end` inclusive, keyed by session date."""
         ticker = polygon_ticker(symbol, asset_class)
         url = f"{self.base_url}/v2/aggs/ticker/{ticker}/range/1/day/{start.isoformat()}/{end.isoformat()}"
-        params = {"adjusted": str(self.adjusted).lower(), "sort": "asc", "limit": 50000}
+        params = {"adjusted": self._adjusted(asset_class), "sort": "asc", "limit": 50000}
         results: list[dict] = []
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
@@ -184,7 +184,7 @@ class PolygonClient:
         else:
             url = f"{self.base_url}/v2/aggs/grouped/locale/us/market/stocks/{day.isoformat()}"
         what = f"grouped daily {day}"
-        body = self._get_json(url, {"adjusted": str(self.adjusted).lower()}, what=what, endpoint="grouped")
+        body = self._get_json(url, {"adjusted": self._adjusted(asset_class)}, what=what, endpoint="grouped")
         try:
             return parse_grouped_results(body.get("results"), asset_class)
         except BarParseError as exc:
@@ -202,6 +202,11 @@ class PolygonClient:
         result = body.get("results") or {}
         market = result.get("market")
         return market is None or (market == "crypto") == (asset_class == "crypto")
+
+    def _adjusted(self, asset_class: str) -> str:
+        """Stocks and ETFs are always fetched as traded (adjusted=false; the warehouse adjusts them with
+        its own corporate actions); crypto, which never splits, keeps the client's setting."""
+        return str(self.adjusted).lower() if asset_class == "crypto" else "false"
 
     # ---- transport ----------------------------------------------------------------------------
     def _headers(self, url: str) -> dict[str, str]:

@@ -203,6 +203,7 @@ class SymbolRegistry:
         now = utcnow()
         values = dict(backfill_status="completed", backfill_error=None, last_backfill=now, last_run_id=run_id)
         if history_from is not None:
+            values["bars_basis"] = "as_traded"  # a whole history was just written, fetched as traded
             current = self.get(symbol)
             if current is None or current.history_from is None or history_from < current.history_from:
                 values["history_from"] = history_from
