@@ -182,3 +182,28 @@ def test_upgrade_from_0001_marks_adjusted_bars(any_warehouse_url):
     assert basis == {"AAPL": "adjusted", "SPY": "adjusted", "BTCUSD": "as_traded", "NEW": "as_traded"}
     with get_engine(url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM ohlcv_daily_adjusted")).scalar() == 3
+
+
+def test_bars_command_prints_and_exports(loaded, monkeypatch, capsys, tmp_path):
+    import json
+
+    from market_pipeline.cli.main import main
+
+    url, _ = loaded
+    monkeypatch.setenv("MARKET_PIPELINE_DB_URL", url)
+    assert main(["bars", "XYZ", "--start", "2024-03-07", "--end", "2024-03-12", "--adjustment", "splits", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["adjustment"] == "splits" and [b["date"] for b in body["bars"]] == [
+        "2024-03-07", "2024-03-08", "2024-03-11", "2024-03-12"]
+    expected = read_bars("XYZ", "2024-03-07", "2024-03-12", "splits", url=url)["close"].tolist()
+    assert [b["close"] for b in body["bars"]] == pytest.approx(expected)
+    target = tmp_path / "bars.csv"
+    assert main(["bars", "xyz", "qqq", "--adjustment", "total_return", "--csv", str(target)]) == 0
+    exported = pd.read_csv(target)
+    assert list(exported.columns[:3]) == ["symbol", "date", "open"] and set(exported["symbol"]) == {"XYZ", "QQQ"}
+    assert main(["bars", "XYZ", "--end", "2024-03-08"]) == 0
+    assert "adjustment: none" in capsys.readouterr().out
+    assert main(["bars", "NOPE"]) == 2
+    assert "no stored bars for NOPE" in capsys.readouterr().err
+    assert main(["bars", "XYZ", "--start", "March"]) == 2
+    assert main(["bars", "XYZ", "--adjustment", "dividends"]) == 2

@@ -8,6 +8,7 @@ import sys
 from market_pipeline import settings
 from market_pipeline.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from market_pipeline.warehouse.registry import SymbolRegistry
+from market_pipeline.cli.bars import cmd_bars  # noqa: F401  (market-pipeline bars)
 
 
 def _registry() -> SymbolRegistry:
