@@ -41,36 +41,35 @@ def _date(value, name: str) -> dt.date | None:
         raise ReadError(f"{name} {value!r} is not a date: use YYYY-MM-DD") from None
 
 
-def _factor_table(conn: sa.Connection, symbols: list[str]) -> dict[str, pd.DataFrame]:
-    out: dict[str, list] = {}
+def _factor_table(conn: sa.Connection, symbols: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """symbol -> (valid_to as datetime64[D], split factors, total-return factors), ordered by date."""
+    rows: dict[str, list] = {}
     for i in range(0, len(symbols), 500):
         query = (
-            sa.select(adjustment_factors)
+            sa.select(adjustment_factors.c.symbol, adjustment_factors.c.valid_to,
+                      adjustment_factors.c.split_factor, adjustment_factors.c.total_return_factor)
             .where(adjustment_factors.c.symbol.in_(symbols[i : i + 500]))
             .order_by(adjustment_factors.c.symbol, adjustment_factors.c.valid_from)
         )
-        for row in conn.execute(query):
-            out.setdefault(row.symbol, []).append((row.valid_to, row.split_factor, row.total_return_factor))
-    return {
-        s: pd.DataFrame(rows, columns=["valid_to", "split_factor", "total_return_factor"]) for s, rows in out.items()
-    }
+        for symbol, valid_to, split, total in conn.execute(query):
+            rows.setdefault(symbol, []).append((valid_to, split, total))
+    out = {}
+    for symbol, items in rows.items():
+        upper, split, total = zip(*items)
+        out[symbol] = (np.array(upper, dtype="datetime64[D]"), np.array(split), np.array(total))
+    return out
 
 
-def _apply(frame: pd.DataFrame, ranges: pd.DataFrame | None, adjustment: str) -> pd.DataFrame:
-    if adjustment == "none" or ranges is None or ranges.empty or frame.empty:
+def _apply(frame: pd.DataFrame, ranges, adjustment: str) -> pd.DataFrame:
+    """Multiply the prices (and divide the volume) of a freshly read frame in place."""
+    if adjustment == "none" or ranges is None or frame.empty:
         return frame
+    upper, split_factors, total_factors = ranges
     days = np.asarray(frame["date"].to_numpy(), dtype="datetime64[D]")
-    upper = np.array([np.datetime64(d, "D") for d in ranges["valid_to"]])
     k = np.searchsorted(upper, days, side="right")  # the range with valid_from <= date < valid_to
-    inside = k < len(upper)
-    split = np.ones(len(days))
-    split[inside] = ranges["split_factor"].to_numpy()[k[inside]]
-    if adjustment == "total_return":
-        price = np.ones(len(days))
-        price[inside] = ranges["total_return_factor"].to_numpy()[k[inside]]
-    else:
-        price = split
-    frame = frame.copy()
+    # factor 1 after the last range: index len(upper) picks the appended 1.0
+    split = np.append(split_factors, 1.0)[k]
+    price = np.append(total_factors, 1.0)[k] if adjustment == "total_return" else split
     for column in _PRICES:
         frame[column] = frame[column].to_numpy(dtype="float64") * price
     frame["volume"] = frame["volume"].to_numpy(dtype="float64") / split
