@@ -105,3 +105,51 @@ def test_failed_corporate_actions_read_keeps_views_and_says_why(polygon_env, war
     assert SymbolRegistry(warehouse_url).get("INTC").corporate_actions_status == "ok"
     raw = close_on(warehouse_url, "ohlcv_daily", "INTC", "2023-03-17")
     assert close_on(warehouse_url, "ohlcv_daily_adjusted", "INTC", "2023-03-17") == pytest.approx(raw)
+
+
+def test_upgrade_refetches_adjusted_bars_as_traded_once(polygon_env, warehouse_url, instance):
+    """A warehouse written by the previous version: at revision 0001, MSFT's bars fetched with
+    adjusted=true (split-adjusted for its 2025-12-01 2-for-1). The upgrade marks them; the next run
+    re-fetches them as traded with one request; the adjusted view then equals adjusted=true."""
+    import datetime as dt
+
+    from market_pipeline.polygon.client import PolygonClient
+    from market_pipeline.sandbox import SANDBOX_API_KEY
+    from market_pipeline.warehouse import BarStore
+    from market_pipeline.warehouse.engine import dispose_engine, normalize_url, upgrade
+
+    url = normalize_url(warehouse_url)
+    engine = sa.create_engine(url)
+    upgrade(engine, "0001")
+    with PolygonClient(SANDBOX_API_KEY, polygon_env.url, 0) as client:
+        client._adjusted = lambda asset_class: "true"  # what the previous version asked for
+        old = client.daily_bars("MSFT", "stock", dt.date(2025, 6, 2), dt.date(2026, 3, 31))
+    stamp = dt.datetime(2026, 4, 1)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO tracked_symbols (symbol, asset_class, active, start_date, backfill_status, history_from, "
+            "created_at, updated_at) VALUES ('MSFT', 'stock', :t, :d, 'completed', :d, :n, :n)"),
+            {"t": True, "d": dt.date(2025, 6, 2), "n": stamp})
+        conn.execute(
+            sa.text("INSERT INTO ohlcv_daily (symbol, date, open, high, low, close, volume, vwap, transactions, "
+                    "fetched_at) VALUES ('MSFT', :date, :open, :high, :low, :close, :volume, :vwap, :transactions, :n)"),
+            [{**r, "date": r["date"].date(), "transactions": int(r["transactions"]), "n": stamp}
+             for r in old.to_dict("records")],
+        )
+    engine.dispose()
+    dispose_engine(url)
+    BarStore(url).summary()  # first use: upgraded to head, MSFT marked 'adjusted'
+    assert SymbolRegistry(url).get("MSFT").bars_basis == "adjusted"
+    instance.add_dynamic_partitions(symbols_partitions.name, ["MSFT"])
+    polygon_env.reset_counts()
+    assert runner.materialize_symbols(instance, ["MSFT"]).ok
+    assert polygon_env.request_counts()["aggs_range"] == 1  # the whole history, once
+    log = [e.path for e in polygon_env.request_log() if e.endpoint == "aggs_range"]
+    assert "/2025-06-02/" in log[0] and "adjusted=false" in log[0]
+    assert SymbolRegistry(url).get("MSFT").bars_basis == "as_traded"
+    raw = close_on(url, "ohlcv_daily", "MSFT", "2025-11-28")
+    adjusted = close_on(url, "ohlcv_daily_adjusted", "MSFT", "2025-11-28")
+    expected = float(old.loc[old["date"] == "2025-11-28", "close"].item())
+    assert raw == pytest.approx(2 * expected, abs=1e-3) and adjusted == pytest.approx(expected, abs=1e-3)
+    assert runner.materialize_symbols(instance, ["MSFT"]).ok  # the next run: the re-fetch window only
+    assert polygon_env.request_counts()["aggs_range"] == 2
