@@ -144,9 +144,29 @@ def _report_run(registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids:
         if row.backfill_status != "completed":
             failed += 1
             line += f"  {(row.backfill_error or '').splitlines()[0][:160] if row.backfill_error else ''}"
+        elif row.asset_class != "crypto":
+            line += _splits_note(symbol, first)
+        if row.corporate_actions_status == "failed":
+            line += f"  corporate actions not read: {(row.corporate_actions_error or '').splitlines()[0][:120]}"
         print(line)
     print(f"{len(symbols) - failed} of {len(symbols)} symbol(s) completed in {len(run_ids)} run(s).")
+    if any(rows[s].asset_class != "crypto" for s in symbols):
+        print(
+            "Stocks and ETFs are stored as traded (ohlcv_daily); split-adjusted: ohlcv_daily_adjusted, "
+            "total return: ohlcv_daily_total_return (`market-pipeline bars SYMBOL --adjustment splits`)."
+        )
     return EXIT_OK if ok and not failed else EXIT_FAILED
+
+
+def _splits_note(symbol: str, first) -> str:
+    """`  splits: 2-for-1 2025-12-01` for the active splits inside the stored bars (the adjusted views differ before them)."""
+    from market_pipeline.warehouse.corporate_actions import CorporateActionStore
+
+    splits = [
+        s for s in CorporateActionStore(settings.db_url()).splits(symbol)
+        if s.status == "active" and first is not None and s.execution_date > first
+    ]
+    return ("  splits: " + ", ".join(f"{s.label} {s.execution_date}" for s in splits)) if splits else ""
 
 
 # ---- sandbox, stats, db --------------------------------------------------------------------------
