@@ -13,7 +13,12 @@ from market_pipeline.warehouse import SymbolRegistry
 from market_pipeline.warehouse.corporate_actions import CorporateActionStore
 from market_pipeline.warehouse.engine import get_engine
 from market_pipeline.warehouse.reader import read_bars
-from market_pipeline_tests.dagster_helpers import check_metadata, check_passed, latest_check_records
+from market_pipeline_tests.dagster_helpers import (
+    check_metadata,
+    check_passed,
+    latest_check_records,
+    materialization_metadata,
+)
 
 START = "2022-12-01"
 
@@ -147,6 +152,7 @@ def test_upgrade_refetches_adjusted_bars_as_traded_once(polygon_env, warehouse_u
     log = [e.path for e in polygon_env.request_log() if e.endpoint == "aggs_range"]
     assert "/2025-06-02/" in log[0] and "adjusted=false" in log[0]
     assert SymbolRegistry(url).get("MSFT").bars_basis == "as_traded"
+    assert "re-fetched as traded" in materialization_metadata(instance, "MSFT")["note"]  # visible in the UI
     raw = close_on(url, "ohlcv_daily", "MSFT", "2025-11-28")
     adjusted = close_on(url, "ohlcv_daily_adjusted", "MSFT", "2025-11-28")
     expected = float(old.loc[old["date"] == "2025-11-28", "close"].item())

@@ -109,6 +109,8 @@ def refresh_symbol(
         if last_session is not None and last_session < plan.end:  # nothing trades after a delisting
             plan = FetchPlan(plan.start, last_session, plan.full)
         result.fetch_from, result.fetch_to = plan.start.isoformat(), plan.end.isoformat()
+        if getattr(tracked, "bars_basis", "as_traded") == "adjusted" and asset_class != "crypto":
+            result.note = "whole history re-fetched as traded (stored adjusted before the 0003 upgrade)"
         frame = client.daily_bars(symbol, asset_class, plan.start, plan.end)
         _store_and_complete(store, registry, result, frame, run_id, history_from=plan.start if plan.full else None)
     except PolygonError as exc:
