@@ -208,7 +208,14 @@ class CorporateActionStore:
         """Resolve duplicates and rebuild the factors of each symbol (one transaction each).
         Returns, per symbol, the dividends not applied and why."""
         out = {}
-        for symbol in sorted(set(symbols)):
+        symbols = sorted(set(symbols))
+        with self.engine.connect() as conn:  # most symbols have no event: no write transaction for them
+            having = set()
+            for i in range(0, len(symbols), _CHUNK):
+                chunk = symbols[i : i + _CHUNK]
+                for table in (splits, dividends):
+                    having |= set(conn.execute(sa.select(table.c.symbol).where(table.c.symbol.in_(chunk)).distinct()).scalars())
+        for symbol in [s for s in symbols if s in having]:
             with self.engine.begin() as conn:
                 self._lock(conn, symbol)
                 out[symbol] = self._recompute(conn, symbol)
