@@ -36,7 +36,7 @@ START = "2025-06-02"
 SYMBOLS = {"stock": ["AAPL", "MSFT"], "etf": ["SPY"], "crypto": ["BTCUSD", "ETHUSD"]}
 ALL = [s for names in SYMBOLS.values() for s in names]
 CLASS_OF = {s: c for c, names in SYMBOLS.items() for s in names}
-CHECKS = ("validation_rate", "date_gaps", "freshness")
+CHECKS = ("validation_rate", "date_gaps", "freshness", "split_consistency")
 
 RUNS = """
 query Runs($filter: RunsFilter) {
