@@ -39,9 +39,9 @@ def _symbols(n: int) -> list[str]:
 
 def _bars(symbol: str, start: dt.date, end: dt.date):
     from market_pipeline.polygon.bars import BAR_COLUMNS
-    from market_pipeline.sandbox import synthetic_bars
+    from market_pipeline.sandbox import as_traded_bars
 
-    frame = synthetic_bars(symbol, start, end).rename(
+    frame = as_traded_bars(symbol, start, end).rename(
         columns={"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap", "n": "transactions"}
     )
     frame["transactions"] = frame["transactions"].astype("Int64")

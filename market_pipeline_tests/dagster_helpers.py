@@ -10,7 +10,7 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance
 from dagster._core.storage.event_log.base import AssetRecordsFilter
 
 from market_pipeline.calendars import latest_completed_session
-from market_pipeline.sandbox import synthetic_bars
+from market_pipeline.sandbox import as_traded_bars
 from market_pipeline.polygon.tickers import polygon_ticker
 
 OHLCV = AssetKey("ohlcv_daily")
@@ -18,7 +18,7 @@ OHLCV = AssetKey("ohlcv_daily")
 
 def served(symbol: str, asset_class: str, start: dt.date) -> pd.DataFrame:
     """The bars the sandbox serves for a symbol from `start`: sessions that have ended, up to now."""
-    return synthetic_bars(polygon_ticker(symbol, asset_class), start, latest_completed_session(asset_class))
+    return as_traded_bars(polygon_ticker(symbol, asset_class), start, latest_completed_session(asset_class))
 
 
 def latest_check_records(instance: DagsterInstance, check_name: str) -> dict:

@@ -24,7 +24,7 @@ import pytest
 
 from market_pipeline import calendars
 from market_pipeline.polygon.bars import BAR_COLUMNS
-from market_pipeline.sandbox import SANDBOX_API_KEY, synthetic_bars
+from market_pipeline.sandbox import SANDBOX_API_KEY, as_traded_bars
 from market_pipeline.devtools.stack import DagsterStack, descendants, group_members
 from market_pipeline.warehouse import BarStore, get_engine
 from market_pipeline.warehouse.stats_table import read_stats
@@ -36,7 +36,7 @@ START = "2025-06-02"
 SYMBOLS = {"stock": ["AAPL", "MSFT"], "etf": ["SPY"], "crypto": ["BTCUSD", "ETHUSD"]}
 ALL = [s for names in SYMBOLS.values() for s in names]
 CLASS_OF = {s: c for c, names in SYMBOLS.items() for s in names}
-CHECKS = ("validation_rate", "date_gaps", "freshness")
+CHECKS = ("validation_rate", "date_gaps", "freshness", "split_consistency")
 
 RUNS = """
 query Runs($filter: RunsFilter) {
@@ -125,7 +125,7 @@ def listed(env: dict) -> dict:
 
 def served(symbol: str, end: dt.date) -> pd.DataFrame:
     ticker = f"X:{symbol}" if CLASS_OF[symbol] == "crypto" else symbol
-    raw = synthetic_bars(ticker, dt.date.fromisoformat(START), end)
+    raw = as_traded_bars(ticker, dt.date.fromisoformat(START), end)
     frame = raw.rename(columns={"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap", "n": "transactions"})
     frame["transactions"] = frame["transactions"].astype("Int64")
     return frame[list(BAR_COLUMNS)].reset_index(drop=True)
@@ -157,6 +157,7 @@ def test_add_symbols_sensor_backfills_then_ui_backfill_of_every_partition(tmp_pa
         )["schedulesOrError"]["results"]
         assert {s["name"]: s["scheduleState"]["status"] for s in schedules} == {
             "stocks_daily_refresh": "RUNNING", "crypto_daily_refresh": "RUNNING", "symbol_reference_weekly": "RUNNING",
+            "corporate_actions_weekly_sweep": "RUNNING",
         }
 
         # 1. the user adds symbols with the CLI

@@ -160,7 +160,9 @@ def test_run_refreshes_many_symbols_with_one_grouped_request_per_date(polygon_en
     assert outcome.ok and len(outcome.run_ids) == 1
     counts = polygon_env.request_counts()
     assert counts["grouped_stocks"] == 1 + 3 and counts["grouped_crypto"] == 1 + 3  # missed + default window
-    assert counts["total"] == 8  # no range request
+    assert counts["aggs_range"] == 0  # no range request
+    # and the corporate-action lists of the 120 stocks, read first: batches of 100 tickers per list
+    assert counts["splits"] == 2 and counts["dividends"] == 2 and counts["total"] == 8 + 4
     summary = BarStore(warehouse_url).summary()
     assert {summary[s][2] for s, c in symbols.items() if c == "stock"} == {targets["stock"]}
     assert {summary[s][2] for s, c in symbols.items() if c == "crypto"} == {targets["crypto"]}

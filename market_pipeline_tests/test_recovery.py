@@ -30,7 +30,7 @@ from market_pipeline.definitions import defs
 from market_pipeline.defs.bars.partitions import symbols_partitions
 from market_pipeline.defs.bars.reconcile import range_tags
 from market_pipeline.defs.resources import WarehouseResource
-from market_pipeline.sandbox import SANDBOX_API_KEY, synthetic_bars
+from market_pipeline.sandbox import SANDBOX_API_KEY, as_traded_bars
 from market_pipeline.devtools.stack import DagsterStack, descendants
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline_tests.dagster_helpers import wait_for
@@ -41,7 +41,7 @@ SYMBOLS = {"AAPL": "stock", "MSFT": "stock", "SPY": "etf"}
 
 
 def served(symbol: str, end: dt.date) -> pd.DataFrame:
-    frame = synthetic_bars(symbol, START, end).rename(
+    frame = as_traded_bars(symbol, START, end).rename(
         columns={"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap", "n": "transactions"}
     )
     frame["transactions"] = frame["transactions"].astype("Int64")

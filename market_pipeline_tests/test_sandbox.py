@@ -534,6 +534,10 @@ def test_request_counts(server, session):
         "tickers": 1,
         "ticker_detail": 1,
         "ticker_events": 0,
+        "splits": 0,
+        "dividends": 0,
+        "splits_v3": 0,
+        "dividends_v3": 0,
         "other": 1,
         "total": 7,
     }

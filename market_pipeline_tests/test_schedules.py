@@ -14,7 +14,7 @@ from market_pipeline.definitions import defs
 from market_pipeline.defs.bars.partitions import symbols_partitions
 from market_pipeline.refresh.planning import session_dates
 from market_pipeline.defs.resources import WarehouseResource
-from market_pipeline.sandbox import synthetic_bars
+from market_pipeline.sandbox import as_traded_bars
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline_tests.dagster_helpers import OHLCV, materialization_metadata, materializations
 
@@ -34,7 +34,7 @@ def ticker(symbol: str, asset_class: str) -> str:
 
 def served(symbol: str, asset_class: str, start: dt.date, end: dt.date) -> pd.DataFrame:
     """What the sandbox serves for the symbol, as a bar frame."""
-    raw = synthetic_bars(ticker(symbol, asset_class), start, end)
+    raw = as_traded_bars(ticker(symbol, asset_class), start, end)
     frame = raw.rename(columns={"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vw": "vwap", "n": "transactions"})
     frame["transactions"] = frame["transactions"].astype("Int64")
     return frame[list(BAR_COLUMNS)].reset_index(drop=True)
@@ -109,10 +109,12 @@ def test_one_run_per_class_spanning_interleaved_partitions(instance, warehouse_u
     stocks = the_request("stocks_daily_refresh", instance, warehouse_url, STOCK_TICK)
     assert stocks.tags["dagster/asset_partition_range_start"] == "AAPL"
     assert stocks.tags["dagster/asset_partition_range_end"] == "IWM"
-    assert stocks.run_config["ops"]["ohlcv_daily"]["config"] == {"asset_classes": ["stock", "etf"], "target_date": "2025-03-05"}
+    assert stocks.run_config["ops"]["ohlcv_daily"]["config"] == {
+        "asset_classes": ["stock", "etf"], "target_date": "2025-03-05", "corporate_actions": "recent"}
     crypto = the_request("crypto_daily_refresh", instance, warehouse_url, CRYPTO_TICK)
     assert (crypto.tags["dagster/asset_partition_range_start"], crypto.tags["dagster/asset_partition_range_end"]) == ("BTCUSD", "ETHUSD")
-    assert crypto.run_config["ops"]["ohlcv_daily"]["config"] == {"asset_classes": ["crypto"], "target_date": "2025-03-05"}
+    assert crypto.run_config["ops"]["ohlcv_daily"]["config"] == {
+        "asset_classes": ["crypto"], "target_date": "2025-03-05", "corporate_actions": "recent"}
     # a tick evaluated twice asks for the same run key (the daemon launches it once); the next tick differs
     assert the_request("stocks_daily_refresh", instance, warehouse_url, STOCK_TICK).run_key == stocks.run_key
     next_day = the_request("stocks_daily_refresh", instance, warehouse_url, STOCK_TICK + dt.timedelta(days=1))
@@ -209,7 +211,9 @@ def test_failed_grouped_request_marks_symbols_failed_and_the_next_refresh_retrie
     symbols = {"AAPL": "stock", "MSFT": "stock", "SPY": "etf", "QQQ": "etf", "IWM": "etf"}
     registry, store = seed(warehouse_url, instance, symbols, missed=1)
     body = '{"status":"NOT_AUTHORIZED","request_id":"x","message":"You are not entitled to this data."}'
-    polygon_env.fail_next(1, status=403, body=body)  # final: neither the client nor Dagster retries it
+    # final: neither the client nor Dagster retries it. The run's first request (the corporate-actions
+    # read, which is logged and does not fail the run) takes the first, the grouped request the second
+    polygon_env.fail_next(2, status=403, body=body)
     request = the_request("stocks_daily_refresh", instance, warehouse_url, STOCK_TICK)
     failed = execute(instance, request)
     assert not failed.success
@@ -257,7 +261,9 @@ def test_thousand_stocks_cost_window_plus_missed_requests(polygon_env, instance,
         assert result.success
         counts = polygon_env.request_counts()
         assert counts["grouped_stocks"] == expected_requests
-        assert counts["total"] == expected_requests  # not one range request
+        # not one range request; the corporate actions of every ticker's last 60 days: one request per list
+        assert counts["splits"] == 1 and counts["dividends"] == 1
+        assert counts["total"] == expected_requests + 2
         summary = store.summary()
         assert len(summary) == 1000 and {v[2] for v in summary.values()} == {target}
         assert {v[0] for v in summary.values()} == {len(session_dates("stocks", start, target))}

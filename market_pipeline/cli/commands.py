@@ -8,6 +8,7 @@ import sys
 from market_pipeline import settings
 from market_pipeline.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from market_pipeline.warehouse.registry import SymbolRegistry
+from market_pipeline.cli.bars import cmd_bars  # noqa: F401  (market-pipeline bars)
 
 
 def _registry() -> SymbolRegistry:
@@ -58,7 +59,10 @@ def _list(args) -> int:
     if not rows:
         print("No symbols tracked. Add some: market-pipeline symbols add AAPL --asset-class stock")
         return EXIT_OK
-    print(f"{'SYMBOL':<10} {'CLASS':<7} {'ACTIVE':<6} {'STATUS':<12} {'LAST BACKFILL':<20} {'TYPE':<5} {'REFERENCE':<12} {'NAME':<32} NOTE")
+    print(
+        f"{'SYMBOL':<10} {'CLASS':<7} {'ACTIVE':<6} {'STATUS':<12} {'LAST BACKFILL':<20} {'TYPE':<5} {'REFERENCE':<12} "
+        f"{'NAME':<32} {'BARS':<19} {'CORP.ACTIONS':<12} NOTE"
+    )
     for r in rows:
         last = r.last_backfill.strftime("%Y-%m-%d %H:%M:%S") if r.last_backfill else "-"
         ref = refs.get(r.symbol)
@@ -68,10 +72,16 @@ def _list(args) -> int:
             note = f"delisted {r.delisted_on}" + (f"; {note}" if note else "")
         if rec is not None and rec.status != "ok" and rec.status_text:
             note = f"{note}; {rec.status_text}" if note else rec.status_text
+        if r.corporate_actions_error and r.corporate_actions_status == "failed":
+            note = (note + "; " if note else "") + r.corporate_actions_error.splitlines()[0][:100]
+        # 'adjusted': stored before the upgrade to as-traded bars; the next run re-fetches them
+        basis = "adjusted (re-fetch)" if r.bars_basis == "adjusted" else r.bars_basis
+        actions = r.corporate_actions_status or "-"
         name = ((rec.name or "") if rec else "")[:32]
         print(
             f"{r.symbol:<10} {r.asset_class:<7} {'yes' if r.active else 'no':<6} {r.status:<12} {last:<20} "
-            f"{(rec.type or '-') if rec else '-':<5} {rec.status if rec else 'not fetched':<12} {name:<32} {note}"
+            f"{(rec.type or '-') if rec else '-':<5} {rec.status if rec else 'not fetched':<12} {name:<32} "
+            f"{basis:<19} {actions:<12} {note}"
         )
     return EXIT_OK
 
@@ -142,12 +152,32 @@ def _report_run(registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids:
             error = (row.backfill_error or "no reason recorded").splitlines()[0][:300]
             print(f"market-pipeline: {symbol} {row.backfill_status}: {error}", file=sys.stderr)
             line += f"  {(row.backfill_error or '').splitlines()[0][:160] if row.backfill_error else ''}"
+        elif row.asset_class != "crypto":
+            line += _splits_note(symbol, first)
+        if row.corporate_actions_status == "failed":
+            line += f"  corporate actions not read: {(row.corporate_actions_error or '').splitlines()[0][:120]}"
         print(line)
     print(
         f"{len(symbols) - failed} of {len(symbols)} symbol(s) completed in {len(run_ids)} run(s); "
         f"{quarantined} bar(s) quarantined{' (see ohlcv_quarantine)' if quarantined else ''}."
     )
+    if any(rows[s].asset_class != "crypto" for s in symbols):
+        print(
+            "Stocks and ETFs are stored as traded (ohlcv_daily); split-adjusted: ohlcv_daily_adjusted, "
+            "total return: ohlcv_daily_total_return (`market-pipeline bars SYMBOL --adjustment splits`)."
+        )
     return EXIT_OK if ok and not failed else EXIT_FAILED
+
+
+def _splits_note(symbol: str, first) -> str:
+    """`  splits: 2-for-1 2025-12-01` for the active splits inside the stored bars (the adjusted views differ before them)."""
+    from market_pipeline.warehouse.corporate_actions import CorporateActionStore
+
+    splits = [
+        s for s in CorporateActionStore(settings.db_url()).splits(symbol)
+        if s.status == "active" and first is not None and s.execution_date > first
+    ]
+    return ("  splits: " + ", ".join(f"{s.label} {s.execution_date}" for s in splits)) if splits else ""
 
 
 # ---- sandbox, stats, db --------------------------------------------------------------------------

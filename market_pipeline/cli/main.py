@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("symbols", nargs="*", metavar="SYMBOL", help="tracked symbols (none: every tracked symbol)")
     stats.add_argument("--json", action="store_true", help="print JSON")
 
+    from market_pipeline.cli import bars as bars_command
+
+    bars_command.add_parser(sub, _Parser)
+
     db = sub.add_parser("db", help="warehouse schema: upgrade, current")
     dsub = _subcommands(db, "action", "actions")
     dsub.add_parser("upgrade", help="apply the Alembic migrations up to head")

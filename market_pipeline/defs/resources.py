@@ -28,7 +28,10 @@ class PolygonResource(ConfigurableResource):
     requests_per_minute: int | None = Field(
         default=None, description="Plan rate; default POLYGON_REQUESTS_PER_MINUTE or 5 (free plan); 0 = no pacing"
     )
-    adjusted: bool = Field(default=True, description="Split-adjusted bars (Polygon's adjusted=true)")
+    adjusted: bool = Field(
+        default=True,
+        description="Polygon's adjusted flag for crypto bars; stock and ETF bars are always fetched as traded (adjusted=false)",
+    )
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 30.0
     max_attempts: int = Field(default=6, description="Attempts per request for 429/5xx/timeouts")

@@ -181,7 +181,7 @@ class PolygonClient:
         are set aside too). Pagination that does not end is a PolygonError: nothing is returned."""
         ticker = polygon_ticker(symbol, asset_class)
         url = f"{self.base_url}/v2/aggs/ticker/{ticker}/range/1/day/{start.isoformat()}/{end.isoformat()}"
-        params = {"adjusted": str(self.adjusted).lower(), "sort": "asc", "limit": 50000}
+        params = {"adjusted": self._adjusted(asset_class), "sort": "asc", "limit": 50000}
         url = f"{url}?{urlencode(params)}"  # the whole first URL, so a next_url repeating it is seen
         guard = PageGuard(url, self.base_url, what=symbol, max_pages=self.max_pages)
         results: list = []
@@ -220,7 +220,7 @@ class PolygonClient:
         else:
             url = f"{self.base_url}/v2/aggs/grouped/locale/us/market/stocks/{day.isoformat()}"
         what = f"grouped daily {day}"
-        body = self._get_json(url, {"adjusted": str(self.adjusted).lower()}, what=what, endpoint="grouped")
+        body = self._get_json(url, {"adjusted": self._adjusted(asset_class)}, what=what, endpoint="grouped")
         results = body.get("results") or []
         if not isinstance(results, list):
             raise PolygonError(f"{what}: unexpected `results` from Polygon (not a list)")
@@ -247,6 +247,11 @@ class PolygonClient:
         result = body.get("results") or {}
         market = result.get("market")
         return market is None or (market == "crypto") == (asset_class == "crypto")
+
+    def _adjusted(self, asset_class: str) -> str:
+        """Stocks and ETFs are always fetched as traded (adjusted=false; the warehouse adjusts them with
+        its own corporate actions); crypto, which never splits, keeps the client's setting."""
+        return str(self.adjusted).lower() if asset_class == "crypto" else "false"
 
     # ---- transport ----------------------------------------------------------------------------
     def _headers(self, url: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from market_pipeline.polygon.client import PolygonClient, PolygonError
 from market_pipeline.reference.freshness import last_trading_session
 from market_pipeline.polygon.tickers import symbol_from_polygon_ticker
 from market_pipeline.warehouse.quarantine import QuarantineStore
+from market_pipeline.warehouse.corporate_actions import CorporateActionStore
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
 from market_pipeline.warehouse.store import BarStore, normalize_bars
 
@@ -66,8 +67,13 @@ def plan_fetch(
     *,
     default_history_days: int = DEFAULT_HISTORY_DAYS,
 ) -> FetchPlan:
-    """From the re-fetch window when history is already complete, else all history from the start date."""
+    """From the re-fetch window when history is already complete, else all history from the start date.
+
+    A symbol whose bars were stored on the old adjusted basis (before migration 0003) is fetched again
+    in full, as traded, from the earliest date it holds (one request)."""
     start_date = tracked.start_date or (today - dt.timedelta(days=default_history_days))
+    if getattr(tracked, "bars_basis", "as_traded") == "adjusted" and tracked.asset_class != "crypto":
+        return FetchPlan(min(start_date, tracked.history_from or start_date), today, full=True)
     has_history = refetch_from is not None and tracked.history_from is not None
     if not has_history or start_date < tracked.history_from:
         return FetchPlan(start_date, today, full=True)
@@ -112,6 +118,8 @@ def refresh_symbol(
         if last_session is not None and last_session < plan.end:  # nothing trades after a delisting
             plan = FetchPlan(plan.start, last_session, plan.full)
         result.fetch_from, result.fetch_to = plan.start.isoformat(), plan.end.isoformat()
+        if getattr(tracked, "bars_basis", "as_traded") == "adjusted" and asset_class != "crypto":
+            result.note = "whole history re-fetched as traded (stored adjusted before the 0003 upgrade)"
         fetched = client.fetch_daily_bars(
             symbol, asset_class, plan.start, plan.end, last_session=completed_session or today
         )
@@ -244,6 +252,9 @@ def _store_and_complete(
     result.last_date = last.isoformat() if last else None
     registry.mark_completed(result.symbol, run_id, history_from=history_from, quarantined=result.quarantined)
     result.status = "completed"
+    if result.asset_class != "crypto":
+        # dividend factors need the close before each ex-date, duplicates the prices: follow the bars
+        CorporateActionStore(store.url).recompute([result.symbol])
 
 
 def _store_grouped(store, registry, tracked, bars, start, target, shared, run_id, set_aside=()) -> SymbolResult:

@@ -21,7 +21,10 @@ REFERENCE_MAX_LIMIT = 1000
 RATE_WINDOW_SECONDS = 60.0
 REQUEST_LOG_SIZE = 10_000
 SHUTDOWN_POLL_SECONDS = 0.02  # how long stop() may wait for the serving loop to notice
-ENDPOINTS = ("aggs_range", "grouped_stocks", "grouped_crypto", "tickers", "ticker_detail", "ticker_events", "other")
+ENDPOINTS = (
+    "aggs_range", "grouped_stocks", "grouped_crypto", "tickers", "ticker_detail", "ticker_events",
+    "splits", "dividends", "splits_v3", "dividends_v3", "other",
+)
 
 MSG_RATE_LIMIT = (
     "You've exceeded the maximum requests per minute, please wait or upgrade your subscription "
@@ -41,6 +44,10 @@ _ROUTES = (
     ("tickers", re.compile(r"^/v3/reference/tickers$")),
     ("ticker_detail", re.compile(r"^/v3/reference/tickers/([^/]+)$")),
     ("ticker_events", re.compile(r"^/vX/reference/tickers/([^/]+)/events$")),
+    ("splits", re.compile(r"^/stocks/v1/splits$")),
+    ("dividends", re.compile(r"^/stocks/v1/dividends$")),
+    ("splits_v3", re.compile(r"^/v3/reference/splits$")),
+    ("dividends_v3", re.compile(r"^/v3/reference/dividends$")),
 )
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MS_RE = re.compile(r"^\d{1,14}$")  # up to year 5138

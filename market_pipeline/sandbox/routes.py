@@ -45,6 +45,10 @@ class Endpoints:
             "tickers": self._tickers,
             "ticker_detail": self._ticker_detail,
             "ticker_events": self._ticker_events,
+            "splits": self._corporate_actions,
+            "dividends": self._corporate_actions,
+            "splits_v3": self._corporate_actions,
+            "dividends_v3": self._corporate_actions,
         }
         return handlers[request.endpoint](request)
 
@@ -80,7 +84,7 @@ class Endpoints:
         if plan_start is not None and from_ms < calendars.ms_at_local_midnight(plan_start, asset_class):
             return _error(403, request.request_id, "NOT_AUTHORIZED", MSG_TIMEFRAME)
 
-        series = synthetic.ticker_series(ticker)
+        series = self._series(ticker, adjusted)
         indices, edited = self._selection(series, ticker, from_ms, to_ms)
         last_hi = int(np.searchsorted(series.grid.dates, np.datetime64(self._last_served(series.crypto), "D"), side="right"))
         indices = self._wire_indices(ticker, indices, len(series.grid.dates), last_hi)
@@ -128,18 +132,18 @@ class Endpoints:
         plan_start = self._plan_start()
         if plan_start is not None and day < plan_start:
             return _error(403, request.request_id, "NOT_AUTHORIZED", MSG_TIMEFRAME)
-        rows = [] if day > self._last_served(crypto) else self._grouped_rows(day, crypto)
         adjusted = request.query.get("adjusted", "true").lower() != "false"
+        rows = [] if day > self._last_served(crypto) else self._grouped_rows(day, crypto, adjusted)
         head = {"queryCount": len(rows), "resultsCount": len(rows), "adjusted": adjusted}
         return self._aggregate_body(request, head, b",".join(rows), len(rows), None)
 
-    def _grouped_rows(self, day: dt.date, crypto: bool) -> list[bytes]:
+    def _grouped_rows(self, day: dt.date, crypto: bool, adjusted: bool = True) -> list[bytes]:
         """One row per universe ticker of the market with a bar on `day`, edits applied."""
         market_name = "crypto" if crypto else "stocks"
         tickers = sorted(t for t, info in self._universe.items() if info.market == market_name)
         rows = []
         for ticker in tickers:
-            series = synthetic.ticker_series(ticker)
+            series = self._series(ticker, adjusted)
             i = _index_of(series, day)
             edits = self._edits.get(ticker, _NO_EDITS)
             if i is None or (edits.listing_date is not None and day < edits.listing_date):

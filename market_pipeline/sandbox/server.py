@@ -14,6 +14,8 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
 - symbol lifecycle (`reference.py`): `delist`, `rename_ticker`, `reuse_ticker`;
 - hostile answers (`wire_faults.py`): `next_url_origin`, `paginate_badly`, `trickle_next`,
   `serve_empty`, `serve_future_bars`, `clear_wire_faults`;
+- corporate actions (`corporate_actions_routes.py`): `add_split`, `record_split`, `duplicate_split`,
+  `withdraw_split`, `add_dividend`, `withdraw_dividend`, `corporate_actions_v1`;
 - observation: `request_counts()`, `reset_counts()`, `request_log()`.
 """
 
@@ -51,6 +53,7 @@ from market_pipeline.sandbox.protocol import (
     _route,
 )
 from market_pipeline.sandbox.reference import Lifecycle, LifecycleKnobs
+from market_pipeline.sandbox.corporate_actions_routes import CorporateActionKnobs
 from market_pipeline.sandbox.routes import Endpoints
 from market_pipeline.sandbox.wire_faults import WireFaultsMixin
 
@@ -60,7 +63,7 @@ logger = logging.getLogger(__name__)
 # The server
 
 
-class SandboxServer(FaultKnobs, LifecycleKnobs, WireFaultsMixin, Endpoints):
+class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaultsMixin, Endpoints):
     """A Polygon-compatible sandbox on loopback. Use as a context manager or `start()`/`stop()`."""
 
     def __init__(
@@ -101,6 +104,7 @@ class SandboxServer(FaultKnobs, LifecycleKnobs, WireFaultsMixin, Endpoints):
         self._universe = {info.ticker: info for info in synthetic.DEFAULT_UNIVERSE}
         self._lifecycle = Lifecycle()
         self._universe.update(self._lifecycle.universe_rows(self._universe))
+        self._init_corporate_actions()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -37,6 +37,10 @@ class TrackedSymbol:
     updated_at: dt.datetime
     delisted_on: dt.date | None = None
     quarantined_bars: int = 0  # wire bars of the last completed fetch set aside in ohlcv_quarantine
+    bars_basis: str = "as_traded"  # 'adjusted': stored before 0003, re-fetched as traded on the next run
+    corporate_actions_status: str | None = None
+    corporate_actions_error: str | None = None
+    corporate_actions_read_at: dt.datetime | None = None
 
     @property
     def status(self) -> str:
@@ -205,6 +209,7 @@ class SymbolRegistry:
             quarantined_bars=quarantined,
         )
         if history_from is not None:
+            values["bars_basis"] = "as_traded"  # a whole history was just written, fetched as traded
             current = self.get(symbol)
             if current is None or current.history_from is None or history_from < current.history_from:
                 values["history_from"] = history_from

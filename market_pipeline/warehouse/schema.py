@@ -29,6 +29,12 @@ tracked_symbols = sa.Table(
     sa.Column("delisted_on", sa.Date, nullable=True),
     # wire bars of the symbol's last completed fetch set aside in ohlcv_quarantine (migration 0002)
     sa.Column("quarantined_bars", sa.Integer, nullable=False, server_default="0"),
+    # 0003: how the stored bars were fetched ('adjusted': before 0003, to be re-fetched as traded)
+    sa.Column("bars_basis", sa.String(16), nullable=False, server_default="as_traded"),
+    # 0003: the last read of the symbol's corporate-action lists ('ok' or 'failed' with the error)
+    sa.Column("corporate_actions_status", sa.String(16), nullable=True),
+    sa.Column("corporate_actions_error", sa.Text, nullable=True),
+    sa.Column("corporate_actions_read_at", sa.DateTime, nullable=True),
     sa.CheckConstraint("asset_class IN ('stock', 'etf', 'crypto')", name="ck_tracked_symbols_asset_class"),
     sa.CheckConstraint(
         "backfill_status IN ('pending', 'in_progress', 'completed', 'failed')",
@@ -124,3 +130,55 @@ ohlcv_quarantine = sa.Table(
 )
 
 BAR_VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "transactions")
+
+# ---- 0003: corporate actions -----------------------------------------------------------------------
+EVENT_STATUSES = ("active", "duplicate", "withdrawn", "invalid")
+_EVENT_STATUS_CHECK = "status IN ('active', 'duplicate', 'withdrawn', 'invalid')"
+
+splits = sa.Table(
+    "splits",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("provider_id", sa.String(128), primary_key=True),
+    sa.Column("execution_date", sa.Date, nullable=True),
+    sa.Column("split_from", sa.Float(53), nullable=True),
+    sa.Column("split_to", sa.Float(53), nullable=True),
+    sa.Column("adjustment_type", sa.String(32), nullable=True),
+    sa.Column("historical_adjustment_factor", sa.Float(53), nullable=True),
+    sa.Column("first_seen", sa.DateTime, nullable=False),
+    sa.Column("last_seen", sa.DateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.CheckConstraint(_EVENT_STATUS_CHECK, name="ck_splits_status"),
+)
+
+dividends = sa.Table(
+    "dividends",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("provider_id", sa.String(128), primary_key=True),
+    sa.Column("ex_dividend_date", sa.Date, nullable=True),
+    sa.Column("declaration_date", sa.Date, nullable=True),
+    sa.Column("record_date", sa.Date, nullable=True),
+    sa.Column("pay_date", sa.Date, nullable=True),
+    sa.Column("cash_amount", sa.Float(53), nullable=True),
+    sa.Column("currency", sa.String(8), nullable=True),
+    sa.Column("distribution_type", sa.String(32), nullable=True),
+    sa.Column("frequency", sa.Integer, nullable=True),
+    sa.Column("first_seen", sa.DateTime, nullable=False),
+    sa.Column("last_seen", sa.DateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.CheckConstraint(_EVENT_STATUS_CHECK, name="ck_dividends_status"),
+)
+
+# per symbol, the factors of the bars dated valid_from <= date < valid_to (none after the last event)
+adjustment_factors = sa.Table(
+    "adjustment_factors",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("valid_from", sa.Date, primary_key=True),
+    sa.Column("valid_to", sa.Date, nullable=False),
+    sa.Column("split_factor", sa.Float(53), nullable=False),
+    sa.Column("total_return_factor", sa.Float(53), nullable=False),
+)

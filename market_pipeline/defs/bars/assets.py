@@ -53,6 +53,8 @@ from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, first_run_refer
 from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
+from market_pipeline.defs.bars.checks import SPLIT_CHECK
+from market_pipeline.defs.corporate_actions.ops import read_corporate_actions, split_check
 
 POLYGON_POOL = "polygon_api"
 FULL_REFETCH_TAG = "market_pipeline/full_refetch"
@@ -109,6 +111,17 @@ class OhlcvConfig(CheckSettings):
             "fetch each symbol's whole history from its start date again (repairs a symbol), instead of "
             f"the re-fetch window; a backfill asks for it with the run tag {FULL_REFETCH_TAG}=true"
         ),
+    )
+    corporate_actions: str = Field(
+        default="symbols",
+        description=(
+            "before fetching bars, read corporate actions: 'symbols' (the whole split and dividend lists of "
+            "the run's stocks and ETFs, batched), 'recent' (every ticker's events of the last "
+            "corporate_actions_lookback_days: what the daily schedule does) or 'none'"
+        ),
+    )
+    corporate_actions_lookback_days: int = Field(
+        default=60, description="look-back of the 'recent' corporate-actions read (events recorded weeks late)"
     )
 
     def wants_full_refetch(self, tags) -> bool:
@@ -243,6 +256,8 @@ def _ohlcv_daily(
         with polygon.get_client(logger=context.log) as client:
             rows = first_run_references(context, client, registry, refs_store, rows)
             refs = refs_store.get_many([row.symbol for row in rows])
+            # splits and dividends first: the bars' factors and checks depend on them
+            yield from read_corporate_actions(context, config, client, warehouse.resolved_url(), rows, now)
             for result, row in _refresh(context, config, client, store, registry, rows, now):
                 symbol = row.symbol
                 if result.status != "completed":
@@ -265,6 +280,8 @@ def _ohlcv_daily(
                     bars = result.stored_bars if result.stored_bars is not None else store.read_bars(symbol)
                     stats = compute_stats(symbol, row.asset_class, bars, config, now, row.delisted_on)
                     yield from evaluations(stats, selected_checks, context.instance, now=now, delisted_on=row.delisted_on)
+                    if any(k.name == SPLIT_CHECK for k in selected_checks):
+                        yield split_check(warehouse.resolved_url(), row, bars, context.instance)
                 result.stored_bars = None  # memory stays flat however many symbols the run holds
             context.log.info(
                 f"{len(stored)} symbol(s) stored ({sum(r.path == 'grouped' for r in stored)} from grouped-daily bars): "
@@ -278,8 +295,11 @@ def _ohlcv_daily(
             row = tracked.get(symbol)
             if row is None or (config.asset_classes is not None and row.asset_class not in config.asset_classes):
                 continue
-            stats = compute_stats(symbol, row.asset_class, store.read_bars(symbol), config, now, row.delisted_on)
+            bars = store.read_bars(symbol)
+            stats = compute_stats(symbol, row.asset_class, bars, config, now, row.delisted_on)
             yield from evaluations(stats, selected_checks, context.instance, now=now, delisted_on=row.delisted_on)
+            if any(k.name == SPLIT_CHECK for k in selected_checks):
+                yield split_check(warehouse.resolved_url(), row, bars, context.instance)
 
     # Each symbol's check results were recorded above with its partition. Dagster also expects one output per
     # selected check of the op; these carry no evaluation (the evaluations are the per-partition ones).

@@ -36,6 +36,7 @@ OHLCV_KEY = AssetKey("ohlcv_daily")
 VALIDATION_CHECK = "validation_rate"
 GAPS_CHECK = "date_gaps"
 FRESHNESS_CHECK = "freshness"
+SPLIT_CHECK = "split_consistency"
 
 def _partitioned_check(name: str, description: str) -> AssetCheckSpec:
     with warnings.catch_warnings():
@@ -63,6 +64,12 @@ check_specs = [
         "stocks/ETFs, the UTC day for crypto), allowing for Polygon's publication delay. WARN when behind, "
         "naming the missing sessions; passes for a delisted symbol whose history reaches its last session "
         "(expected-stale).",
+    ),
+    _partitioned_check(
+        SPLIT_CHECK,
+        "Stocks and ETFs: every recorded split shows in the as-traded prices (the overnight move across "
+        "its execution date matches its ratio), and no overnight move looks like an unrecorded split "
+        "(the dates are named). Duplicated listings are named and applied once; they do not fail.",
     ),
 ]
 CHECK_KEYS = {spec.key for spec in check_specs}

@@ -58,7 +58,9 @@ def refresh_request(
         return SkipReason(f"no active {'/'.join(classes)} symbol has a partition yet")
     target = target_session(market_of(classes[0]), tick)
     tags = {TRIGGER_TAG: schedule_name, CLASSES_TAG: ",".join(classes), TARGET_TAG: target.isoformat()}
-    config = {"ops": {OHLCV_OP: {"config": {"asset_classes": classes, "target_date": target.isoformat()}}}}
+    # corporate actions: every ticker's recent events (a constant number of requests), before the bars
+    op_config = {"asset_classes": classes, "target_date": target.isoformat(), "corporate_actions": "recent"}
+    config = {"ops": {OHLCV_OP: {"config": op_config}}}
     run_key = f"{schedule_name}:{tick.astimezone(dt.timezone.utc):%Y-%m-%dT%H:%MZ}"
     if len(keys) == 1:
         return RunRequest(run_key=run_key, partition_key=keys[0], run_config=config, tags=tags)

@@ -1,7 +1,7 @@
 """quarantine: ohlcv_quarantine (wire bars set aside with a reason), tracked_symbols.quarantined_bars
 
 Revision ID: 0002
-Revises: 0004
+Revises: 0001
 Create Date: 2026-12-02
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
-down_revision = "0004"  # the newest revision on main when this branch was rebased; the lead re-chains at merge
+down_revision = "0001"
 branch_labels = None
 depends_on = None
 

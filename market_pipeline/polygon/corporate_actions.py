@@ -1,0 +1,114 @@
+"""Reading Polygon's corporate-action lists: `/stocks/v1/splits` and `/stocks/v1/dividends`.
+
+Reuses the client's transport (`PolygonClient._get_json`: pacing, retries, the key in the header
+only). Tickers are batched with `ticker.any_of` and every page is followed through `next_url`
+(guarded against a repeated one). The deprecated `/v3/reference/splits` and `/v3/reference/dividends`
+are used only when the v1 endpoint answers 404 (then for the rest of the client's life); any other
+error is raised as the client's `PolygonError`.
+
+Two kinds of reads:
+- `read(kind, tickers)`: the whole lists of these tickers (a complete re-read: an event absent from
+  it has been withdrawn); ceil(len(tickers) / batch_size) requests plus extra pages.
+- `read(kind, None, since=day)`: every ticker's events dated on or after `day`, in a constant
+  number of requests however many symbols are tracked (one page holds up to 5000 rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+
+from market_pipeline.corporate_actions import Dividend, Split, parse_dividend, parse_split
+from market_pipeline.polygon.client import MAX_PAGES, PolygonClient, PolygonError, _strip_key
+
+BATCH_SIZE = 100  # tickers per `ticker.any_of` (keeps the URL short)
+V1 = {"splits": "/stocks/v1/splits", "dividends": "/stocks/v1/dividends"}
+V3 = {"splits": "/v3/reference/splits", "dividends": "/v3/reference/dividends"}
+DATE_FIELD = {"splits": "execution_date", "dividends": "ex_dividend_date"}
+LIMIT = {"v1": 5000, "v3": 1000}
+
+
+@dataclasses.dataclass
+class ListRead:
+    """The parsed rows of one read and what it covered."""
+
+    kind: str
+    events: list  # Split or Dividend
+    tickers: list[str] | None  # None: every ticker (a date window)
+    since: dt.date | None
+    requests: int = 0
+    version: str = "v1"
+
+    @property
+    def complete_symbols(self) -> list[str]:
+        """Symbols whose whole list was read (withdrawals can be decided for them)."""
+        return list(self.tickers or []) if self.since is None else []
+
+
+class CorporateActionsClient:
+    def __init__(self, client: PolygonClient, batch_size: int = BATCH_SIZE):
+        self.client = client
+        self.batch_size = batch_size
+        self.version = "v1"
+
+    def read(self, kind: str, tickers: Sequence[str] | None, *, since: dt.date | None = None) -> ListRead:
+        if kind not in V1:
+            raise ValueError(f"unknown corporate-action list {kind!r}: use splits or dividends")
+        tickers = None if tickers is None else sorted(set(tickers))
+        result = ListRead(kind, [], tickers, since)
+        batches = [None] if tickers is None else [
+            tickers[i : i + self.batch_size] for i in range(0, len(tickers), self.batch_size)
+        ]
+        parse = parse_split if kind == "splits" else parse_dividend
+        for batch in batches:
+            for row in self._rows(kind, batch, since, result):
+                result.events.append(parse(row))
+        result.version = self.version
+        return result
+
+    def splits(self, tickers, *, since=None) -> ListRead:
+        return self.read("splits", tickers, since=since)
+
+    def dividends(self, tickers, *, since=None) -> ListRead:
+        return self.read("dividends", tickers, since=since)
+
+    def _params(self, kind: str, batch, since) -> dict:
+        params = {"limit": LIMIT[self.version]}
+        if batch is not None:
+            params["ticker.any_of"] = ",".join(batch)
+        if since is not None:
+            params[f"{DATE_FIELD[kind]}.gte"] = since.isoformat()
+        return params
+
+    def _rows(self, kind: str, batch, since, result: ListRead) -> list[dict]:
+        what = f"{kind} of {len(batch)} ticker(s)" if batch is not None else f"{kind} since {since}"
+        base = self.client.base_url
+        while True:
+            url, params = f"{base}{(V1 if self.version == 'v1' else V3)[kind]}", self._params(kind, batch, since)
+            try:
+                return self._pages(url, params, what, kind, result)
+            except PolygonError as exc:
+                if exc.status == 404 and self.version == "v1":
+                    self.client.log.warning("%s: %s answered 404; falling back to the deprecated v3 endpoint", what, V1[kind])
+                    self.version = "v3"
+                    continue
+                raise
+
+    def _pages(self, url: str, params: dict | None, what: str, kind: str, result: ListRead) -> list[dict]:
+        rows: list[dict] = []
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            seen.add(url)
+            body = self.client._get_json(url, params, what=what, endpoint=kind)
+            result.requests += 1
+            rows.extend(r for r in body.get("results") or [] if isinstance(r, dict))
+            next_url = body.get("next_url")
+            if not next_url:
+                break
+            next_url = _strip_key(next_url)
+            if next_url in seen:
+                self.client.log.warning("%s: Polygon repeated a next_url; stopping pagination", what)
+                break
+            url, params = next_url, None
+        return rows
