@@ -2,7 +2,8 @@
 
 Reuses the client's transport (`PolygonClient._get_json`: pacing, retries, the key in the header
 only). Tickers are batched with `ticker.any_of` and every page is followed through `next_url`
-(guarded against a repeated one). The deprecated `/v3/reference/splits` and `/v3/reference/dividends`
+(`PageGuard`: a repeated `next_url`, one leaving the API's origin or an endless chain is an error,
+never a shortened list). The deprecated `/v3/reference/splits` and `/v3/reference/dividends`
 are used only when the v1 endpoint answers 404 (then for the rest of the client's life); any other
 error is raised as the client's `PolygonError`.
 
@@ -18,9 +19,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
+from urllib.parse import urlencode
 
 from market_pipeline.corporate_actions import Dividend, Split, parse_dividend, parse_split
-from market_pipeline.polygon.client import MAX_PAGES, PolygonClient, PolygonError, _strip_key
+from market_pipeline.polygon.client import PolygonClient, PolygonError
+from market_pipeline.polygon.pagination import PageGuard, PaginationError
 
 BATCH_SIZE = 100  # tickers per `ticker.any_of` (keeps the URL short)
 V1 = {"splits": "/stocks/v1/splits", "dividends": "/stocks/v1/dividends"}
@@ -97,18 +100,17 @@ class CorporateActionsClient:
 
     def _pages(self, url: str, params: dict | None, what: str, kind: str, result: ListRead) -> list[dict]:
         rows: list[dict] = []
-        seen: set[str] = set()
-        for _ in range(MAX_PAGES):
-            seen.add(url)
-            body = self.client._get_json(url, params, what=what, endpoint=kind)
+        first = f"{url}?{urlencode(params)}" if params else url  # the whole first URL, so a repeat of it is seen
+        guard = PageGuard(first, self.client.base_url, what=what, max_pages=self.client.max_pages)
+        url = first
+        while True:
+            body = self.client._get_json(url, None, what=what, endpoint=kind)
             result.requests += 1
             rows.extend(r for r in body.get("results") or [] if isinstance(r, dict))
             next_url = body.get("next_url")
             if not next_url:
-                break
-            next_url = _strip_key(next_url)
-            if next_url in seen:
-                self.client.log.warning("%s: Polygon repeated a next_url; stopping pagination", what)
-                break
-            url, params = next_url, None
-        return rows
+                return rows
+            try:
+                url = guard.follow(next_url)
+            except PaginationError as exc:
+                raise PolygonError(str(exc)) from None
