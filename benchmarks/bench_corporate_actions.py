@@ -141,3 +141,39 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def scenario(bench) -> "Section":
+    """Scenario 9 of `make bench` (benchmarks.run_all): the same measurements at the run's N x Y, and
+    the corporate-actions requests of `--scale-symbols` tracked symbols."""
+    from benchmarks.report import Section
+
+    n, years = len(bench.symbols), bench.years
+    section = Section(
+        "corporate_actions" + bench.key_suffix,
+        f"9. Corporate actions: adjusted reads and requests{bench.label}",
+        f"`read_bars` on a SQLite warehouse of {n} stocks x {years} years (252 sessions a year) with synthetic splits "
+        f"and dividends: one symbol's split-adjusted history (median of 21 reads) beside the same read unadjusted, and "
+        f"the total-return panel of all {n} beside the unadjusted panel (median of 3); then the requests of the daily "
+        f"corporate-actions read (every ticker's last {DEFAULT_LOOKBACK_DAYS} days) and of the weekly whole-list sweep "
+        f"with {bench.args.scale_symbols:,} symbols tracked, counted against the sandbox.",
+        ["Measure", "Value", "Target"],
+        align="lrr",
+    )
+    home = bench.temp_home("corporate-actions")
+    try:
+        bench.log(f"corporate actions: panel of {n} x {years}, requests at {bench.args.scale_symbols:,} tracked")
+        p = panel(f"sqlite:///{home / 'panel.sqlite'}", n, years, 21)
+        r = requests(f"sqlite:///{home / 'requests.sqlite'}", bench.args.scale_symbols)
+    finally:
+        bench.discard(home)
+    section.row(f"one symbol, {years} years, split-adjusted read (ms)", f"{p['one_symbol_splits_ms_median']:.1f}", "< 20")
+    section.row(f"one symbol, {years} years, unadjusted read (ms)", f"{p['one_symbol_none_ms_median']:.1f}", "")
+    section.row(f"total-return panel of {n} (s)", f"{p['panel_total_return_s_median']:.2f}", "")
+    section.row(f"unadjusted panel of {n} (s)", f"{p['panel_none_s_median']:.2f}", "")
+    section.row("panel ratio, total return / unadjusted", f"{p['panel_ratio']:.2f}x", "<= 1.5x")
+    section.row(f"daily corporate-actions read, {r['tracked']:,} tracked (requests)", str(r["daily_requests"]), "<= 3")
+    section.row(f"weekly whole-list sweep, {r['tracked']:,} tracked (requests)", str(r["weekly_sweep_requests"]), "")
+    section.data = {**p, **r}
+    bench.keep["corporate_actions"] = {**p, **r}
+    return section

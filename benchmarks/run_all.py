@@ -11,6 +11,8 @@
     7 memory      peak RSS of the main job's process
     8 network     at the real API's latency (--latency-ms, 150): the bare loop one request at a time and
                   with --in-flight (8) requests at once, beside `market-pipeline run`
+    9 corporate_actions  read_bars adjusted vs unadjusted (one symbol, the N-symbol total-return panel)
+                  and the requests of the daily corporate-actions read at --scale-symbols tracked
 
     .venv/bin/python -m benchmarks.run_all                           # defaults
     .venv/bin/python -m benchmarks.run_all --full-size               # + floor/main job/UI path at 1,000 x 20
@@ -35,7 +37,7 @@ from benchmarks.common import REPO, SandboxProcess, machine_info, start_date_for
 from benchmarks.context import Bench, pct
 from benchmarks.report import MET, MISSED, NOT_MEASURED, Results, Section
 
-SCENARIOS = ("floor", "main_job", "ui_path", "requests", "scale", "quality", "memory", "network")
+SCENARIOS = ("floor", "main_job", "ui_path", "requests", "scale", "quality", "memory", "network", "corporate_actions")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _scenario_functions():
     from benchmarks.api_requests import requests_scenario
+    from benchmarks.bench_corporate_actions import scenario as corporate_actions
     from benchmarks.network import network
     from benchmarks.quality import quality
     from benchmarks.scale import scale
@@ -88,6 +91,7 @@ def _scenario_functions():
     return {
         "floor": floor, "main_job": main_job, "ui_path": ui_path, "requests": requests_scenario,
         "scale": scale, "quality": quality, "memory": memory, "network": network,
+        "corporate_actions": corporate_actions,
     }
 
 
@@ -204,6 +208,21 @@ def evaluate_targets(results: Results, default: Bench, full: Bench | None) -> No
                 status = (MET if r >= 0.7 else MISSED) + ("" if at_full(b) else f" (at {size(b)})")
     t.measured, t.status = "; ".join(parts) or "n/a", status
 
+    # corporate actions (issue 11)
+    for b in (full, default):
+        ca = b.keep.get("corporate_actions") if b is not None else None
+        if not ca:
+            continue
+        t = results.target("Split-adjusted read of one symbol", "< 20 ms for 20 years")
+        t.measured = f"{ca['one_symbol_splits_ms_median']:.1f} ms at {b.years} years"
+        t.status = MET if ca["one_symbol_splits_ms_median"] < 20 else MISSED
+        t = results.target("Total-return panel", "<= 1.5x the unadjusted read, 1,000 x 20")
+        t.measured = f"{ca['panel_ratio']:.2f}x at {size(b)}"
+        t.status = (MET if ca["panel_ratio"] <= 1.5 else MISSED) + ("" if at_full(b) else f" (at {size(b)})")
+        t = results.target("Corporate-actions requests a day", f"<= 3 at {ca['tracked']:,} tracked")
+        t.measured, t.status = f"{ca['daily_requests']} requests", MET if ca["daily_requests"] <= 3 else MISSED
+        break
+
 
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
@@ -250,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 benches.append(full)
                 sandbox.add(fsymbols)
                 full.log(f"full size: rendering {len(fsymbols)} series took {sandbox.warm(fsymbols):.1f} s")
-                for name in ("floor", "main_job", "memory", "ui_path", "network"):
+                for name in ("floor", "main_job", "memory", "ui_path", "network", "corporate_actions"):
                     _run(full, name, functions[name])
             evaluate_targets(results, default, full)
         finally:
