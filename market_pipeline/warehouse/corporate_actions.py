@@ -120,19 +120,11 @@ class CorporateActionStore:
 
     @staticmethod
     def _splits(conn: sa.Connection, symbols: Sequence[str]) -> list[Split]:
-        out = []
-        for i in range(0, len(symbols), _CHUNK):
-            query = sa.select(splits).where(splits.c.symbol.in_(list(symbols[i : i + _CHUNK])))
-            out += [_split_from_row(r) for r in conn.execute(query.order_by(splits.c.symbol, splits.c.execution_date))]
-        return out
+        return _read_events(conn, splits, splits.c.execution_date, _split_from_row, symbols)
 
     @staticmethod
     def _dividends(conn: sa.Connection, symbols: Sequence[str]) -> list[Dividend]:
-        out = []
-        for i in range(0, len(symbols), _CHUNK):
-            query = sa.select(dividends).where(dividends.c.symbol.in_(list(symbols[i : i + _CHUNK])))
-            out += [_dividend_from_row(r) for r in conn.execute(query.order_by(dividends.c.symbol, dividends.c.ex_dividend_date))]
-        return out
+        return _read_events(conn, dividends, dividends.c.ex_dividend_date, _dividend_from_row, symbols)
 
     def tracked_equities(self) -> set[str]:
         """Every tracked stock and ETF symbol (active or not): the symbols whose events are kept."""
@@ -305,3 +297,13 @@ class CorporateActionStore:
                 ],
             )
         return ranges.unapplied
+
+
+def _read_events(conn: sa.Connection, table: sa.Table, date_column, from_row, symbols: Sequence[str]) -> list:
+    """The stored events of `symbols` from `table` (splits or dividends), by symbol then date, read in
+    chunks of `_CHUNK` symbols."""
+    out = []
+    for i in range(0, len(symbols), _CHUNK):
+        query = sa.select(table).where(table.c.symbol.in_(list(symbols[i : i + _CHUNK])))
+        out += [from_row(r) for r in conn.execute(query.order_by(table.c.symbol, date_column))]
+    return out
