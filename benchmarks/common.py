@@ -189,7 +189,9 @@ def pipeline_env(home: Path, sandbox_url: str, db_url: str | None = None) -> dic
 
 
 def sqlite_url(home: Path) -> str:
-    """The default warehouse of a home folder (what settings.default_db_url() gives there)."""
+    """The default warehouse of a home folder (what settings.default_db_url() gives there); its folder
+    is created here, as the pipeline creates a new SQLite warehouse only in a folder that exists."""
+    (home / "data").mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'data' / 'warehouse.sqlite'}"
 
 
