@@ -124,17 +124,23 @@ def _symbol_of(row: Mapping) -> str:
     return str(row.get("ticker") or "").strip()
 
 
-def parse_split(row: Mapping) -> Split:
-    """A split row of either shape; problems give `status="invalid"` with the reason."""
+def _ticker_and_date(row: Mapping, date_key: str, problems: list[str]) -> tuple[str, dt.date | None]:
+    """The row's ticker and its event date (`date_key`); what is missing or unparseable goes to `problems`."""
     symbol = _symbol_of(row)
-    problems: list[str] = []
     if not symbol:
         problems.append("missing ticker")
-    execution_date, problem = _date(row, "execution_date")
+    day, problem = _date(row, date_key)
     if problem:
         problems.append(problem)
-    elif execution_date is None:
-        problems.append("missing execution_date")
+    elif day is None:
+        problems.append(f"missing {date_key}")
+    return symbol, day
+
+
+def parse_split(row: Mapping) -> Split:
+    """A split row of either shape; problems give `status="invalid"` with the reason."""
+    problems: list[str] = []
+    symbol, execution_date = _ticker_and_date(row, "execution_date", problems)
     split_from, problem_from = _number(row, "split_from")
     split_to, problem_to = _number(row, "split_to")
     problems += [p for p in (problem_from, problem_to) if p]
@@ -172,15 +178,8 @@ def parse_split(row: Mapping) -> Split:
 
 def parse_dividend(row: Mapping) -> Dividend:
     """A dividend row of either shape; problems give `status="invalid"` with the reason."""
-    symbol = _symbol_of(row)
     problems: list[str] = []
-    if not symbol:
-        problems.append("missing ticker")
-    ex_date, problem = _date(row, "ex_dividend_date")
-    if problem:
-        problems.append(problem)
-    elif ex_date is None:
-        problems.append("missing ex_dividend_date")
+    symbol, ex_date = _ticker_and_date(row, "ex_dividend_date", problems)
     other_dates = {}
     for key in ("declaration_date", "record_date", "pay_date"):
         other_dates[key], problem = _date(row, key)
