@@ -103,6 +103,15 @@ class CorporateActionStore:
         with self.engine.connect() as conn:
             return self._splits(conn, [symbol])
 
+    def splits_by_symbol(self, symbols: Sequence[str]) -> dict[str, list[Split]]:
+        """Every symbol's recorded splits (by date), in one read: symbol -> splits (absent: none)."""
+        with self.engine.connect() as conn:
+            rows = self._splits(conn, list(symbols)) if symbols else []
+        out: dict[str, list[Split]] = {}
+        for split in rows:
+            out.setdefault(split.symbol, []).append(split)
+        return out
+
     def dividends(self, symbol: str) -> list[Dividend]:
         with self.engine.connect() as conn:
             return self._dividends(conn, [symbol])

@@ -39,7 +39,14 @@ from pydantic import Field
 
 from market_pipeline import settings
 from market_pipeline.defs.bars.interrupts import interrupted_failure
-from market_pipeline.defs.bars.checks import CHECK_KEYS, OHLCV_KEY, CheckSettings, evaluations, check_specs
+from market_pipeline.defs.bars.checks import (
+    CHECK_KEYS,
+    OHLCV_KEY,
+    CheckSettings,
+    check_specs,
+    evaluations,
+    materialization_targets,
+)
 from market_pipeline.quality.report import compute_stats
 from market_pipeline.refresh.ingest import (
     DEFAULT_HISTORY_DAYS,
@@ -54,7 +61,9 @@ from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
 from market_pipeline.defs.bars.checks import SPLIT_CHECK
+from market_pipeline.defs.corporate_actions.checks import split_evaluation
 from market_pipeline.defs.corporate_actions.ops import read_corporate_actions, split_check
+from market_pipeline.warehouse.corporate_actions import CorporateActionStore
 
 POLYGON_POOL = "polygon_api"
 FULL_REFETCH_TAG = "market_pipeline/full_refetch"
@@ -75,6 +84,7 @@ COLUMN_SCHEMA = TableSchema(
 )
 PER_SYMBOL_LOG_LINES = 25  # runs of up to this many symbols log a line per symbol
 PROGRESS_EVERY = 100  # bigger runs log a progress line every this many symbols
+CHECK_BATCH = 50  # symbols whose checks are evaluated together (one event-log and one splits query)
 
 
 class OhlcvConfig(CheckSettings):
@@ -252,6 +262,7 @@ def _ohlcv_daily(
         if config.asset_classes is not None:
             context.log.info(f"{len(rows)} symbol(s) of {', '.join(config.asset_classes)} in {len(keys)} partition(s)")
         stored: list[SymbolResult] = []
+        checking: list[tuple[SymbolResult, object]] = []  # stored symbols whose checks are still to record
         table_rows = store.count_rows()  # the table's rows, kept current as each symbol adds its new ones
         with polygon.get_client(logger=context.log) as client:
             rows = first_run_references(context, client, registry, refs_store, rows)
@@ -277,12 +288,14 @@ def _ohlcv_daily(
                     context.log.info(f"{len(stored)} of {len(rows)} symbol(s) stored")
                 yield _materialization(result, table_rows, reference_metadata(refs.get(symbol)))
                 if selected_checks:
-                    bars = result.stored_bars if result.stored_bars is not None else store.read_bars(symbol)
-                    stats = compute_stats(symbol, row.asset_class, bars, config, now, row.delisted_on)
-                    yield from evaluations(stats, selected_checks, context.instance, now=now, delisted_on=row.delisted_on)
-                    if any(k.name == SPLIT_CHECK for k in selected_checks):
-                        yield split_check(warehouse.resolved_url(), row, bars, context.instance)
-                result.stored_bars = None  # memory stays flat however many symbols the run holds
+                    checking.append((result, row))
+                    if len(checking) >= CHECK_BATCH:
+                        yield from _check_batch(context, config, warehouse, checking, selected_checks, now)
+                        checking = []
+                else:
+                    result.stored_bars = None  # memory stays flat however many symbols the run holds
+            if checking:
+                yield from _check_batch(context, config, warehouse, checking, selected_checks, now)
             context.log.info(
                 f"{len(stored)} symbol(s) stored ({sum(r.path == 'grouped' for r in stored)} from grouped-daily bars): "
                 f"{sum(r.rows_fetched for r in stored)} bars fetched, {sum(r.rows_inserted for r in stored)} new, "
@@ -316,6 +329,25 @@ def _ohlcv_daily(
             },
             allow_retries=any(r.transient for r in failures),
         )
+
+
+def _check_batch(context, config: OhlcvConfig, warehouse: WarehouseResource, batch, selected_checks, now):
+    """The check evaluations of a batch of just-stored symbols: their materializations and their splits
+    are read in one query each (not one per symbol), then each symbol's checks are evaluated."""
+    store = warehouse.bars()
+    symbols = [result.symbol for result, _ in batch]
+    targets = materialization_targets(context.instance, symbols)
+    wants_splits = any(k.name == SPLIT_CHECK for k in selected_checks)
+    equities = [row.symbol for _, row in batch if row.asset_class != "crypto"]
+    splits = CorporateActionStore(warehouse.resolved_url()).splits_by_symbol(equities) if wants_splits else {}
+    for result, row in batch:
+        bars = result.stored_bars if result.stored_bars is not None else store.read_bars(row.symbol)
+        result.stored_bars = None  # memory stays flat however many symbols the run holds
+        target = targets.get(row.symbol)
+        stats = compute_stats(row.symbol, row.asset_class, bars, config, now, row.delisted_on)
+        yield from evaluations(stats, selected_checks, now=now, delisted_on=row.delisted_on, target=target)
+        if wants_splits:
+            yield split_evaluation(row.symbol, row.asset_class, bars, splits.get(row.symbol, []), target=target)
 
 
 def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: dt.datetime):

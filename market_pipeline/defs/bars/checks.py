@@ -101,12 +101,41 @@ def _target(instance, symbol: str) -> AssetCheckEvaluationTargetMaterializationD
     )
 
 
+def materialization_targets(instance, symbols: list[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The latest materialization of each symbol's partition, in one event-log query (the checks of a
+    batch of symbols point at the materializations just recorded); a symbol the query's top rows miss
+    (another run materialised some of them since) is looked up on its own."""
+    if not symbols:
+        return {}
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=OHLCV_KEY, asset_partitions=list(symbols)), limit=len(symbols)
+    ).records
+    found: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    for record in records:  # newest first: the first record of a partition is its latest
+        partition = record.event_log_entry.dagster_event.partition if record.event_log_entry.dagster_event else None
+        if partition is not None and partition not in found:
+            found[partition] = AssetCheckEvaluationTargetMaterializationData(
+                run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+            )
+    for symbol in symbols:
+        if symbol not in found:
+            target = _target(instance, symbol)
+            if target is not None:
+                found[symbol] = target
+    return found
+
+
+_LOOKUP = object()
+
+
 def evaluations(
     stats: SymbolStats, selected: set[AssetCheckKey], instance=None, *, now: dt.datetime | None = None,
-    delisted_on: dt.date | None = None,
+    delisted_on: dt.date | None = None, target=_LOOKUP,
 ) -> list[AssetCheckEvaluation]:
-    """The check evaluations of one symbol partition, for the selected checks (freshness at `now`)."""
-    target = _target(instance, stats.symbol) if instance is not None else None
+    """The check evaluations of one symbol partition, for the selected checks (freshness at `now`).
+    `target`: the materialization they check (default: looked up in `instance`)."""
+    if target is _LOOKUP:
+        target = _target(instance, stats.symbol) if instance is not None else None
     report, gaps = stats.validation, stats.gaps
     rate = "n/a (no bars)" if report.rate is None else f"{report.rate:.4f}"
     results = {

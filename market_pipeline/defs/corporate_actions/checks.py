@@ -10,8 +10,9 @@ from market_pipeline.corporate_actions import evaluate_consistency
 from market_pipeline.defs.bars.checks import OHLCV_KEY, SPLIT_CHECK, _target
 
 
-def split_evaluation(symbol: str, asset_class: str, bars, splits, instance=None) -> AssetCheckEvaluation:
-    target = _target(instance, symbol) if instance is not None else None
+def split_evaluation(symbol: str, asset_class: str, bars, splits, instance=None, *, target=None) -> AssetCheckEvaluation:
+    if target is None and instance is not None:
+        target = _target(instance, symbol)
     if asset_class == "crypto":
         passed, metadata, description = True, {"applicable": False}, f"{symbol}: crypto has no splits"
     else:
