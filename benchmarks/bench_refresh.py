@@ -92,24 +92,11 @@ def _refresh(instance, url: str, window: int, grouped: bool, checks: bool) -> tu
     return result.success, time.perf_counter() - began
 
 
-def _project_storage(home: Path) -> dict:
-    """The event log storage of the project's dagster.yaml (what the daemon's runs write to), under `home`."""
-    import yaml
-
-    from market_pipeline import settings
-
-    config = yaml.safe_load((settings.project_dir() / "dagster.yaml").read_text()) or {}
-    storage = config.get("event_log_storage")
-    if not storage:
-        return {}
-    storage = {**storage, "config": {**(storage.get("config") or {}), "base_dir": str(home / "history" / "runs")}}
-    return {"event_log_storage": storage}
-
-
 def scenario(sandbox, symbols, window, missed, history_sessions, checks, compare_range, workdir: Path) -> dict:
     from dagster import instance_for_test
 
     from market_pipeline.defs.bars.partitions import symbols_partitions
+    from market_pipeline.storage.config import project_event_log_storage
 
     url = f"sqlite:///{workdir / 'warehouse.sqlite'}"
     os.environ["MARKET_PIPELINE_DB_URL"] = url
@@ -127,7 +114,7 @@ def scenario(sandbox, symbols, window, missed, history_sessions, checks, compare
         os.environ["MARKET_PIPELINE_DB_URL"] = path_url
         home = workdir / f"dagster-{label}"
         home.mkdir()
-        with instance_for_test(temp_dir=str(home), overrides=_project_storage(home)) as instance:
+        with instance_for_test(temp_dir=str(home), overrides=project_event_log_storage(home)) as instance:
             instance.add_dynamic_partitions(symbols_partitions.name, symbols)
             sandbox.reset_counts()
             ok, seconds = _refresh(instance, path_url, window, grouped, checks)

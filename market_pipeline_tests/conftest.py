@@ -72,8 +72,13 @@ def polygon_env(monkeypatch, sandbox, warehouse_url):
 
 
 @pytest.fixture
-def instance():
+def instance(tmp_path):
+    """A throwaway Dagster instance with the event log storage of the project's dagster.yaml."""
     from dagster import instance_for_test
 
-    with instance_for_test() as inst:
+    from market_pipeline.storage.config import project_event_log_storage
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home), overrides=project_event_log_storage(home)) as inst:
         yield inst

@@ -20,13 +20,17 @@ time is touched (no data changes), which the watchdog sees the same way.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
-from dagster import Field, StringSource
+from dagster import DagsterEventType, Field, StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine
@@ -36,6 +40,21 @@ from sqlalchemy.pool import QueuePool
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30  # as Dagster's: wait this long for another process's write lock
 DEFAULT_OPEN_RUN_SHARDS = 8
+DEFAULT_BATCH_EVENTS = 200
+DEFAULT_BATCH_SECONDS = 0.25
+# the events a run records per partition; everything else (step, run, log events) is written at once
+BATCHED_EVENT_TYPES = frozenset({DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_CHECK_EVALUATION})
+
+_live: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for storage in list(_live):
+        try:
+            storage.flush()
+        except Exception:
+            pass
 
 
 def _durable_enough(dbapi_connection, _record) -> None:
@@ -65,18 +84,38 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         base_dir: str | None = None,
         inst_data: ConfigurableClassData | None = None,
         open_run_shards: int = DEFAULT_OPEN_RUN_SHARDS,
+        batch_events: int = DEFAULT_BATCH_EVENTS,
+        batch_seconds: float = DEFAULT_BATCH_SECONDS,
     ):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_lock = threading.Lock()
         self._open_run_shards = max(1, open_run_shards)
         self._tables: set[str] = set()
+        self._batch_events = max(1, batch_events)
+        self._batch_seconds = max(0.0, batch_seconds)
+        self._buffer: list = []
+        self._buffer_since = 0.0
+        self._buffer_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._flush_stack: ExitStack | None = None
+        self._local = threading.local()
+        self._timer: threading.Timer | None = None
         super().__init__(base_dir or default_base_dir(), inst_data)
+        _live.add(self)
 
     @classmethod
     def config_type(cls):
         return {
             "base_dir": Field(StringSource, is_required=False, description="default $DAGSTER_HOME/history/runs"),
             "open_run_shards": Field(int, is_required=False, default_value=DEFAULT_OPEN_RUN_SHARDS),
+            "batch_events": Field(
+                int, is_required=False, default_value=DEFAULT_BATCH_EVENTS,
+                description="write materializations and check evaluations in batches of up to this many (1: one by one)",
+            ),
+            "batch_seconds": Field(
+                float, is_required=False, default_value=DEFAULT_BATCH_SECONDS,
+                description="a batch is written at the latest this long after its first event",
+            ),
         }
 
     @classmethod
@@ -101,7 +140,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             sa_event.listen(engine, "connect", _durable_enough)
             self._engines[shard] = engine
             runs = [name for name in self._engines if name != INDEX_SHARD_NAME]
-            for stale in runs[: max(0, len(runs) - self._open_run_shards)]:
+            busy = getattr(self._local, "tx", None) or {}
+            for stale in [name for name in runs if name not in busy][: max(0, len(runs) - self._open_run_shards)]:
                 self._engines.pop(stale).dispose()
             return engine
 
@@ -111,14 +151,25 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         if engine is not None:
             engine.dispose()
 
+    def _ready_engine(self, shard: str) -> Engine:
+        engine = self._engine(shard)
+        if shard not in self._initialized_dbs:
+            self._initdb(engine)
+            self._initialized_dbs.add(shard)
+        return engine
+
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
+        flushing = getattr(self._local, "tx", None)
+        if flushing is not None:  # a statement of the batch being written: the batch's transaction
+            if shard not in flushing:
+                flushing[shard] = self._flush_stack.enter_context(self._ready_engine(shard).begin())
+            yield flushing[shard]
+            return
+        if self._buffer:  # every read or write sees the buffered events first
+            self.flush()
         with self._db_lock:
-            engine = self._engine(shard)
-            if shard not in self._initialized_dbs:
-                self._initdb(engine)
-                self._initialized_dbs.add(shard)
-            with engine.connect() as conn:
+            with self._ready_engine(shard).connect() as conn:
                 with conn.begin():
                     yield conn
 
@@ -129,16 +180,80 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         except FileNotFoundError:
             pass
 
+    # ---- writes: the per-partition events in batches ------------------------------------------
     def store_event(self, event) -> None:
+        if self._batchable(event):
+            with self._buffer_lock:
+                self._buffer.append(event)
+                if len(self._buffer) == 1:
+                    self._buffer_since = time.monotonic()
+                due = len(self._buffer) >= self._batch_events or time.monotonic() - self._buffer_since >= self._batch_seconds
+            if due:
+                self.flush()
+            else:
+                self._arm_timer()
+            return
+        self.flush()  # anything else (step and run events) is written at once, after what came before it
         super().store_event(event)
         if event.run_id:
             self._notify_watchers(event.run_id)
 
     def store_event_batch(self, events) -> None:
-        for event in events:
-            SqliteEventLogStorage.store_event(self, event)
-        for run_id in {event.run_id for event in events if event.run_id}:
-            self._notify_watchers(run_id)
+        with self._buffer_lock:
+            self._buffer.extend(events)
+        self.flush()
+
+    def _batchable(self, event) -> bool:
+        return bool(
+            self._batch_events > 1
+            and event.run_id
+            and event.is_dagster_event
+            and event.dagster_event_type in BATCHED_EVENT_TYPES
+        )
+
+    def flush(self) -> None:
+        """Write the buffered events: Dagster's own statements for each, in one transaction per file."""
+        with self._flush_lock:
+            with self._buffer_lock:
+                events, self._buffer = self._buffer, []
+                timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
+            if not events:
+                return
+            try:
+                with self._db_lock, ExitStack() as stack:
+                    self._flush_stack, self._local.tx = stack, {}
+                    try:
+                        for event in events:
+                            self._store_one(event)
+                    finally:
+                        self._local.tx = None
+            except BaseException:
+                with self._buffer_lock:  # nothing of the batch was committed: keep it for the next try
+                    self._buffer[:0] = events
+                raise
+            for run_id in {event.run_id for event in events}:
+                self._notify_watchers(run_id)
+
+    def _store_one(self, event) -> None:
+        SqliteEventLogStorage.store_event(self, event)
+
+    def _arm_timer(self) -> None:
+        with self._buffer_lock:
+            if self._timer is not None or not self._buffer:
+                return
+            self._timer = threading.Timer(self._batch_seconds, self._timed_flush)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _timed_flush(self) -> None:
+        with self._buffer_lock:
+            self._timer = None
+        try:
+            self.flush()
+        except Exception:  # the next event or read tries again
+            logging.getLogger(__name__).exception("could not write buffered Dagster events; retrying with the next event")
 
     def has_table(self, table_name: str) -> bool:
         """Dagster asks on nearly every asset event; a table, once there, stays (tables are only added)."""
@@ -156,6 +271,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._forget(run_id)
 
     def wipe(self) -> None:
+        with self._buffer_lock:
+            self._buffer = []
         with self._engines_lock:
             engines, self._engines = list(self._engines.items()), OrderedDict()
         for _, engine in engines:
@@ -164,6 +281,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         super().wipe()
 
     def dispose(self) -> None:
+        self.flush()
         with self._engines_lock:
             engines, self._engines = list(self._engines.values()), OrderedDict()
         for engine in engines:
