@@ -272,6 +272,8 @@ def test_dagster_postgres_yaml_matches_dagster_yaml_outside_storage():
     base = yaml.safe_load((project / "dagster.yaml").read_text())
     pg = yaml.safe_load((project / "dagster.postgres.yaml").read_text())
     assert pg.pop("storage")["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    # the SQLite deployment's event log is the pooled, batching subclass of Dagster's (issue 12)
+    assert base.pop("event_log_storage")["class"] == "PooledSqliteEventLogStorage"
     assert pg == base
 
 

@@ -116,10 +116,11 @@ class Sensors:
 
 
 @pytest.fixture
-def shared_instance(tmp_path):
+def shared_instance(tmp_path, monkeypatch):
     """A Dagster home with the project's dagster.yaml, shared by this process and the CLI's."""
     home = tmp_path / "dagster"
     home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # where the project's event log storage keeps its files
     shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
     with DagsterInstance.from_config(str(home)) as instance:
         yield home, instance
@@ -243,9 +244,10 @@ def released(registry: SymbolRegistry, symbol: str, run_id: str, reason: str):
 
 
 @pytest.mark.slow
-def test_daemon_releases_symbols_of_killed_and_terminated_runs_and_retries_killed_runs(tmp_path, sandbox):
+def test_daemon_releases_symbols_of_killed_and_terminated_runs_and_retries_killed_runs(tmp_path, sandbox, monkeypatch):
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))  # where the project's event log storage keeps its files
     shutil.copyfile(PROJECT / "dagster.yaml", dagster_home / "dagster.yaml")
     env = environment(tmp_path, sandbox, dagster_home)
     url = env["MARKET_PIPELINE_DB_URL"]

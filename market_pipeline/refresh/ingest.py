@@ -22,6 +22,7 @@ from market_pipeline.warehouse.store import BarStore, normalize_bars
 
 DEFAULT_HISTORY_DAYS = 730  # what Polygon's free plan serves: about two years
 DEFAULT_REFETCH_SESSIONS = 3  # late trades revise the last few daily bars
+GROUPED_STORE_BATCH = 200  # grouped symbols stored together (set-based statements, one bar transaction)
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ def refresh_grouped(
             yield result
         return
     by_symbol = {symbol: rows for symbol, rows in frame.groupby("symbol", sort=False)} if len(frame) else {}
+    batch: list = []
     for tracked, start in windows:
         bars = by_symbol.get(tracked.symbol)
         if bars is None and dates:
@@ -229,7 +231,12 @@ def refresh_grouped(
             result.note = "absent from the grouped-daily responses: fetched with a range request"
             yield result
             continue
-        yield _store_grouped(store, registry, tracked, bars, start, target, shared, run_id, set_aside.get(tracked.symbol, []))
+        batch.append((tracked, start, bars))
+        if len(batch) >= GROUPED_STORE_BATCH:
+            yield from _store_grouped_batch(store, registry, batch, target, shared, run_id, set_aside)
+            batch = []
+    if batch:
+        yield from _store_grouped_batch(store, registry, batch, target, shared, run_id, set_aside)
 
 
 def _store_and_complete(
@@ -257,6 +264,52 @@ def _store_and_complete(
         CorporateActionStore(store.url).recompute([result.symbol])
 
 
+def _grouped_window(bars: pd.DataFrame | None, start: dt.date, target: dt.date) -> pd.DataFrame:
+    """One symbol's grouped-daily bars from its window start to the target, by date."""
+    if bars is None:
+        bars = pd.DataFrame(columns=list(BAR_COLUMNS))
+    day = bars["date"]
+    bars = bars[(day >= pd.Timestamp(start)) & (day <= pd.Timestamp(target))]
+    return bars.sort_values("date", kind="stable").reset_index(drop=True)[list(BAR_COLUMNS)]
+
+
+def _store_grouped_batch(store, registry, batch, target, shared, run_id, set_aside) -> Iterator[SymbolResult]:
+    """Store a batch of grouped symbols with set-based statements: one status update for all, one
+    transaction for all their bars, one summary query, one completion update, their factors
+    (a handful of transactions for the batch, not five per symbol). A database fault in the batch
+    sends each of its symbols through the one-symbol path, which records the fault per symbol."""
+    symbols = [tracked.symbol for tracked, _, _ in batch]
+    try:
+        registry.mark_in_progress_many(symbols, run_id)
+        quarantine = QuarantineStore(store.url)
+        quarantined = {s: quarantine.record(s, list(set_aside.get(s, [])), run_id) for s in symbols}
+        frames = {tracked.symbol: _grouped_window(bars, start, target) for tracked, start, bars in batch}
+        frames = {s: normalize_bars(f) if not f.empty else f for s, f in frames.items()}
+        written = store.upsert_many(list(frames.items()))
+        summary = store.summary(symbols)
+        registry.mark_completed_many(quarantined, run_id)
+        CorporateActionStore(store.url).recompute([t.symbol for t, _, _ in batch if t.asset_class != "crypto"])
+    except Exception:
+        for tracked, start, bars in batch:
+            yield _store_grouped(store, registry, tracked, bars, start, target, shared, run_id, set_aside.get(tracked.symbol, []))
+        return
+    for tracked, start, _ in batch:
+        symbol, bars, done = tracked.symbol, frames[tracked.symbol], written[tracked.symbol]
+        result = SymbolResult(
+            symbol, tracked.asset_class, "completed", path="grouped", requests=shared, requests_shared=True,
+            fetch_from=start.isoformat(), fetch_to=target.isoformat(), quarantined=quarantined[symbol],
+            rows_fetched=len(bars), rows_upserted=done.rows_upserted, rows_inserted=done.rows_inserted,
+            rows_changed=done.rows_changed,
+        )
+        count, first, last = summary.get(symbol, (0, None, None))
+        result.rows_stored = count
+        if count and count == len(bars) == done.rows_upserted:  # the stored rows are these bars
+            result.stored_bars = bars.reset_index(drop=True)
+        result.first_date = first.isoformat() if first else None
+        result.last_date = last.isoformat() if last else None
+        yield result
+
+
 def _store_grouped(store, registry, tracked, bars, start, target, shared, run_id, set_aside=()) -> SymbolResult:
     symbol = tracked.symbol
     result = SymbolResult(
@@ -266,11 +319,7 @@ def _store_grouped(store, registry, tracked, bars, start, target, shared, run_id
     try:
         registry.mark_in_progress(symbol, run_id)
         result.quarantined = QuarantineStore(store.url).record(symbol, list(set_aside), run_id)
-        if bars is None:
-            bars = pd.DataFrame(columns=list(BAR_COLUMNS))
-        day = bars["date"]
-        bars = bars[(day >= pd.Timestamp(start)) & (day <= pd.Timestamp(target))]
-        bars = bars.sort_values("date", kind="stable").reset_index(drop=True)[list(BAR_COLUMNS)]
+        bars = _grouped_window(bars, start, target)
         _store_and_complete(store, registry, result, bars, run_id, history_from=None)
     except Exception as exc:  # a database fault: record it, let the caller fail the run
         result.error, result.transient = f"{symbol}: {type(exc).__name__}: {exc}", True

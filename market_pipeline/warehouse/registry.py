@@ -215,6 +215,31 @@ class SymbolRegistry:
                 values["history_from"] = history_from
         self._set_status(symbol, **values)
 
+    def mark_in_progress_many(self, symbols: Sequence[str], run_id: str | None) -> None:
+        """`mark_in_progress` for many symbols in one statement."""
+        if symbols:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    T.update().where(T.c.symbol.in_(list(symbols)))
+                    .values(backfill_status="in_progress", last_run_id=run_id, updated_at=utcnow())
+                )
+
+    def mark_completed_many(self, quarantined: dict[str, int], run_id: str | None) -> None:
+        """`mark_completed` (no new history start) for many symbols in one transaction:
+        `quarantined` maps each symbol to the bars of its fetch set aside."""
+        now = utcnow()
+        by_count: dict[int, list[str]] = {}
+        for symbol, count in quarantined.items():
+            by_count.setdefault(count, []).append(symbol)
+        with self.engine.begin() as conn:
+            for count, symbols in by_count.items():
+                conn.execute(
+                    T.update().where(T.c.symbol.in_(symbols)).values(
+                        backfill_status="completed", backfill_error=None, last_backfill=now, last_run_id=run_id,
+                        quarantined_bars=count, updated_at=now,
+                    )
+                )
+
     def mark_failed(self, symbol: str, error: str, run_id: str | None) -> None:
         self._set_status(
             symbol, backfill_status="failed", backfill_error=error[:MAX_ERROR_CHARS], last_run_id=run_id

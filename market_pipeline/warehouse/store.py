@@ -287,6 +287,21 @@ class BarStore:
                 written, inserted, changed = self._merge_portable(conn, symbol, frame, fetched_at)
         return UpsertResult(written, inserted, changed)
 
+    def upsert_many(self, items: list[tuple[str, pd.DataFrame]], fetched_at: dt.datetime | None = None) -> dict[str, UpsertResult]:
+        """Write many symbols' bars in ONE transaction (symbol by symbol inside it, in symbol order so
+        concurrent writers lock alike); all or nothing. symbol -> what was new and what changed."""
+        fetched_at = fetched_at or utcnow()
+        out: dict[str, UpsertResult] = {}
+        with self.engine.begin() as conn:
+            for symbol, frame in sorted(items, key=lambda item: item[0]):
+                if frame.empty:
+                    out[symbol] = UpsertResult(0, 0, 0)
+                    continue
+                frame = normalize_bars(frame)
+                merge = self._merge_postgresql if conn.dialect.name == "postgresql" else self._merge_portable
+                out[symbol] = UpsertResult(*merge(conn, symbol, frame, fetched_at))
+        return out
+
     @staticmethod
     def _merge_postgresql(conn: sa.Connection, symbol: str, frame: pd.DataFrame, fetched_at: dt.datetime):
         # one writer per symbol at a time (others wait here, then see its rows): exact counts, no
