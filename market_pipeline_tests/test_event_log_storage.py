@@ -35,7 +35,7 @@ SYMBOLS = [f"S{i:03d}" for i in range(120)]
 
 @multi_asset(
     specs=[AssetSpec(KEY, skippable=True)],
-    check_specs=[AssetCheckSpec("positive", asset=KEY)],
+    check_specs=[AssetCheckSpec("positive", asset=KEY, partitions_def=PARTS)],  # as ohlcv_daily's checks
     partitions_def=PARTS,
     can_subset=True,
 )
@@ -98,7 +98,7 @@ def test_every_event_of_a_run_is_stored_and_read_back(tmp_path):
         executions = instance.event_log_storage.get_asset_check_execution_history(
             __import__("dagster").AssetCheckKey(KEY, "positive"), limit=1000
         )
-        by_partition = {e.partition: e.status.value for e in executions if e.partition is not None}
+        by_partition = {e.partition: e.status.value for e in executions}
         assert len(by_partition) == len(SYMBOLS)
         assert by_partition["S007"] == "FAILED" and by_partition["S008"] == "SUCCEEDED"
         assert not any(status == "PLANNED" for status in by_partition.values())
@@ -189,3 +189,36 @@ def test_a_failed_batch_write_keeps_its_events_for_the_next_try(tmp_path, monkey
         monkeypatch.setattr(PooledSqliteEventLogStorage, "_store_one", original)
         storage.flush()
         assert len(instance.all_logs(run_id)) == before + 3  # each once: the failed batch was rolled back
+
+
+WIDE_PARTS = DynamicPartitionsDefinition(name="wide_parts")
+
+
+@multi_asset(
+    specs=[AssetSpec(AssetKey("wide"), skippable=True)],
+    check_specs=[AssetCheckSpec("wide_check", asset=AssetKey("wide"), partitions_def=WIDE_PARTS)],
+    partitions_def=WIDE_PARTS,
+    can_subset=True,
+)
+def wide(context):
+    yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(
+        next(iter(context.selected_asset_check_keys))
+    ))
+
+
+def test_a_check_planned_over_thousands_of_partitions_is_recorded(tmp_path):
+    """A daily refresh of 5,000 symbols plans each check over 5,000 partitions: one PLANNED row per
+    partition (the storage writes them itself, serialising the plan once instead of per row)."""
+    from dagster import AssetCheckKey
+
+    keys = [f"W{i:05d}" for i in range(5000)]
+    home = tmp_path / "wide"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home), overrides=_overrides(home)) as instance:
+        instance.add_dynamic_partitions("wide_parts", keys)
+        job = Definitions(assets=[wide]).resolve_implicit_global_asset_job_def()
+        tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+        result = job.execute_in_process(instance=instance, tags=tags)
+        assert result.success
+        rows = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(AssetKey("wide"), "wide_check"), limit=10_000)
+        assert sorted(r.partition for r in rows if r.run_id == result.run_id) == keys

@@ -32,7 +32,9 @@ from contextlib import ExitStack, contextmanager
 
 from dagster import DagsterEventType, Field, StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
-from dagster._serdes import ConfigurableClassData
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._serdes import ConfigurableClassData, serialize_value
 from sqlalchemy import create_engine
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
@@ -254,6 +256,25 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             self.flush()
         except Exception:  # the next event or read tries again
             logging.getLogger(__name__).exception("could not write buffered Dagster events; retrying with the next event")
+
+    def _store_asset_check_evaluation_planned(self, event, event_id) -> None:
+        """Dagster's rows for a planned check (one per partition of the run), with the planned event
+        serialised once instead of once per partition, inserted as executemany: Dagster re-serialises
+        the event (which lists every partition of the run) for each row, so a run of N partitions costs
+        N^2 (4 checks x 1,000 partitions: 10 s of a 1,000-symbol refresh)."""
+        planned = event.dagster_event.event_specific_data
+        keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        common = dict(
+            asset_key=planned.asset_key.to_string(),
+            check_name=planned.check_name,
+            run_id=event.run_id,
+            execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+            evaluation_event=serialize_value(event),
+            evaluation_event_timestamp=self._event_insert_timestamp(event),
+            evaluation_event_storage_id=event_id,
+        )
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), [{**common, "partition": key} for key in keys])
 
     def has_table(self, table_name: str) -> bool:
         """Dagster asks on nearly every asset event; a table, once there, stays (tables are only added)."""
