@@ -17,6 +17,7 @@ per run over a partition range that may interleave classes).
 
 
 import datetime as dt
+from contextlib import closing
 
 from dagster import (
     DagsterExecutionInterruptedError,
@@ -47,8 +48,8 @@ from market_pipeline.refresh.ingest import (
     SymbolResult,
     plan_fetch,
     refresh_grouped,
-    refresh_symbol,
 )
+from market_pipeline.refresh.concurrent import refresh_symbols
 from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, first_run_references, reference_metadata
 from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
@@ -356,12 +357,14 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
         ):
             yield result, by_symbol[result.symbol]
     ranged = {s for plan in plans.values() for s in plan.ranged}
-    for row in rows:
-        if row.symbol in ranged:
-            result = refresh_symbol(
-                client, store, registry, row, run_id=context.run_id, today=today,
-                refetch_sessions=config.refetch_sessions, default_history_days=config.default_history_days,
-                full_refetch=full_refetch,
-                completed_session=targets[market_of(row.asset_class)],
-            )
+    ranged_rows = [row for row in rows if row.symbol in ranged]
+    if len(ranged_rows) > 1 and client.max_in_flight > 1:
+        context.log.info(f"{len(ranged_rows)} range request(s), up to {client.max_in_flight} in flight at once")
+    # the fetches run in threads; every database write stays on this thread (closing it stops them)
+    with closing(refresh_symbols(
+        client, store, registry, ranged_rows, max_in_flight=client.max_in_flight, run_id=context.run_id,
+        today=today, refetch_sessions=config.refetch_sessions, default_history_days=config.default_history_days,
+        full_refetch=full_refetch, completed_session=lambda row: targets[market_of(row.asset_class)],
+    )) as results:
+        for result, row in zip(results, ranged_rows):
             yield result, row
