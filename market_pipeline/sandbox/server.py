@@ -8,7 +8,7 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
 
 - plain attributes: `page_size`, `rate_limit_per_minute`, `retry_after_seconds`, `error_rate`,
   `latency_ms`, `delayed`, `history_limit_days`, `now`, `api_keys`;
-- schedules: `fail_next(n, status, body)`, `truncate_next(n)`;
+- schedules: `fail_next(n, status, body)`, `truncate_next(n)`, `fail_ticker(ticker, status)`;
 - bar edits: `drop_bars`, `corrupt_bars`, `revise_bars`, `set_listing_date`, `clear_knobs`;
 - universe: `add_to_universe`;
 - symbol lifecycle (`reference.py`): `delist`, `rename_ticker`, `reuse_ticker`;
@@ -226,7 +226,7 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
         rid = request.request_id
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000.0)
-        failure = self._injected_failure(rid)
+        failure = self._injected_failure(rid) or self._ticker_failure(request)
         if failure is not None:
             return failure
         if request.endpoint == "other":
