@@ -217,6 +217,8 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
     try:
         scope: list[str] = []  # the symbols this run refreshes, once known
         yield from _ohlcv_daily(context, config, polygon, warehouse, scope)
+    except settings.SettingsError as exc:  # a bad setting: fails the same way every time, not retried
+        raise Failure(description=str(exc), allow_retries=False) from None
     except (DagsterExecutionInterruptedError, KeyboardInterrupt):
         # stop now: no retry (the retry policy would turn the interrupt into one), symbols failed
         context.log.error("interrupted: stopping this run without retrying")
