@@ -33,6 +33,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
+from market_pipeline.polygon.answers import _error_text, _retry_after
 from market_pipeline.polygon.bars import BarParseError, empty_bars, parse_aggregate_results, parse_grouped_results
 from market_pipeline.polygon.origin import describe_host, same_origin
 from market_pipeline.polygon.pacing import Pacer, shared_pacer  # noqa: F401  (Pacer: re-exported)
@@ -88,18 +89,6 @@ class RequestStats:
     retries: int = 0
     paced_seconds: float = 0.0
     by_endpoint: dict[str, int] = field(default_factory=dict)
-
-
-def _error_text(response: requests.Response, content: bytes) -> str:
-    try:
-        body = json.loads(content)
-    except ValueError:
-        return (response.reason or "no JSON body").strip()
-    if isinstance(body, dict):
-        status = body.get("status")
-        text = body.get("error") or body.get("message") or ""
-        return f"{status}: {text}" if status and text else str(text or status or body)
-    return str(body)[:200]
 
 
 class PolygonClient:
@@ -394,13 +383,3 @@ def _refuse_set_aside(what: str, fetched: FetchedBars) -> None:
             f"{what}: unusable bars from Polygon: {len(fetched.set_aside)} bar(s), the first "
             f"({first.date or 'no date'}): {first.reason}"
         )
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None

@@ -4,7 +4,9 @@ One op serves the asset and its two checks. For each symbol of the run (one part
 batch of up to MAX_PARTITIONS_PER_RUN): mark it in_progress, fetch from the re-fetch window (or all
 history from its start date), upsert in one transaction, mark it completed, record a
 materialization and both check results for that partition. A failing symbol is marked failed with
-its reason and does not stop the others; the run then fails naming it. On a step retry the symbols
+its reason and does not stop the others; the run then fails naming it. The range requests run
+`POLYGON_MAX_IN_FLIGHT` at a time in threads (`market_pipeline.refresh.concurrent`); every
+database write and every Dagster event stays on the op's thread. On a step retry the symbols
 this run already materialised are skipped, so a retry re-runs only what failed.
 
 Symbols whose history is complete may instead come from the grouped-daily endpoints (one request per
