@@ -97,7 +97,7 @@ def max_in_flight() -> int:
     raw = _set("POLYGON_MAX_IN_FLIGHT")
     if raw is None:
         return DEFAULT_MAX_IN_FLIGHT
-    if not re.fullmatch(r"\d{1,9}", raw) or int(raw) < 1:
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1:
         raise SettingsError(
             f"POLYGON_MAX_IN_FLIGHT={raw!r} is not a whole number of 1 or more: set e.g. "
             f"POLYGON_MAX_IN_FLIGHT={DEFAULT_MAX_IN_FLIGHT} (or 1 for one request at a time)"
