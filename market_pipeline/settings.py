@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_BASE_URL = "https://api.massive.com"
 DEFAULT_REQUESTS_PER_MINUTE = 5
+DEFAULT_MAX_IN_FLIGHT = 8
 
 
 def project_dir() -> Path:
@@ -86,6 +87,20 @@ def requests_per_minute() -> int:
         raise SettingsError(
             f"POLYGON_REQUESTS_PER_MINUTE={raw!r} is not a whole number of 0 or more: set e.g. "
             "POLYGON_REQUESTS_PER_MINUTE=5 (free plan), 300 (a paid plan) or 0 (no pacing)"
+        )
+    return int(raw)
+
+
+def max_in_flight() -> int:
+    """How many Polygon requests one ohlcv_daily step may have in flight at once (POLYGON_MAX_IN_FLIGHT,
+    default 8; 1: one at a time). The pace stays the plan's: POLYGON_REQUESTS_PER_MINUTE's budget."""
+    raw = _set("POLYGON_MAX_IN_FLIGHT")
+    if raw is None:
+        return DEFAULT_MAX_IN_FLIGHT
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) < 1:
+        raise SettingsError(
+            f"POLYGON_MAX_IN_FLIGHT={raw!r} is not a whole number of 1 or more: set e.g. "
+            f"POLYGON_MAX_IN_FLIGHT={DEFAULT_MAX_IN_FLIGHT} (or 1 for one request at a time)"
         )
     return int(raw)
 
@@ -181,6 +196,7 @@ def validate() -> None:
     """Check every environment setting once, at start-up (the CLI and the code location call this):
     raises SettingsError with a one-line message naming the variable and a valid value."""
     requests_per_minute()
+    max_in_flight()
     step_retry_delay()
     if _set("POLYGON_BASE_URL"):
         check_base_url(_set("POLYGON_BASE_URL"))

@@ -24,6 +24,9 @@ CLI = str(Path(sys.executable).with_name("market-pipeline"))
         ("POLYGON_REQUESTS_PER_MINUTE", "abc", ["run"]),
         ("POLYGON_REQUESTS_PER_MINUTE", "-5", ["run"]),
         ("POLYGON_REQUESTS_PER_MINUTE", "1e3", ["symbols", "list"]),
+        ("POLYGON_MAX_IN_FLIGHT", "abc", ["run"]),
+        ("POLYGON_MAX_IN_FLIGHT", "0", ["run"]),
+        ("POLYGON_MAX_IN_FLIGHT", "-3", ["symbols", "add", "AAPL", "--asset-class", "stock"]),
         ("MARKET_PIPELINE_STEP_RETRY_DELAY", "abc", ["run"]),
         ("MARKET_PIPELINE_STEP_RETRY_DELAY", "-1", ["run"]),
         ("DAGSTER_HOME", "relative/dagster", ["run"]),
@@ -111,7 +114,8 @@ def test_sigterm_stops_a_run_at_once_without_retry(tmp_path, sandbox):
     symbols = ["AAPL", "MSFT", "SPY", "IBM"]
     registry.add(symbols, "stock", "2025-01-02")
     sandbox.latency_ms = 3000  # each answer takes 3 s: the signal lands while a request is in flight
-    env = cli_env(tmp_path, sandbox, tmp_path / "dagster")
+    # two range requests in flight at once: both are on the wire when the signal lands
+    env = cli_env(tmp_path, sandbox, tmp_path / "dagster", POLYGON_MAX_IN_FLIGHT="2")
     process = subprocess.Popen([CLI, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -129,7 +133,7 @@ def test_sigterm_stops_a_run_at_once_without_retry(tmp_path, sandbox):
     assert process.returncode != 0 and stopped_after < 10, (process.returncode, stopped_after, err)
     requests = sandbox.request_counts()["aggs_range"]
     time.sleep(3)
-    assert sandbox.request_counts()["aggs_range"] == requests == 1  # nothing sent after the signal, no retry
+    assert sandbox.request_counts()["aggs_range"] == requests == 2  # nothing sent after the signal, no retry
     for row in registry.get_many(symbols):
         assert row.backfill_status == "failed" and "interrupted" in row.backfill_error, row
     assert BarStore(url).summary(symbols) == {}  # nothing half-written

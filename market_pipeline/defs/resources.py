@@ -4,7 +4,8 @@
 PolygonResource:
 Fields left unset are read from the environment when a run uses the resource, so the key never
 enters run configuration: POLYGON_API_KEY (or MASSIVE_API_KEY), POLYGON_BASE_URL,
-POLYGON_REQUESTS_PER_MINUTE.
+POLYGON_REQUESTS_PER_MINUTE, POLYGON_MAX_IN_FLIGHT (requests one op may have in flight at once;
+the plan's budget, not this number, sets the pace).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ class PolygonResource(ConfigurableResource):
     requests_per_minute: int | None = Field(
         default=None, description="Plan rate; default POLYGON_REQUESTS_PER_MINUTE or 5 (free plan); 0 = no pacing"
     )
+    max_in_flight: int | None = Field(
+        default=None,
+        description="Requests one op may have in flight at once; default POLYGON_MAX_IN_FLIGHT or 8; 1 = one at a time",
+    )
     adjusted: bool = Field(
         default=True,
         description="Polygon's adjusted flag for crypto bars; stock and ETF bars are always fetched as traded (adjusted=false)",
@@ -45,6 +50,12 @@ class PolygonResource(ConfigurableResource):
 
     def get_client(self, logger: logging.Logger | None = None) -> PolygonClient:
         rpm = self.requests_per_minute if self.requests_per_minute is not None else settings.requests_per_minute()
+        in_flight = self.max_in_flight if self.max_in_flight is not None else settings.max_in_flight()
+        if in_flight < 1:
+            raise settings.SettingsError(
+                f"PolygonResource max_in_flight={in_flight} is not a whole number of 1 or more: set e.g. "
+                f"max_in_flight={settings.DEFAULT_MAX_IN_FLIGHT} (or 1 for one request at a time)"
+            )
         base_url = (self.base_url or settings.polygon_base_url()).rstrip("/")
         # the plan's rate holds for the whole deployment: every process using this warehouse shares one budget
         limiter = SharedRateLimiter(settings.db_url(), base_url, rpm) if rpm > 0 else None
@@ -65,6 +76,7 @@ class PolygonResource(ConfigurableResource):
             logger=logger,
             request_deadline=self.request_deadline_seconds,
             max_pages=self.max_pages,
+            max_in_flight=in_flight,
         )
 
 

@@ -10,11 +10,17 @@
 - Requests are paced before they are sent (`requests_per_minute`; 0 means no pacing), retried with
   tenacity on 429, 5xx, connection errors, timeouts and truncated bodies (exponential backoff with
   jitter, honouring `Retry-After`, bounded attempts and total wait), and final on 400/401/403/404.
+- Thread-safe: several threads may fetch through one client at once (`max_in_flight` of them: the
+  HTTP connection pool keeps that many keep-alive connections). `stats` is updated under a lock, and
+  `requests_this_thread` counts each thread's own requests (a fetch reports what it sent itself).
+  The pacer is called before every attempt by whichever thread sends it, so the plan's budget holds
+  across threads. `stop()` ends the client's work: no further request starts, waits are cut short.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import logging
 import threading
@@ -24,10 +30,13 @@ from urllib.parse import urlencode, urlsplit
 
 import pandas as pd
 import requests
+from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
+from market_pipeline.polygon.answers import _error_text, _retry_after
 from market_pipeline.polygon.bars import BarParseError, empty_bars, parse_aggregate_results, parse_grouped_results
 from market_pipeline.polygon.origin import describe_host, same_origin
+from market_pipeline.polygon.pacing import Pacer, shared_pacer  # noqa: F401  (Pacer: re-exported)
 from market_pipeline.polygon.pagination import MAX_PAGES, PageGuard, PaginationError
 from market_pipeline.polygon.tickers import polygon_ticker
 from market_pipeline.polygon.validate_bars import SetAside, split_bars
@@ -54,34 +63,8 @@ class MissingApiKey(PolygonError):
     pass
 
 
-class Pacer:
-    """Spaces requests evenly: at most `per_minute` a minute from this process (0: no pacing)."""
-
-    def __init__(self, per_minute: int):
-        self.interval = 60.0 / per_minute if per_minute > 0 else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> float:
-        if not self.interval:
-            return 0.0
-        with self._lock:
-            now = time.monotonic()
-            delay = max(0.0, self._next - now)
-            self._next = max(now, self._next) + self.interval
-        if delay:
-            time.sleep(delay)
-        return delay
-
-
-_pacers: dict[tuple[str, int], Pacer] = {}
-_pacers_lock = threading.Lock()
-
-
-def shared_pacer(base_url: str, per_minute: int) -> Pacer:
-    """One pacer per (host, plan rate) per process, shared by every client in it."""
-    with _pacers_lock:
-        return _pacers.setdefault((base_url, per_minute), Pacer(per_minute))
+class Stopped(PolygonError):
+    """The client was stopped (`PolygonClient.stop()`, the run is ending): no request was sent."""
 
 
 @dataclass
@@ -108,18 +91,6 @@ class RequestStats:
     by_endpoint: dict[str, int] = field(default_factory=dict)
 
 
-def _error_text(response: requests.Response, content: bytes) -> str:
-    try:
-        body = json.loads(content)
-    except ValueError:
-        return (response.reason or "no JSON body").strip()
-    if isinstance(body, dict):
-        status = body.get("status")
-        text = body.get("error") or body.get("message") or ""
-        return f"{status}: {text}" if status and text else str(text or status or body)
-    return str(body)[:200]
-
-
 class PolygonClient:
     def __init__(
         self,
@@ -135,10 +106,13 @@ class PolygonClient:
         limiter=None,
         request_deadline: float = DEFAULT_REQUEST_DEADLINE,
         max_pages: int = MAX_PAGES,
+        max_in_flight: int = 1,
     ):
         """`limiter`: anything with `wait() -> seconds waited`, called before every request (retries
         included); the deployment-wide budget `warehouse.rate_limit.SharedRateLimiter` in the pipeline.
-        None: this process's own pacer at `requests_per_minute`."""
+        None: this process's own pacer at `requests_per_minute`. A limiter whose `wait` takes a `stop`
+        event is handed the client's, so `stop()` cuts its waiting short.
+        `max_in_flight`: how many requests callers may send through this client at once (threads)."""
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.adjusted = adjusted
@@ -147,17 +121,38 @@ class PolygonClient:
         self.max_pages = max_pages
         self.retry = retry or RetryPolicy()
         self.pacer = limiter if limiter is not None else shared_pacer(self.base_url, requests_per_minute)
+        self._pacer_takes_stop = "stop" in inspect.signature(self.pacer.wait).parameters
+        self.max_in_flight = max(1, int(max_in_flight))
         self.stats = RequestStats()
         self.log = logger or log
+        self._stats_lock = threading.Lock()
+        self._thread = threading.local()
+        self._stopped = threading.Event()
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "market_pipeline/0.1"
+        # one keep-alive connection per thread in flight (urllib3 would otherwise discard the extras)
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(10, self.max_in_flight))
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
         self._host = urlsplit(self.base_url).netloc
 
     def __repr__(self) -> str:  # never show the key
         return f"PolygonClient(base_url={self.base_url!r})"
 
     def close(self) -> None:
+        """Stop (threads still fetching send nothing more) and close the connections."""
+        self._stopped.set()
         self._session.close()
+
+    def stop(self) -> None:
+        """No further request starts (each raises `Stopped`); pacing and retry waits end at once.
+        A request already on the wire finishes. For a run that is being interrupted."""
+        self._stopped.set()
+
+    @property
+    def requests_this_thread(self) -> int:
+        """HTTP requests sent by the calling thread through this client, retries included."""
+        return getattr(self._thread, "requests", 0)
 
     def __enter__(self):
         return self
@@ -273,6 +268,7 @@ class PolygonClient:
             stop=stop_after_attempt(self.retry.max_attempts) | stop_after_delay(self.retry.max_total_wait),
             wait=self._wait,
             before_sleep=lambda rs: self._before_sleep(rs, what),
+            sleep=self._stopped.wait,  # a stop ends the backoff at once (the next attempt then refuses)
             reraise=True,
         )
         started = time.monotonic()
@@ -296,7 +292,8 @@ class PolygonClient:
         return backoff
 
     def _before_sleep(self, retry_state, what: str) -> None:
-        self.stats.retries += 1
+        with self._stats_lock:
+            self.stats.retries += 1
         exc = retry_state.outcome.exception()
         self.log.warning(
             "%s: transient Polygon error (%s), retry %d in %.1fs",
@@ -305,9 +302,14 @@ class PolygonClient:
 
     def _attempt(self, url: str, params: dict | None, what: str, endpoint: str) -> dict:
         headers = self._headers(url)
-        self.stats.paced_seconds += self.pacer.wait()
-        self.stats.requests += 1
-        self.stats.by_endpoint[endpoint] = self.stats.by_endpoint.get(endpoint, 0) + 1
+        self._refuse_when_stopped(what)
+        paced = self._pace()
+        self._refuse_when_stopped(what)
+        with self._stats_lock:
+            self.stats.paced_seconds += paced
+            self.stats.requests += 1
+            self.stats.by_endpoint[endpoint] = self.stats.by_endpoint.get(endpoint, 0) + 1
+        self._thread.requests = self.requests_this_thread + 1
         path = urlsplit(url).path
         started = time.monotonic()
         try:
@@ -341,6 +343,15 @@ class PolygonClient:
             raise PolygonError(f"{what}: Polygon answered status {body.get('status')!r}: {body.get('error') or body.get('message') or ''}", status=status)
         return body
 
+    def _pace(self) -> float:
+        if self._pacer_takes_stop:
+            return self.pacer.wait(stop=self._stopped)
+        return self.pacer.wait()
+
+    def _refuse_when_stopped(self, what: str) -> None:
+        if self._stopped.is_set():
+            raise Stopped(f"{what}: not sent: the run is stopping")
+
     def _read_body(self, response: requests.Response, started: float, what: str, path: str) -> bytes:
         """The whole body, read as it arrives; cut off when the request's overall deadline passes
         (a server trickling its body would otherwise hold the run: each read has only the read timeout)."""
@@ -372,13 +383,3 @@ def _refuse_set_aside(what: str, fetched: FetchedBars) -> None:
             f"{what}: unusable bars from Polygon: {len(fetched.set_aside)} bar(s), the first "
             f"({first.date or 'no date'}): {first.reason}"
         )
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None

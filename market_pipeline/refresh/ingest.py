@@ -1,18 +1,24 @@
 """Refreshing one symbol: plan the fetch window, fetch, upsert, record status. Plain Python.
 
-The Dagster asset calls `refresh_symbol` for each partition; tests and benchmarks can call it too.
+`refresh_symbol` is three steps: `prepare_symbol` (warehouse: in_progress, the fetch window),
+`fetch_symbol` (HTTP only, any thread) and `store_symbol` (warehouse: quarantine, upsert, status).
+The Dagster asset runs them for many symbols at once with `market_pipeline.refresh.concurrent`
+(fetches in threads, every database write on its own thread); tests and benchmarks call
+`refresh_symbol` too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field, fields
 
 import pandas as pd
 
 from market_pipeline.polygon.bars import BAR_COLUMNS, empty_bars
-from market_pipeline.polygon.client import PolygonClient, PolygonError
+from market_pipeline.polygon.client import FetchedBars, PolygonClient, PolygonError
+from market_pipeline.polygon.inflight import in_flight
 from market_pipeline.reference.freshness import last_trading_session
 from market_pipeline.polygon.tickers import symbol_from_polygon_ticker
 from market_pipeline.warehouse.quarantine import QuarantineStore
@@ -81,6 +87,29 @@ def plan_fetch(
     return FetchPlan(max(refetch_from, start_date), today, full=False)
 
 
+@dataclass
+class PreparedFetch:
+    """A symbol marked in_progress whose fetch is planned: what `fetch_symbol` asks Polygon for."""
+
+    tracked: TrackedSymbol
+    result: SymbolResult
+    start: dt.date
+    end: dt.date
+    full: bool  # a whole history: `history_from` is recorded when it is stored
+    stored_from: dt.date | None  # the stored history's re-fetch start (None: nothing stored yet)
+    last_session: dt.date  # bars after this date are set aside
+    run_id: str | None
+
+
+@dataclass
+class FetchOutcome:
+    """What one fetch brought: the bars, or the error (a PolygonError, or any other exception)."""
+
+    fetched: FetchedBars | None
+    error: Exception | None
+    requests: int  # HTTP requests this fetch sent, retries included
+
+
 def refresh_symbol(
     client: PolygonClient,
     store: BarStore,
@@ -99,11 +128,37 @@ def refresh_symbol(
 
     Unusable wire bars are set aside in `ohlcv_quarantine` and the rest stored; bars dated after
     `completed_session` (the last completed session; default: `today`) are unusable. A symbol with no stored bars whose fetch brings
-    none is `failed`, naming the range asked."""
+    none is `failed`, naming the range asked.
+
+    The three steps, `prepare_symbol`, `fetch_symbol` and `store_symbol`, one after another
+    (`market_pipeline.refresh.concurrent.refresh_symbols` runs the fetches of many symbols at once)."""
+    prepared = prepare_symbol(
+        store, registry, tracked, run_id=run_id, today=today, refetch_sessions=refetch_sessions,
+        default_history_days=default_history_days, full_refetch=full_refetch, completed_session=completed_session,
+    )
+    if isinstance(prepared, SymbolResult):
+        return prepared
+    return store_symbol(store, registry, prepared, fetch_symbol(client, prepared))
+
+
+def prepare_symbol(
+    store: BarStore,
+    registry: SymbolRegistry,
+    tracked: TrackedSymbol,
+    *,
+    run_id: str | None,
+    today: dt.date | None = None,
+    refetch_sessions: int = DEFAULT_REFETCH_SESSIONS,
+    default_history_days: int = DEFAULT_HISTORY_DAYS,
+    full_refetch: bool = False,
+    completed_session: dt.date | None = None,
+) -> SymbolResult | PreparedFetch:
+    """Step 1, on the thread that writes the warehouse: the delisting check, `in_progress`, the fetch
+    window. Returns the finished SymbolResult when nothing is to be fetched (or a database fault
+    failed it), else the PreparedFetch."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
     symbol, asset_class = tracked.symbol, tracked.asset_class
     result = SymbolResult(symbol, asset_class, status="failed")
-    requests_before = client.stats.requests
     try:
         last_session = last_trading_session(asset_class, tracked.delisted_on) if tracked.delisted_on else None
         if last_session is not None and not full_refetch and _delisted_complete(store, tracked, last_session, result, run_id, registry):
@@ -121,23 +176,56 @@ def refresh_symbol(
         result.fetch_from, result.fetch_to = plan.start.isoformat(), plan.end.isoformat()
         if getattr(tracked, "bars_basis", "as_traded") == "adjusted" and asset_class != "crypto":
             result.note = "whole history re-fetched as traded (stored adjusted before the 0003 upgrade)"
-        fetched = client.fetch_daily_bars(
-            symbol, asset_class, plan.start, plan.end, last_session=completed_session or today
+        return PreparedFetch(
+            tracked, result, plan.start, plan.end, plan.full, stored_from, completed_session or today, run_id
         )
-        result.quarantined = QuarantineStore(store.url).record(symbol, fetched.set_aside, run_id)
-        if stored_from is None and fetched.bars.empty:
-            aside = f" ({result.quarantined} set aside in ohlcv_quarantine)" if result.quarantined else ""
-            raise PolygonError(f"no bars from Polygon for {symbol} {plan.start}..{plan.end}{aside}")
-        _store_and_complete(store, registry, result, fetched.bars, run_id, history_from=plan.start if plan.full else None)
     except PolygonError as exc:
         result.error, result.transient = str(exc), exc.transient
     except Exception as exc:  # a database fault: record it, let the caller fail the run
         result.error, result.transient = f"{symbol}: {type(exc).__name__}: {exc}", True
-    finally:
-        result.requests = client.stats.requests - requests_before
+    return _finish(registry, result, run_id)
+
+
+def fetch_symbol(client: PolygonClient, prepared: PreparedFetch) -> FetchOutcome:
+    """Step 2, on any thread: the HTTP requests and parsing only, no database. Never raises."""
+    tracked = prepared.tracked
+    before = client.requests_this_thread
+    try:
+        fetched = client.fetch_daily_bars(
+            tracked.symbol, tracked.asset_class, prepared.start, prepared.end, last_session=prepared.last_session
+        )
+        return FetchOutcome(fetched, None, client.requests_this_thread - before)
+    except Exception as exc:
+        return FetchOutcome(None, exc, client.requests_this_thread - before)
+
+
+def store_symbol(store: BarStore, registry: SymbolRegistry, prepared: PreparedFetch, outcome: FetchOutcome) -> SymbolResult:
+    """Step 3, on the thread that writes the warehouse: quarantine, upsert, `completed`; or `failed`
+    with the reason. Never raises for a Polygon or database error."""
+    result, symbol, run_id = prepared.result, prepared.tracked.symbol, prepared.run_id
+    result.requests = outcome.requests
+    try:
+        if outcome.error is not None:
+            raise outcome.error
+        fetched = outcome.fetched
+        result.quarantined = QuarantineStore(store.url).record(symbol, fetched.set_aside, run_id)
+        if prepared.stored_from is None and fetched.bars.empty:
+            aside = f" ({result.quarantined} set aside in ohlcv_quarantine)" if result.quarantined else ""
+            raise PolygonError(f"no bars from Polygon for {symbol} {prepared.start}..{prepared.end}{aside}")
+        _store_and_complete(
+            store, registry, result, fetched.bars, run_id, history_from=prepared.start if prepared.full else None
+        )
+    except PolygonError as exc:
+        result.error, result.transient = str(exc), exc.transient
+    except Exception as exc:  # a database fault: record it, let the caller fail the run
+        result.error, result.transient = f"{symbol}: {type(exc).__name__}: {exc}", True
+    return _finish(registry, result, run_id)
+
+
+def _finish(registry: SymbolRegistry, result: SymbolResult, run_id: str | None) -> SymbolResult:
     if result.status == "failed":
         try:
-            registry.mark_failed(symbol, result.error or "unknown error", run_id)
+            registry.mark_failed(result.symbol, result.error or "unknown error", run_id)
         except Exception:  # the database itself is gone; the run-status sensor marks it later
             pass
     return result
@@ -161,17 +249,21 @@ def fetch_grouped(
 ) -> pd.DataFrame:
     """The grouped-daily bars of `dates` (one request each) for the `wanted` symbols only, with a
     `symbol` column. `market_class` is "stock" (stocks and ETFs) or "crypto". Unusable rows of the
-    wanted symbols go to `set_aside` (symbol -> bars), when given."""
+    wanted symbols go to `set_aside` (symbol -> bars), when given. Up to the client's `max_in_flight`
+    dates are requested at once; their bars are kept in date order (the first failing date raises)."""
     frames = []
-    for day in dates:
-        fetched = client.fetch_grouped_daily(market_class, day)
-        frame = fetched.bars
-        frames.append(frame[frame["symbol"].isin(wanted)])
-        if set_aside is not None:
-            for bar in fetched.set_aside:
-                symbol = symbol_from_polygon_ticker(bar.ticker) if bar.ticker else None
-                if symbol in wanted:
-                    set_aside.setdefault(symbol, []).append(bar)
+    fetches = in_flight(
+        dates, lambda day: client.fetch_grouped_daily(market_class, day), max_in_flight=getattr(client, "max_in_flight", 1)
+    )
+    with closing(fetches):
+        for _day, fetched in fetches:
+            frame = fetched.bars
+            frames.append(frame[frame["symbol"].isin(wanted)])
+            if set_aside is not None:
+                for bar in fetched.set_aside:
+                    symbol = symbol_from_polygon_ticker(bar.ticker) if bar.ticker else None
+                    if symbol in wanted:
+                        set_aside.setdefault(symbol, []).append(bar)
     if not frames:
         return pd.DataFrame(columns=["symbol", *BAR_COLUMNS])
     return pd.concat(frames, ignore_index=True)

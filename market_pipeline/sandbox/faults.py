@@ -10,6 +10,7 @@ import numpy as np
 import dataclasses
 import time
 from typing import Callable
+from urllib.parse import unquote
 
 from market_pipeline.sandbox import market as synthetic
 from market_pipeline.sandbox.protocol import (
@@ -17,6 +18,7 @@ from market_pipeline.sandbox.protocol import (
     RATE_WINDOW_SECONDS,
     Response,
     _as_dates,
+    _error,
 )
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,27 @@ class FaultKnobs:
         """The next n requests fail with `status` and `body` (HTML when it starts with '<')."""
         with self._lock:
             self._failures.extend([(status, body)] * n)
+
+    def fail_ticker(self, ticker: str, status: int | None = 503) -> None:
+        """Every range request for `ticker` answers `status` (404: "Ticker not found."; None: heal it)."""
+        with self._lock:
+            failing = dict(getattr(self, "_failing_tickers", {}))
+            if status is None:
+                failing.pop(ticker, None)
+            else:
+                failing[ticker] = status
+            self._failing_tickers = failing
+
+    def _ticker_failure(self, request) -> Response | None:
+        failing = getattr(self, "_failing_tickers", None)
+        if not failing or request.endpoint != "aggs_range":
+            return None
+        status = failing.get(unquote(request.args[0]))
+        if status is None:
+            return None
+        if status == 404:
+            return _error(404, request.request_id, "NOT_FOUND", "Ticker not found.")
+        return Response(status, DEFAULT_FAILURE_BODY.encode(), request.request_id, content_type="text/html")
 
     def truncate_next(self, n: int = 1) -> None:
         """The next n responses send only the first half of their body (invalid JSON)."""

@@ -8,7 +8,7 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
 
 - plain attributes: `page_size`, `rate_limit_per_minute`, `retry_after_seconds`, `error_rate`,
   `latency_ms`, `delayed`, `history_limit_days`, `now`, `api_keys`;
-- schedules: `fail_next(n, status, body)`, `truncate_next(n)`;
+- schedules: `fail_next(n, status, body)`, `truncate_next(n)`, `fail_ticker(ticker, status)`;
 - bar edits: `drop_bars`, `corrupt_bars`, `revise_bars`, `set_listing_date`, `clear_knobs`;
 - universe: `add_to_universe`;
 - symbol lifecycle (`reference.py`): `delist`, `rename_ticker`, `reuse_ticker`;
@@ -16,7 +16,8 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
   `serve_empty`, `serve_future_bars`, `clear_wire_faults`;
 - corporate actions (`corporate_actions_routes.py`): `add_split`, `record_split`, `duplicate_split`,
   `withdraw_split`, `add_dividend`, `withdraw_dividend`, `corporate_actions_v1`;
-- observation: `request_counts()`, `reset_counts()`, `request_log()`.
+- observation: `request_counts()`, `reset_counts()`, `request_log()`, `max_concurrent()` (the most
+  requests it was answering at one moment, latency included).
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
         self._truncations = 0
         self._admitted: collections.deque[float] = collections.deque()
         self._counts = collections.Counter()
+        self._answering = 0  # requests being answered now
+        self._max_answering = 0
         self._log: collections.deque[RequestRecord] = collections.deque(maxlen=REQUEST_LOG_SIZE)
         self._edits: dict[str, _TickerEdits] = {}
         self._init_wire_faults()
@@ -179,10 +182,16 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
         return counts
 
     def reset_counts(self) -> None:
-        """Zero the counters and empty the request log."""
+        """Zero the counters (and the concurrency peak) and empty the request log."""
         with self._lock:
             self._counts.clear()
             self._log.clear()
+            self._max_answering = self._answering
+
+    def max_concurrent(self) -> int:
+        """The most requests answered at one moment since start (or `reset_counts`)."""
+        with self._lock:
+            return self._max_answering
 
     def request_log(self) -> list[RequestRecord]:
         """The most recent requests (at most 10,000), oldest first."""
@@ -201,7 +210,13 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
         request = _Request(endpoint, args, url.path, query, host, uuid.uuid4().hex)
         with self._lock:
             self._counts[endpoint] += 1
-        response = self._respond(request, key)
+            self._answering += 1
+            self._max_answering = max(self._max_answering, self._answering)
+        try:
+            response = self._respond(request, key)
+        finally:
+            with self._lock:
+                self._answering -= 1
         response.trickle = self._wire_trickle()
         with self._lock:
             self._log.append(RequestRecord(method, _redacted(url), key_source, endpoint, response.status))
@@ -211,7 +226,7 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
         rid = request.request_id
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000.0)
-        failure = self._injected_failure(rid)
+        failure = self._injected_failure(rid) or self._ticker_failure(request)
         if failure is not None:
             return failure
         if request.endpoint == "other":

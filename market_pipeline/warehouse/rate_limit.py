@@ -49,16 +49,22 @@ class SharedRateLimiter:
         self._sized = False
         self._local = threading.Lock()  # threads of one process queue here first: one transaction at a time
 
-    def wait(self) -> float:
-        """Block until a request may start; returns the seconds waited."""
+    def wait(self, stop: threading.Event | None = None) -> float:
+        """Block until a request may start; returns the seconds waited. When `stop` is set (the run is
+        ending) it returns at once without taking a slot: the caller then sends nothing."""
         waited = 0.0
         while True:
+            if stop is not None and stop.is_set():
+                return waited
             with self._local:
                 delay = self._take()
             if delay <= 0:
                 return waited
             pause = min(delay, MAX_SLEEP)
-            self._sleep(pause)
+            if stop is not None and self._sleep is time.sleep:
+                stop.wait(pause)
+            else:
+                self._sleep(pause)
             waited += pause
 
     def _take(self) -> float:

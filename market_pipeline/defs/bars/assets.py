@@ -4,7 +4,9 @@ One op serves the asset and its two checks. For each symbol of the run (one part
 batch of up to MAX_PARTITIONS_PER_RUN): mark it in_progress, fetch from the re-fetch window (or all
 history from its start date), upsert in one transaction, mark it completed, record a
 materialization and both check results for that partition. A failing symbol is marked failed with
-its reason and does not stop the others; the run then fails naming it. On a step retry the symbols
+its reason and does not stop the others; the run then fails naming it. The range requests run
+`POLYGON_MAX_IN_FLIGHT` at a time in threads (`market_pipeline.refresh.concurrent`); every
+database write and every Dagster event stays on the op's thread. On a step retry the symbols
 this run already materialised are skipped, so a retry re-runs only what failed.
 
 Symbols whose history is complete may instead come from the grouped-daily endpoints (one request per
@@ -17,6 +19,7 @@ per run over a partition range that may interleave classes).
 
 
 import datetime as dt
+from contextlib import closing
 
 from dagster import (
     DagsterExecutionInterruptedError,
@@ -54,8 +57,8 @@ from market_pipeline.refresh.ingest import (
     SymbolResult,
     plan_fetch,
     refresh_grouped,
-    refresh_symbol,
 )
+from market_pipeline.refresh.concurrent import refresh_symbols
 from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, first_run_references, reference_metadata
 from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
@@ -226,6 +229,8 @@ def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: Po
     try:
         scope: list[str] = []  # the symbols this run refreshes, once known
         yield from _ohlcv_daily(context, config, polygon, warehouse, scope)
+    except settings.SettingsError as exc:  # a bad setting: fails the same way every time, not retried
+        raise Failure(description=str(exc), allow_retries=False) from None
     except (DagsterExecutionInterruptedError, KeyboardInterrupt):
         # stop now: no retry (the retry policy would turn the interrupt into one), symbols failed
         context.log.error("interrupted: stopping this run without retrying")
@@ -388,12 +393,14 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
         ):
             yield result, by_symbol[result.symbol]
     ranged = {s for plan in plans.values() for s in plan.ranged}
-    for row in rows:
-        if row.symbol in ranged:
-            result = refresh_symbol(
-                client, store, registry, row, run_id=context.run_id, today=today,
-                refetch_sessions=config.refetch_sessions, default_history_days=config.default_history_days,
-                full_refetch=full_refetch,
-                completed_session=targets[market_of(row.asset_class)],
-            )
+    ranged_rows = [row for row in rows if row.symbol in ranged]
+    if len(ranged_rows) > 1 and client.max_in_flight > 1:
+        context.log.info(f"{len(ranged_rows)} range request(s), up to {client.max_in_flight} in flight at once")
+    # the fetches run in threads; every database write stays on this thread (closing it stops them)
+    with closing(refresh_symbols(
+        client, store, registry, ranged_rows, max_in_flight=client.max_in_flight, run_id=context.run_id,
+        today=today, refetch_sessions=config.refetch_sessions, default_history_days=config.default_history_days,
+        full_refetch=full_refetch, completed_session=lambda row: targets[market_of(row.asset_class)],
+    )) as results:
+        for result, row in zip(results, ranged_rows):
             yield result, row
