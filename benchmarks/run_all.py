@@ -13,6 +13,8 @@
                   with --in-flight (8) requests at once, beside `market-pipeline run`
     9 corporate_actions  read_bars adjusted vs unadjusted (one symbol, the N-symbol total-return panel)
                   and the requests of the daily corporate-actions read at --scale-symbols tracked
+   10 rate_budget 3 concurrent `market-pipeline run`s against a sandbox limited to --rate-limit (60) a
+                  minute: 429s answered and the most requests in any 60 s
 
     .venv/bin/python -m benchmarks.run_all                           # defaults
     .venv/bin/python -m benchmarks.run_all --full-size               # + floor/main job/UI path at 1,000 x 20
@@ -37,7 +39,9 @@ from benchmarks.common import REPO, SandboxProcess, machine_info, start_date_for
 from benchmarks.context import Bench, pct
 from benchmarks.report import MET, MISSED, NOT_MEASURED, Results, Section
 
-SCENARIOS = ("floor", "main_job", "ui_path", "requests", "scale", "quality", "memory", "network", "corporate_actions")
+SCENARIOS = (
+    "floor", "main_job", "ui_path", "requests", "scale", "quality", "memory", "network", "corporate_actions", "rate_budget",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--full-repeats", type=int, default=1)
     parser.add_argument("--latency-ms", type=float, default=150.0, help="the network scenario's latency per request (default 150)")
     parser.add_argument("--in-flight", type=int, default=8, help="requests in flight of the network scenario's second floor (default 8)")
+    parser.add_argument("--rate-limit", type=int, default=60, help="R of the rate-budget scenario: the sandbox's 429 limit and the plan rate (default 60)")
     parser.add_argument("--postgres", action="store_true", help="also run the floor and the main job on a throwaway PostgreSQL warehouse")
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
@@ -84,6 +89,7 @@ def _scenario_functions():
     from benchmarks.bench_corporate_actions import scenario as corporate_actions
     from benchmarks.network import network
     from benchmarks.quality import quality
+    from benchmarks.rate_budget import rate_budget
     from benchmarks.scale import scale
     from benchmarks.throughput import floor, main_job, memory
     from benchmarks.ui_path import ui_path
@@ -91,7 +97,7 @@ def _scenario_functions():
     return {
         "floor": floor, "main_job": main_job, "ui_path": ui_path, "requests": requests_scenario,
         "scale": scale, "quality": quality, "memory": memory, "network": network,
-        "corporate_actions": corporate_actions,
+        "corporate_actions": corporate_actions, "rate_budget": rate_budget,
     }
 
 
@@ -207,6 +213,15 @@ def evaluate_targets(results: Results, default: Bench, full: Bench | None) -> No
             if at_full(b) or status == NOT_MEASURED:
                 status = (MET if r >= 0.7 else MISSED) + ("" if at_full(b) else f" (at {size(b)})")
     t.measured, t.status = "; ".join(parts) or "n/a", status
+
+    # the plan's rate across concurrent runs (issue 12)
+    t = results.target("Plan rate across 3 concurrent runs", "zero 429s and at most R requests in any 60 s, counted by the sandbox")
+    rb = default.keep.get("rate_budget") if default is not None else None
+    if rb:
+        t.measured = f"R = {rb['limit']}: {rb['status_429']} 429s, at most {rb['max_in_60s']} in 60 s ({rb['requests']} requests)"
+        t.status = MET if rb["met"] else MISSED
+    else:
+        t.measured, t.status = "n/a", NOT_MEASURED
 
     # corporate actions (issue 11)
     for b in (full, default):

@@ -158,7 +158,7 @@ def test_quarantine_rows_are_not_duplicated(any_warehouse_url):
 
 def test_grouped_daily_sets_aside_a_bad_row_and_stores_the_others(polygon_env, warehouse_url):
     from market_pipeline.defs.resources import PolygonResource
-    from market_pipeline.refresh.ingest import refresh_grouped
+    from market_pipeline.refresh.grouped import refresh_grouped
 
     sandbox = polygon_env
     registry = SymbolRegistry(warehouse_url)

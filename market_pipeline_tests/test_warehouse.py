@@ -49,6 +49,23 @@ def test_upsert_is_idempotent(any_warehouse_url):
     pd.testing.assert_frame_equal(back.reset_index(drop=True), frame.reset_index(drop=True), check_dtype=False)
 
 
+def test_upsert_many_writes_each_symbol_its_own_bars(any_warehouse_url):
+    """The grouped refresh writes a batch of symbols in one transaction: each gets exactly its own
+    bars and its own counts (on PostgreSQL the staging table is reused symbol after symbol)."""
+    store = BarStore(any_warehouse_url)
+    store.upsert_bars("BBB", bars("2024-01-02", 5, price=200.0))
+    items = [("CCC", bars("2024-01-02", 4, price=300.0)), ("AAA", bars("2024-01-02", 3, price=100.0)),
+             ("BBB", bars("2024-01-08", 3, price=900.0)), ("EMPTY", bars("2024-01-02", 0))]
+    written = store.upsert_many(items)
+    assert {s: (w.rows_inserted, w.rows_changed) for s, w in written.items()} == {
+        "AAA": (3, 0), "BBB": (2, 1), "CCC": (4, 0), "EMPTY": (0, 0),
+    }
+    assert [count(any_warehouse_url, s) for s in ("AAA", "BBB", "CCC", "EMPTY")] == [3, 7, 4, 0]
+    assert store.read_bars("AAA")["close"].tolist() == [100.0, 101.0, 102.0]
+    assert store.read_bars("CCC")["close"].tolist() == [300.0, 301.0, 302.0, 303.0]
+    assert store.read_bars("BBB")["close"].tolist() == [200.0, 201.0, 202.0, 203.0, 900.0, 901.0, 902.0]
+
+
 def test_revision_overwrites(any_warehouse_url):
     store = BarStore(any_warehouse_url)
     store.upsert_bars("MSFT", bars("2024-01-02", 10))

@@ -219,7 +219,7 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
                 self._answering -= 1
         response.trickle = self._wire_trickle()
         with self._lock:
-            self._log.append(RequestRecord(method, _redacted(url), key_source, endpoint, response.status))
+            self._log.append(RequestRecord(method, _redacted(url), key_source, endpoint, response.status, time.monotonic()))
         return response
 
     def _respond(self, request: _Request, key: str | None) -> Response:

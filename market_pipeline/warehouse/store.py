@@ -278,14 +278,7 @@ class BarStore:
         """Write one symbol's bars in one transaction; returns what was new and what changed."""
         if frame.empty:
             return UpsertResult(0, 0, 0)
-        fetched_at = fetched_at or utcnow()
-        frame = normalize_bars(frame)
-        with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                written, inserted, changed = self._merge_postgresql(conn, symbol, frame, fetched_at)
-            else:
-                written, inserted, changed = self._merge_portable(conn, symbol, frame, fetched_at)
-        return UpsertResult(written, inserted, changed)
+        return self.upsert_many([(symbol, frame)], fetched_at)[symbol]
 
     def upsert_many(self, items: list[tuple[str, pd.DataFrame]], fetched_at: dt.datetime | None = None) -> dict[str, UpsertResult]:
         """Write many symbols' bars in ONE transaction (symbol by symbol inside it, in symbol order so
@@ -293,13 +286,10 @@ class BarStore:
         fetched_at = fetched_at or utcnow()
         out: dict[str, UpsertResult] = {}
         with self.engine.begin() as conn:
+            merge = self._merge_postgresql if conn.dialect.name == "postgresql" else self._merge_portable
             for symbol, frame in sorted(items, key=lambda item: item[0]):
-                if frame.empty:
-                    out[symbol] = UpsertResult(0, 0, 0)
-                    continue
-                frame = normalize_bars(frame)
-                merge = self._merge_postgresql if conn.dialect.name == "postgresql" else self._merge_portable
-                out[symbol] = UpsertResult(*merge(conn, symbol, frame, fetched_at))
+                written = merge(conn, symbol, normalize_bars(frame), fetched_at) if not frame.empty else (0, 0, 0)
+                out[symbol] = UpsertResult(*written)
         return out
 
     @staticmethod
@@ -308,6 +298,7 @@ class BarStore:
         # deadlock, and the append of new dates below cannot meet a concurrent insert of the same date
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PG_LOCK_NAMESPACE, symbol))
         conn.exec_driver_sql(_PG_STAGE)
+        conn.exec_driver_sql("DELETE FROM ohlcv_stage")  # emptied at commit; upsert_many stages symbol after symbol
         _pg_copy(conn, _PG_COPY_IN, (), io.BytesIO(_pg_copy_payload(frame)))
         params = {"symbol": symbol, "fetched_at": fetched_at}
         days = _days(frame)

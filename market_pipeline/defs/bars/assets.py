@@ -24,7 +24,6 @@ from contextlib import closing
 from dagster import (
     DagsterExecutionInterruptedError,
     AssetExecutionContext,
-    AssetMaterialization,
     AssetSpec,
     Backoff,
     BackfillPolicy,
@@ -48,29 +47,26 @@ from market_pipeline.defs.bars.checks import (
     CheckSettings,
     check_specs,
     evaluations,
-    materialization_targets,
 )
 from market_pipeline.quality.report import compute_stats
+from market_pipeline.refresh.grouped import refresh_grouped
 from market_pipeline.refresh.ingest import (
     DEFAULT_HISTORY_DAYS,
     DEFAULT_REFETCH_SESSIONS,
     SymbolResult,
     plan_fetch,
-    refresh_grouped,
 )
 from market_pipeline.refresh.concurrent import refresh_symbols
 from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, first_run_references, reference_metadata
 from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
+from market_pipeline.defs.bars.records import CHECK_BATCH, TABLE_NAME, check_batch, materialization
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
 from market_pipeline.defs.bars.checks import SPLIT_CHECK
-from market_pipeline.defs.corporate_actions.checks import split_evaluation
 from market_pipeline.defs.corporate_actions.ops import read_corporate_actions, split_check
-from market_pipeline.warehouse.corporate_actions import CorporateActionStore
 
 POLYGON_POOL = "polygon_api"
 FULL_REFETCH_TAG = "market_pipeline/full_refetch"
-TABLE_NAME = "ohlcv_daily"
 COLUMN_SCHEMA = TableSchema(
     columns=[
         TableColumn("symbol", "string", description="the tracked symbol (partition key)"),
@@ -87,7 +83,6 @@ COLUMN_SCHEMA = TableSchema(
 )
 PER_SYMBOL_LOG_LINES = 25  # runs of up to this many symbols log a line per symbol
 PROGRESS_EVERY = 100  # bigger runs log a progress line every this many symbols
-CHECK_BATCH = 50  # symbols whose checks are evaluated together (one event-log and one splits query)
 
 
 class OhlcvConfig(CheckSettings):
@@ -150,36 +145,6 @@ class OhlcvConfig(CheckSettings):
             return dt.datetime.now(dt.timezone.utc)
         moment = dt.datetime.fromisoformat(self.as_of)
         return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
-
-
-def _materialization(result: SymbolResult, table_rows: int, extra: dict | None = None) -> AssetMaterialization:
-    return AssetMaterialization(
-        asset_key=OHLCV_KEY,
-        partition=result.symbol,
-        metadata={
-            # Dagster's keys: the partition's rows, and the whole table's (what the catalog's "Row count" shows)
-            "dagster/partition_row_count": result.rows_stored,
-            "dagster/row_count": table_rows,
-            "dagster/table_name": TABLE_NAME,
-            "asset_class": result.asset_class,
-            "rows_fetched": result.rows_fetched,
-            "rows_upserted": result.rows_upserted,
-            "rows_inserted": result.rows_inserted,
-            "rows_changed": result.rows_changed,
-            "first_date": result.first_date or "",
-            "last_date": result.last_date or "",
-            "fetch_from": result.fetch_from or "",
-            "fetch_to": result.fetch_to or "",
-            "fetch_path": result.path,
-            "requests": result.requests,
-            # grouped: `requests` were shared by every symbol of the market stored from them
-            "requests_shared": result.requests_shared,
-            # wire bars of this fetch set aside in ohlcv_quarantine (non-finite, missing, misdated, future)
-            "quarantined": result.quarantined,
-            **({"note": result.note} if result.note else {}),
-            **(extra or {}),
-        },
-    )
 
 
 def _already_materialized(context: AssetExecutionContext) -> set[str]:
@@ -291,16 +256,16 @@ def _ohlcv_daily(
                     )
                 elif len(stored) % PROGRESS_EVERY == 0:
                     context.log.info(f"{len(stored)} of {len(rows)} symbol(s) stored")
-                yield _materialization(result, table_rows, reference_metadata(refs.get(symbol)))
+                yield materialization(result, table_rows, reference_metadata(refs.get(symbol)))
                 if selected_checks:
                     checking.append((result, row))
                     if len(checking) >= CHECK_BATCH:
-                        yield from _check_batch(context, config, warehouse, checking, selected_checks, now)
+                        yield from check_batch(context, config, warehouse, checking, selected_checks, now)
                         checking = []
                 else:
                     result.stored_bars = None  # memory stays flat however many symbols the run holds
             if checking:
-                yield from _check_batch(context, config, warehouse, checking, selected_checks, now)
+                yield from check_batch(context, config, warehouse, checking, selected_checks, now)
             context.log.info(
                 f"{len(stored)} symbol(s) stored ({sum(r.path == 'grouped' for r in stored)} from grouped-daily bars): "
                 f"{sum(r.rows_fetched for r in stored)} bars fetched, {sum(r.rows_inserted for r in stored)} new, "
@@ -334,25 +299,6 @@ def _ohlcv_daily(
             },
             allow_retries=any(r.transient for r in failures),
         )
-
-
-def _check_batch(context, config: OhlcvConfig, warehouse: WarehouseResource, batch, selected_checks, now):
-    """The check evaluations of a batch of just-stored symbols: their materializations and their splits
-    are read in one query each (not one per symbol), then each symbol's checks are evaluated."""
-    store = warehouse.bars()
-    symbols = [result.symbol for result, _ in batch]
-    targets = materialization_targets(context.instance, symbols)
-    wants_splits = any(k.name == SPLIT_CHECK for k in selected_checks)
-    equities = [row.symbol for _, row in batch if row.asset_class != "crypto"]
-    splits = CorporateActionStore(warehouse.resolved_url()).splits_by_symbol(equities) if wants_splits else {}
-    for result, row in batch:
-        bars = result.stored_bars if result.stored_bars is not None else store.read_bars(row.symbol)
-        result.stored_bars = None  # memory stays flat however many symbols the run holds
-        target = targets.get(row.symbol)
-        stats = compute_stats(row.symbol, row.asset_class, bars, config, now, row.delisted_on)
-        yield from evaluations(stats, selected_checks, now=now, delisted_on=row.delisted_on, target=target)
-        if wants_splits:
-            yield split_evaluation(row.symbol, row.asset_class, bars, splits.get(row.symbol, []), target=target)
 
 
 def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: dt.datetime):
