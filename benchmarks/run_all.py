@@ -13,8 +13,8 @@
                   with --in-flight (8) requests at once, beside `market-pipeline run`
     9 corporate_actions  read_bars adjusted vs unadjusted (one symbol, the N-symbol total-return panel)
                   and the requests of the daily corporate-actions read at --scale-symbols tracked
-   10 rate_budget 3 concurrent `market-pipeline run`s against a sandbox limited to --rate-limit (60) a
-                  minute: 429s answered and the most requests in any 60 s
+   10 rate_budget 3 concurrent `market-pipeline run`s against a sandbox limited to --rate-limit a
+                  minute (30): 429s answered and the most requests in any 60 s
 
     .venv/bin/python -m benchmarks.run_all                           # defaults
     .venv/bin/python -m benchmarks.run_all --full-size               # + floor/main job/UI path at 1,000 x 20
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--full-repeats", type=int, default=1)
     parser.add_argument("--latency-ms", type=float, default=150.0, help="the network scenario's latency per request (default 150)")
     parser.add_argument("--in-flight", type=int, default=8, help="requests in flight of the network scenario's second floor (default 8)")
-    parser.add_argument("--rate-limit", type=int, default=60, help="R of the rate-budget scenario: the sandbox's 429 limit and the plan rate (default 60)")
+    parser.add_argument("--rate-limit", type=int, default=30, help="R of the rate-budget scenario: the sandbox's 429 limit and the plan rate (default 30)")
     parser.add_argument("--postgres", action="store_true", help="also run the floor and the main job on a throwaway PostgreSQL warehouse")
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")

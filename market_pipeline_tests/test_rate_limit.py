@@ -9,7 +9,12 @@ import time
 
 import pytest
 
-from market_pipeline.warehouse.rate_limit import SharedRateLimiter, requests_in_window
+from market_pipeline.warehouse.rate_limit import (
+    ARRIVAL_MARGIN_SECONDS,
+    WINDOW_SECONDS,
+    SharedRateLimiter,
+    requests_in_window,
+)
 
 ORIGIN = "http://127.0.0.1:1"
 
@@ -34,10 +39,11 @@ def test_the_window_holds_with_an_injected_clock(sqlite_url):
         starts.append(fake.now)
     base = starts[0]
     assert [s - base for s in starts[:3]] == [0, 0, 0]  # the first three go at once
-    assert starts[3] - base == pytest.approx(60.0)  # the fourth when the first leaves the window
-    assert starts[6] - base == pytest.approx(120.0)
-    assert requests_in_window(sqlite_url, ORIGIN, now=fake.now) == 1  # 4-6 started exactly a window ago
-    assert requests_in_window(sqlite_url, ORIGIN, now=fake.now - 1) == 3
+    window = WINDOW_SECONDS + ARRIVAL_MARGIN_SECONDS  # 60 s, and the margin for the request to arrive
+    assert starts[3] - base == pytest.approx(window)  # the fourth when the first leaves the window
+    assert starts[6] - base == pytest.approx(2 * window)
+    assert requests_in_window(sqlite_url, ORIGIN, now=fake.now, window=window) == 1  # 4-6 started exactly a window ago
+    assert requests_in_window(sqlite_url, ORIGIN, now=fake.now - 1, window=window) == 3
 
 
 def test_a_lower_rate_in_another_process_config_still_holds(sqlite_url):
@@ -47,7 +53,7 @@ def test_a_lower_rate_in_another_process_config_still_holds(sqlite_url):
     lower.wait()  # the second request of the window: the lower rate allows it
     began = fake.now
     lower.wait()  # two requests already in this window: wait for the first to leave it
-    assert fake.now - began == pytest.approx(60.0)
+    assert fake.now - began == pytest.approx(WINDOW_SECONDS + ARRIVAL_MARGIN_SECONDS)
 
 
 def _taker(url: str, per_minute: int, window: float, count: int, queue) -> None:

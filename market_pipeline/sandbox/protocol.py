@@ -66,7 +66,7 @@ class RequestRecord:
     key_source: str | None  # "header", "query" or None (no key)
     endpoint: str
     status: int
-    at: float = 0.0  # time.monotonic() when the request was answered (rate windows, benchmarks)
+    at: float = 0.0  # time.monotonic() when the request arrived (rate windows, benchmarks)
 
 
 @dataclasses.dataclass

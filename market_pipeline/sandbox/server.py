@@ -202,6 +202,7 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
 
     def dispatch(self, method: str, target: str, headers) -> Response:
         """Answer one HTTP request: faults, auth, rate limit, then the endpoint."""
+        arrived = time.monotonic()
         url = urlsplit(target)
         endpoint, args = _route(method, url.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
@@ -219,7 +220,7 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
                 self._answering -= 1
         response.trickle = self._wire_trickle()
         with self._lock:
-            self._log.append(RequestRecord(method, _redacted(url), key_source, endpoint, response.status, time.monotonic()))
+            self._log.append(RequestRecord(method, _redacted(url), key_source, endpoint, response.status, arrived))
         return response
 
     def _respond(self, request: _Request, key: str | None) -> Response:
