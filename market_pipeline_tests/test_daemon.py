@@ -4,6 +4,7 @@ validated, reaches Dagster's real backfill loop, and the entry point runs Dagste
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -70,17 +71,19 @@ def test_dagsters_backfill_loop_sleeps_the_configured_interval(monkeypatch, inst
     project_daemon.apply_backfill_interval(1.5)
 
     class Recording(threading.Event):
-        waited: list[float] = []
+        """A shutdown event that records how long the loop asks to sleep, without sleeping."""
+
+        def __init__(self):
+            super().__init__()
+            self.waited: list[float] = []
 
         def wait(self, timeout=None):
             self.waited.append(timeout)
             return False
 
     shutdown = Recording()
-    context = SimpleNamespace(instance=instance)
-    loop = execute_backfill_iteration_loop(context, SimpleNamespace(debug=lambda *a, **k: None, info=lambda *a, **k: None,
-                                                                   warning=lambda *a, **k: None, error=lambda *a, **k: None,
-                                                                   exception=lambda *a, **k: None), shutdown)
+    context = SimpleNamespace(instance=instance)  # an iteration with no backfill reads only the instance
+    loop = execute_backfill_iteration_loop(context, logging.getLogger("test_daemon"), shutdown)
     for _ in range(40):  # up to the first sleep
         next(loop)
         if shutdown.waited:
