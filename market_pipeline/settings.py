@@ -122,6 +122,28 @@ def step_retry_delay() -> float:
     return value
 
 
+DEFAULT_BACKFILL_INTERVAL_SECONDS = 2.0
+MAX_BACKFILL_INTERVAL_SECONDS = 3600.0
+
+
+def backfill_interval_seconds() -> float:
+    """Seconds between two iterations of Dagster's backfill daemon when started by `market-pipeline
+    daemon` or `make dev` (MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS, default 2; Dagster's own is 30)."""
+    raw = _set("MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS")
+    if raw is None:
+        return DEFAULT_BACKFILL_INTERVAL_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and 0 < value <= MAX_BACKFILL_INTERVAL_SECONDS):
+        raise SettingsError(
+            f"MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS={raw!r} is not a number of seconds above 0 (at most 3600): "
+            "set e.g. MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS=2 (30 is Dagster's own)"
+        )
+    return value
+
+
 def check_base_url(raw: str) -> str:
     try:
         parts = urlsplit(raw)
@@ -198,6 +220,7 @@ def validate() -> None:
     requests_per_minute()
     max_in_flight()
     step_retry_delay()
+    backfill_interval_seconds()
     if _set("POLYGON_BASE_URL"):
         check_base_url(_set("POLYGON_BASE_URL"))
     if _set("DAGSTER_HOME"):

@@ -151,6 +151,10 @@ def test_add_symbols_sensor_backfills_then_ui_backfill_of_every_partition(tmp_pa
     stack.start(timeout=120)
     leader = stack.process.pid
     try:
+        # the daemon is the project's (backfills iterate every MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS), not dagster's
+        commands = [_cmdline(p) for p in descendants(leader)]
+        assert any("market_pipeline.devtools.daemon" in c and " run " in f" {c} " for c in commands), commands
+        assert not any("dagster._daemon" in c for c in commands), commands
         assert (tmp_path / "dagster" / "dagster.yaml").read_text() == (Path(__file__).parents[1] / "dagster.yaml").read_text()
         schedules = stack.graphql(
             SCHEDULES, {"repo": {"repositoryLocationName": stack.location_name, "repositoryName": stack.repository_name}}
@@ -250,6 +254,13 @@ def test_add_symbols_sensor_backfills_then_ui_backfill_of_every_partition(tmp_pa
     # 5. nothing of the stack is left running
     assert [p for p in tree + [leader] if _not_zombie(p)] == []
     assert group_members(leader) == []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _not_zombie(pid: int) -> bool:

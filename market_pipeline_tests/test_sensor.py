@@ -61,12 +61,17 @@ def test_deactivate_deletes_partition_and_reactivation_backfills_again(instance,
     assert partitions(instance) == ["AAPL", "SPY"]
 
 
+def _tickers(first: str, count: int) -> list[str]:
+    """`count` distinct stock tickers starting with `first` (at most 26 ** 3)."""
+    return [f"{first}{chr(65 + i // 676)}{chr(65 + i // 26 % 26)}{chr(65 + i % 26)}" for i in range(count)]
+
+
 def test_large_additions_are_batched_over_ticks(instance, warehouse_url):
-    symbols = [f"S{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(250)]
+    symbols = _tickers("S", 2 * MAX_PARTITIONS_PER_RUN + MAX_PARTITIONS_PER_RUN // 2)
     SymbolRegistry(warehouse_url).add(symbols, "stock")
     first = evaluate(instance, warehouse_url).run_requests
     assert partitions(instance) == sorted(symbols)  # every partition at once
-    assert len(first) == MAX_WAITING_BACKFILL_RUNS == 2  # 100 + 100 now; the last 50 on a later tick
+    assert len(first) == MAX_WAITING_BACKFILL_RUNS == 2  # two full runs now; the last half run on a later tick
     (last,) = evaluate(instance, warehouse_url).run_requests
     requests = first + [last]
     assert len({r.run_key for r in requests}) == 3
@@ -83,11 +88,11 @@ def test_large_additions_are_batched_over_ticks(instance, warehouse_url):
 def test_waits_while_its_runs_are_queued(instance, warehouse_url):
     """Backpressure: no more than two of the sensor's backfill runs wait in the queue; the rest of the
     new symbols stay in the cursor until those runs start, and a deactivated one drops out."""
-    symbols = [f"Q{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(150)]
+    symbols = _tickers("Q", MAX_PARTITIONS_PER_RUN + MAX_PARTITIONS_PER_RUN // 2)
     SymbolRegistry(warehouse_url).add(symbols, "stock")
     job = defs.resolve_job_def("ohlcv_daily_job")
     runs = []
-    for request in evaluate(instance, warehouse_url).run_requests:  # 100 + 50: both created, not started yet
+    for request in evaluate(instance, warehouse_url).run_requests:  # a full run + a half: both created, not started yet
         run = instance.create_run_for_job(job_def=job, tags=request.tags, status=DagsterRunStatus.NOT_STARTED)
         runs.append(run)
     SymbolRegistry(warehouse_url).add(["ZZZ"], "stock")

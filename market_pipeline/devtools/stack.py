@@ -1,4 +1,4 @@
-"""The Dagster webserver and daemon (`dg dev`) as one object: start, talk GraphQL, stop.
+"""The Dagster webserver and daemon (`dg dev`, with the project's daemon: devtools/dev.py) as one object: start, talk GraphQL, stop.
 
 `make dev` runs one on http://127.0.0.1:3000; the full-stack test and the UI-path benchmark run one in
 a temporary home on a free port. It talks to the webserver exactly as the UI does (the same GraphQL
@@ -118,8 +118,10 @@ class DagsterStack:
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def command(self) -> list[str]:
-        dg = Path(sys.executable).with_name("dg")
-        return [str(dg), "dev", "-w", str(self.workspace.resolve()), "-h", self.host, "-p", str(self.port)]
+        # `dg dev` with the project's daemon (devtools/dev.py): backfills iterate every
+        # MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS instead of Dagster's 30 s
+        return [sys.executable, "-m", "market_pipeline.devtools.dev", "-w", str(self.workspace.resolve()),
+                "-h", self.host, "-p", str(self.port)]
 
     def claim(self) -> None:
         """Take the Dagster home's lock and check the port; StackError (nothing started) if either is taken."""
