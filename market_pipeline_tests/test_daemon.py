@@ -5,6 +5,7 @@ validated, reaches Dagster's real backfill loop, and the entry point runs Dagste
 from __future__ import annotations
 
 import logging
+import contextlib
 import os
 import shutil
 import signal
@@ -140,7 +141,19 @@ def test_market_pipeline_daemon_runs_dagsters_daemon_with_the_interval(tmp_path,
         log.close()
 
 
+@contextlib.contextmanager
 def _instance(dagster_home: Path):
+    """The instance of `dagster_home` as the daemon sees it (the project's event log storage keeps its
+    files under DAGSTER_HOME)."""
     from dagster import DagsterInstance
 
-    return DagsterInstance.from_config(str(dagster_home))
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    try:
+        with DagsterInstance.from_config(str(dagster_home)) as instance:
+            yield instance
+    finally:
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = saved
