@@ -8,6 +8,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 
+import numpy as np
 import pandas as pd
 
 from market_pipeline.polygon.bars import BAR_COLUMNS
@@ -97,7 +98,7 @@ def refresh_grouped(
             _record_failure(registry, result, run_id)
             yield result
         return
-    by_symbol = {symbol: rows for symbol, rows in frame.groupby("symbol", sort=False)} if len(frame) else {}
+    by_symbol = _windows_by_symbol(frame, {tracked.symbol: start for tracked, start in windows}, target)
     batch: list = []
     for tracked, start in windows:
         bars = by_symbol.get(tracked.symbol)
@@ -115,6 +116,28 @@ def refresh_grouped(
             batch = []
     if batch:
         yield from _store_grouped_batch(store, registry, batch, target, shared, run_id, set_aside)
+
+
+def _windows_by_symbol(frame: pd.DataFrame, starts: dict[str, dt.date], target: dt.date) -> dict[str, pd.DataFrame]:
+    """Each symbol present in the grouped responses -> its bars from its window start to `target`, by
+    date (rows of one date keep their order): one filter, one sort and numpy slicing for all symbols
+    (pandas' groupby split cost ~9 ms a symbol, with the nullable `transactions` column)."""
+    if not len(frame):
+        return {}
+    present = pd.unique(frame["symbol"])
+    first = frame["symbol"].map({s: pd.Timestamp(d) for s, d in starts.items()})
+    kept = frame[(frame["date"] >= first) & (frame["date"] <= pd.Timestamp(target))]
+    kept = kept.sort_values(["symbol", "date"], kind="stable")
+    names = kept["symbol"].to_numpy()
+    bars = kept[list(BAR_COLUMNS)]
+    cuts = np.flatnonzero(names[1:] != names[:-1]) + 1 if len(names) else np.empty(0, dtype=int)
+    out = {
+        names[a]: bars.iloc[a:b].reset_index(drop=True)
+        for a, b in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(names)])))
+        if b > a
+    }
+    empty = bars.iloc[0:0].reset_index(drop=True)
+    return {symbol: out.get(symbol, empty) for symbol in present}
 
 
 def _grouped_window(bars: pd.DataFrame | None, start: dt.date, target: dt.date) -> pd.DataFrame:
@@ -136,8 +159,10 @@ def _store_grouped_batch(store, registry, batch, target, shared, run_id, set_asi
         registry.mark_in_progress_many(symbols, run_id)
         quarantine = QuarantineStore(store.url)
         quarantined = {s: quarantine.record(s, list(set_aside.get(s, [])), run_id) for s in symbols}
-        frames = {tracked.symbol: _grouped_window(bars, start, target) for tracked, start, bars in batch}
-        frames = {s: normalize_bars(f) if not f.empty else f for s, f in frames.items()}
+        frames = {  # the bars arrive windowed and ordered (_windows_by_symbol)
+            tracked.symbol: normalize_bars(bars) if bars is not None and not bars.empty else _grouped_window(bars, start, target)
+            for tracked, start, bars in batch
+        }
         written = store.upsert_many(list(frames.items()))
         summary = store.summary(symbols)
         registry.mark_completed_many(quarantined, run_id)

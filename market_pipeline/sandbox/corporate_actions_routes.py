@@ -98,6 +98,10 @@ class CorporateActionKnobs:
                 self._book, splits=tuple(change(s) if s in found else s for s in self._book.splits)
             )
 
+    def _split_steps(self, ticker: str, adjusted: bool):
+        """The price steps the listed splits put in `ticker`'s served prices (none: the plain series)."""
+        return ca.price_steps(self._book.splits, ticker, adjusted)
+
     def _series(self, ticker: str, adjusted: bool) -> synthetic.Series:
         """The rendered series served for `ticker`: as traded, or adjusted by the listed splits."""
         steps = ca.price_steps(self._book.splits, ticker, adjusted)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import threading
 import hashlib
 import json
 from typing import Iterable
@@ -250,6 +251,29 @@ def ticker_series(ticker: str) -> Series:
     grid = market_grid(crypto)
     data, offsets = _render(_simulate(ticker), grid.t_ascii)
     return Series(ticker, crypto, grid, data, offsets)
+
+
+RECENT_SESSIONS = 40  # the grouped endpoint's usual dates: the last weeks of each ticker
+_recent_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=100_000)
+def _recent(ticker: str) -> tuple[int, tuple[bytes, ...]]:
+    series = ticker_series(ticker)
+    count = len(series.offsets) - 1
+    first = max(0, count - RECENT_SESSIONS)
+    return first, tuple(series.fragment(i) for i in range(first, count))
+
+
+def recent_fragment(ticker: str, i: int) -> bytes | None:
+    """Bar i of a ticker when it is one of its last RECENT_SESSIONS bars, else None. Kept small (a few
+    KB a ticker), so a grouped-daily request over a universe of 10,000 tickers renders each ticker's
+    history once, not once per request (`ticker_series` keeps only SERIES_CACHE_SIZE tickers), and
+    concurrent requests do not render the same ticker twice."""
+    with _recent_lock:
+        first, fragments = _recent(ticker)
+    j = i - first
+    return fragments[j] if 0 <= j < len(fragments) else None
 
 
 # --------------------------------------------------------------------------------------------

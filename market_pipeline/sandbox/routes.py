@@ -142,10 +142,18 @@ class Endpoints:
         market_name = "crypto" if crypto else "stocks"
         tickers = sorted(t for t, info in self._universe.items() if info.market == market_name)
         rows = []
+        grid = synthetic.market_grid(crypto)
+        day_index = _index_in(grid, day)
         for ticker in tickers:
+            edits = self._edits.get(ticker, _NO_EDITS)
+            if edits is _NO_EDITS and day_index is not None and not self._split_steps(ticker, adjusted):
+                fragment = synthetic.recent_fragment(ticker, day_index)  # the usual case, from a small cache
+                if fragment is not None and self._lifecycle.trades_on(ticker, day):
+                    rows.append(synthetic.grouped_row(ticker, fragment, int(grid.t_range[day_index]), int(grid.t_grouped[day_index])))
+                if fragment is not None:
+                    continue
             series = self._series(ticker, adjusted)
             i = _index_of(series, day)
-            edits = self._edits.get(ticker, _NO_EDITS)
             if i is None or (edits.listing_date is not None and day < edits.listing_date):
                 continue
             if not self._lifecycle.trades_on(ticker, day):
@@ -284,3 +292,8 @@ def _joined(series: synthetic.Series, indices: np.ndarray, edited: dict[int, byt
     return b",".join(edited.get(i) or series.fragment(i) for i in indices.tolist())
 
 
+def _index_in(grid: synthetic.Grid, day: dt.date) -> int | None:
+    """The index of `day` in a market's bar dates, or None if it has no bar."""
+    target = np.datetime64(day, "D")
+    i = int(np.searchsorted(grid.dates, target))
+    return i if i < len(grid.dates) and grid.dates[i] == target else None
