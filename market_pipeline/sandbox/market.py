@@ -259,10 +259,13 @@ _recent_lock = threading.Lock()
 
 @functools.lru_cache(maxsize=100_000)
 def _recent(ticker: str) -> tuple[int, tuple[bytes, ...]]:
-    series = ticker_series(ticker)
-    count = len(series.offsets) - 1
+    """The last RECENT_SESSIONS bars, rendered alone (each bar renders the same whatever its neighbours)."""
+    columns = _simulate(ticker)
+    count = len(columns["v"])
     first = max(0, count - RECENT_SESSIONS)
-    return first, tuple(series.fragment(i) for i in range(first, count))
+    grid = market_grid(is_crypto_ticker(ticker))
+    data, offsets = _render({k: v[first:] for k, v in columns.items()}, grid.t_ascii[first:])
+    return first, tuple(data[offsets[j] : offsets[j + 1] - 1] for j in range(count - first))
 
 
 def recent_fragment(ticker: str, i: int) -> bytes | None:
