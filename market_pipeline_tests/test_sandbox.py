@@ -623,9 +623,10 @@ def test_synthetic_bars_are_valid_ohlcv(ticker):
         assert len(frame) == (dt.date(2025, 12, 31) - dt.date(1995, 1, 3)).days + 1
 
 
-def test_grouped_daily_rows_from_the_recent_cache_equal_the_full_series(monkeypatch):
-    """The grouped endpoint serves recent dates from a small per-ticker cache (a 10,000-ticker universe
-    is rendered once): every row, for stocks and crypto, equals what the whole rendered series gives."""
+def test_grouped_daily_rows_from_the_block_cache_equal_the_full_series(monkeypatch):
+    """The grouped endpoint serves its rows from small per-ticker blocks of bars (a 10,000-ticker
+    universe is rendered once): every row, for stocks and crypto, recent or years back, equals what the
+    whole rendered series gives."""
     import datetime as dt
 
     from market_pipeline.sandbox import SandboxServer
@@ -634,9 +635,9 @@ def test_grouped_daily_rows_from_the_recent_cache_equal_the_full_series(monkeypa
     server = SandboxServer()
     server.add_to_universe([f"G{i:03d}" for i in range(40)] + ["AAPL", "X:BTCUSD"])  # a crypto ticker listed as a stock too
     server.add_to_universe(["X:ETHUSD", "X:BTCUSD"], market="crypto")
-    days = [synthetic.last_bar_date() - dt.timedelta(days=k) for k in range(0, 60, 3)]
+    days = [synthetic.last_bar_date() - dt.timedelta(days=k) for k in [*range(0, 60, 3), 400, 401, 2000, 2001, 2002]]
     cached = {(d, c): server._grouped_rows(d, c) for d in days for c in (False, True)}
-    monkeypatch.setattr(synthetic, "recent_fragment", lambda ticker, i: None)  # the whole-series path
+    monkeypatch.setattr(synthetic, "bar_fragment", lambda ticker, i: None)  # the whole-series path
     full = {(d, c): server._grouped_rows(d, c) for d in days for c in (False, True)}
     assert sum(len(rows) for rows in cached.values()) > 500
     assert cached == full

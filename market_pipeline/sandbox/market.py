@@ -253,30 +253,33 @@ def ticker_series(ticker: str) -> Series:
     return Series(ticker, crypto, grid, data, offsets)
 
 
-RECENT_SESSIONS = 40  # the grouped endpoint's usual dates: the last weeks of each ticker
-_recent_lock = threading.Lock()
+BLOCK_SESSIONS = 64  # bars rendered together for the grouped endpoint (a few KB a ticker)
+_blocks_lock = threading.Lock()
 
 
-@functools.lru_cache(maxsize=100_000)
-def _recent(ticker: str) -> tuple[int, tuple[bytes, ...]]:
-    """The last RECENT_SESSIONS bars, rendered alone (each bar renders the same whatever its neighbours)."""
+@functools.lru_cache(maxsize=50_000)
+def _block(ticker: str, block: int) -> tuple[bytes, ...]:
+    """Bars block*BLOCK_SESSIONS .. of a ticker, rendered alone (a bar renders the same whatever its
+    neighbours): the simulation runs in full, only these bars are formatted."""
     columns = _simulate(ticker)
-    count = len(columns["v"])
-    first = max(0, count - RECENT_SESSIONS)
+    first = block * BLOCK_SESSIONS
+    last = min(len(columns["v"]), first + BLOCK_SESSIONS)
+    if first >= last:
+        return ()
     grid = market_grid(is_crypto_ticker(ticker))
-    data, offsets = _render({k: v[first:] for k, v in columns.items()}, grid.t_ascii[first:])
-    return first, tuple(data[offsets[j] : offsets[j + 1] - 1] for j in range(count - first))
+    data, offsets = _render({k: v[first:last] for k, v in columns.items()}, grid.t_ascii[first:last])
+    return tuple(data[offsets[j] : offsets[j + 1] - 1] for j in range(last - first))
 
 
-def recent_fragment(ticker: str, i: int) -> bytes | None:
-    """Bar i of a ticker when it is one of its last RECENT_SESSIONS bars, else None. Kept small (a few
-    KB a ticker), so a grouped-daily request over a universe of 10,000 tickers renders each ticker's
-    history once, not once per request (`ticker_series` keeps only SERIES_CACHE_SIZE tickers), and
-    concurrent requests do not render the same ticker twice."""
-    with _recent_lock:
-        first, fragments = _recent(ticker)
-    j = i - first
-    return fragments[j] if 0 <= j < len(fragments) else None
+def bar_fragment(ticker: str, i: int) -> bytes | None:
+    """Bar i of a ticker's series (None past its end), for the grouped-daily endpoint: its block of
+    bars is kept small and cached apart from `ticker_series` (which keeps only SERIES_CACHE_SIZE whole
+    histories), so grouped requests over a universe of 10,000 tickers render each ticker once, not once
+    per request, and concurrent requests do not render the same ticker twice."""
+    with _blocks_lock:
+        fragments = _block(ticker, i // BLOCK_SESSIONS)
+    j = i % BLOCK_SESSIONS
+    return fragments[j] if j < len(fragments) else None
 
 
 # --------------------------------------------------------------------------------------------
