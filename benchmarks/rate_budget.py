@@ -12,19 +12,10 @@ import time
 from benchmarks.common import CLI, REPO, pipeline_env, register, start_date_for, stored_bars
 from benchmarks.context import Bench
 from benchmarks.report import MET, MISSED, Section
+from market_pipeline.warehouse.rate_limit import max_in_window
 
 RUNS = 3
 REQUESTS_PER_SYMBOL = 2  # a new symbol: its reference lookup and its bars
-
-
-def max_in_window(times: list[float], window: float = 60.0) -> int:
-    """The most request start times inside any `window` seconds (a sliding window over sorted times)."""
-    times, best, lo = sorted(times), 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def rate_budget(bench: Bench) -> Section:

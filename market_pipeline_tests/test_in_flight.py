@@ -26,7 +26,7 @@ from market_pipeline.refresh.concurrent import refresh_symbols
 from market_pipeline.refresh.ingest import refresh_symbol
 from market_pipeline.sandbox import SANDBOX_API_KEY
 from market_pipeline.warehouse import BarStore, SymbolRegistry
-from market_pipeline.warehouse.rate_limit import SharedRateLimiter
+from market_pipeline.warehouse.rate_limit import SharedRateLimiter, max_in_window
 from market_pipeline_tests.dagster_helpers import materialization_metadata, served
 
 START = "2024-01-02"
@@ -244,15 +244,6 @@ class _Recording:
         return waited
 
 
-def _max_in_any_window(stamps, window):
-    stamps, best, lo = sorted(stamps), 0, 0
-    for hi, t in enumerate(stamps):
-        while t - stamps[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
 def test_eight_threads_keep_to_the_shared_budget(sandbox, sqlite_url):
     """4 requests per 1.5 s window (the plan's shape, shortened) with 8 in flight: never more than 4 start
     in any window, every symbol completes with its one request."""
@@ -263,7 +254,7 @@ def test_eight_threads_keep_to_the_shared_budget(sandbox, sqlite_url):
         results = _refresh_all(client, sqlite_url, symbols, 8)
     assert [(r.status, r.requests) for r in results] == [("completed", 1)] * 12
     assert len(limiter.starts) == sandbox.request_counts()["aggs_range"] == 12
-    assert _max_in_any_window(limiter.starts, 1.5 - 0.05) <= 4
+    assert max_in_window(limiter.starts, 1.5 - 0.05) <= 4
     assert max(limiter.starts) - min(limiter.starts) >= 2 * 1.5 - 0.1  # they did wait for the budget
 
 
@@ -294,7 +285,7 @@ def test_the_free_plan_with_eight_in_flight_just_waits(sandbox, sqlite_url):
         results = _refresh_all(client, sqlite_url, symbols, 8)
     assert [(r.status, r.requests) for r in results] == [("completed", 1)] * 12
     assert len(limiter.starts) == 12
-    assert _max_in_any_window(limiter.starts, 60.0) <= 5
+    assert max_in_window(limiter.starts, 60.0) <= 5
     assert max(limiter.starts) - min(limiter.starts) >= 120.0  # 12 requests at 5 a minute: two minutes and more
 
 

@@ -126,3 +126,14 @@ def requests_in_window(url: str, origin: str, now: float | None = None, window: 
                 sa.select(sa.func.count()).where(slots.origin == origin, slots.used_at > now - window)
             ).scalar_one()
         )
+
+
+def max_in_window(times: list[float], window: float = WINDOW_SECONDS) -> int:
+    """The most of `times` (request starts or arrivals, seconds) inside any `window` seconds: what an
+    API's sliding-window limit sees (tests and the rate-budget benchmark count with it)."""
+    times, best, lo = sorted(times), 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
