@@ -71,6 +71,12 @@ def latest_completed_session(asset_class: str, now: dt.datetime | None = None) -
         raise ValueError("latest_completed_session needs a timezone-aware datetime")
     if is_crypto(asset_class):
         return now.astimezone(UTC).date() - dt.timedelta(days=1)
+    return _latest_completed_xnys_session(now)
+
+
+@functools.lru_cache(maxsize=256)
+def _latest_completed_xnys_session(now: dt.datetime) -> dt.date:
+    """(memoised: a run's checks ask it once per symbol for the same `now`)"""
     cal = xnys()
     ts = pd.Timestamp(now).tz_convert("UTC")
     ny_date = now.astimezone(NEW_YORK).date()

@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 
 from dataclasses import dataclass
 
 from market_pipeline.quality.stats import SymbolStats, compute_symbol_stats
 from market_pipeline.quality.validation import ValidationThresholds
+from market_pipeline import calendars
 from market_pipeline.reference.freshness import Freshness, evaluate_freshness, last_trading_session
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
+from market_pipeline.warehouse.stats_cache import NO_BARS, CachedStats, StatsCache
 from market_pipeline.warehouse.store import BarStore, utcnow
+
+# Bump when the rules behind the numbers change (validation, gaps): every cached entry is then recomputed.
+STATS_RULES_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -83,13 +89,45 @@ def cli_record(row: TrackedSymbol, stats: SymbolStats, now: dt.datetime | None =
     }
 
 
-def table_row(row: TrackedSymbol, stats: SymbolStats, computed_at: dt.datetime) -> dict:
+def stats_basis(asset_class: str, settings, now: dt.datetime, delisted_on: dt.date | None = None) -> str:
+    """Everything a symbol's stats depend on besides its bars, as text: the rules' version, the date at
+    `now` (future-dated bars), the latest completed session (gaps), the delisting's last session and
+    the thresholds."""
+    settings = settings or CheckThresholds()
+    last = _last_session(asset_class, delisted_on) if delisted_on else None
+    thresholds = ",".join(
+        repr(getattr(settings, name))
+        for name in ("min_validation_rate", "validation_error_below", "large_move", "max_gaps", "gaps_error_above")
+    )
+    return f"v{STATS_RULES_VERSION}|{_sessions(asset_class, now)}|{last or ''}|{thresholds}"
+
+
+@functools.lru_cache(maxsize=64)
+def _sessions(asset_class: str, now: dt.datetime) -> str:
+    return f"{asset_class}|{calendars.local_date(asset_class, now)}|{calendars.latest_completed_session(asset_class, now)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _last_session(asset_class: str, delisted_on: dt.date) -> dt.date:
+    return last_trading_session(asset_class, delisted_on)
+
+
+def cache_entry(stats: SymbolStats, fingerprint: str, basis: str) -> CachedStats:
+    return CachedStats(
+        stats.symbol, fingerprint, basis, stats.record_count,
+        dt.date.fromisoformat(stats.first_date) if stats.first_date else None,
+        dt.date.fromisoformat(stats.last_date) if stats.last_date else None,
+        stats.validation_rate, stats.gaps_detected,
+    )
+
+
+def table_row(row: TrackedSymbol, stats: SymbolStats | CachedStats, computed_at: dt.datetime) -> dict:
     return {
         "symbol": row.symbol,
         "asset_class": row.asset_class,
         "record_count": stats.record_count,
-        "first_date": dt.date.fromisoformat(stats.first_date) if stats.first_date else None,
-        "last_date": dt.date.fromisoformat(stats.last_date) if stats.last_date else None,
+        "first_date": _as_date(stats.first_date),
+        "last_date": _as_date(stats.last_date),
         "validation_rate": stats.validation_rate,
         "gaps_detected": stats.gaps_detected,
         "backfill_status": row.status,
@@ -98,6 +136,34 @@ def table_row(row: TrackedSymbol, stats: SymbolStats, computed_at: dt.datetime) 
     }
 
 
-def all_table_rows(registry: SymbolRegistry, store: BarStore, settings: CheckThresholds | None = None) -> list[dict]:
+def _as_date(value) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(value)
+
+
+def all_table_rows(
+    registry: SymbolRegistry, store: BarStore, settings: CheckThresholds | None = None, now: dt.datetime | None = None
+) -> list[dict]:
+    """The symbol_stats rows of every tracked symbol at `now`. A symbol whose bars and basis are those of
+    its symbol_stats_cache entry (its checks just computed them) is not read again; the others are read,
+    computed and cached."""
+    now = now or dt.datetime.now(dt.timezone.utc)
     computed_at = utcnow()
-    return [table_row(r, s, computed_at) for r, s in stats_for(registry.list(include_inactive=True), store, settings)]
+    tracked = registry.list(include_inactive=True)
+    cache = StatsCache(store.url)
+    live = cache.fingerprints()  # taken before any bar is read: a write after it only makes entries look stale
+    cached = cache.get_many()
+    rows, fresh = [], []
+    for row in tracked:
+        basis = stats_basis(row.asset_class, settings, now, row.delisted_on)
+        fingerprint = live.get(row.symbol, NO_BARS)
+        hit = cached.get(row.symbol)
+        if hit is not None and hit.fingerprint == fingerprint and hit.basis == basis:
+            rows.append(table_row(row, hit, computed_at))
+            continue
+        stats = compute_stats(row.symbol, row.asset_class, store.read_bars(row.symbol), settings, now, row.delisted_on)
+        fresh.append(cache_entry(stats, fingerprint, basis))
+        rows.append(table_row(row, stats, computed_at))
+    cache.put_many(fresh, computed_at)
+    return rows

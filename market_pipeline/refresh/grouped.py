@@ -182,7 +182,7 @@ def _store_grouped_batch(store, registry, batch, target, shared, run_id, set_asi
         count, first, last = summary.get(symbol, (0, None, None))
         result.rows_stored = count
         if count and count == len(bars) == done.rows_upserted:  # the stored rows are these bars
-            result.stored_bars = bars.reset_index(drop=True)
+            result.stored_bars, result.stored_at = bars.reset_index(drop=True), done.fetched_at
         result.first_date = first.isoformat() if first else None
         result.last_date = last.isoformat() if last else None
         yield result

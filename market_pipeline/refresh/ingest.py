@@ -57,9 +57,11 @@ class SymbolResult:
     # every bar stored for the symbol, when they are exactly the bars just written (a whole history):
     # the checks use it instead of reading the rows back
     stored_bars: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    # with stored_bars: the fetched_at stamped on every one of them (their fingerprint's last part)
+    stored_at: dt.datetime | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stored_bars"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("stored_bars", "stored_at")}
 
 
 def plan_fetch(
@@ -253,7 +255,7 @@ def _store_and_complete(
     count, first, last = store.summary([result.symbol]).get(result.symbol, (0, None, None))
     result.rows_stored = count
     if count and count == len(bars) == written.rows_upserted:  # the stored rows are these bars
-        result.stored_bars = bars.reset_index(drop=True)
+        result.stored_bars, result.stored_at = bars.reset_index(drop=True), written.fetched_at
     result.first_date = first.isoformat() if first else None
     result.last_date = last.isoformat() if last else None
     registry.mark_completed(result.symbol, run_id, history_from=history_from, quarantined=result.quarantined)

@@ -72,6 +72,24 @@ symbol_stats = sa.Table(
     sa.Column("computed_at", sa.DateTime, nullable=False),
 )
 
+# Each symbol's statistics as last computed (0006), with what they were computed from: the bars'
+# fingerprint (count, first and last date, latest fetched_at) and the basis (the sessions at the time,
+# the thresholds, the delisting date, the rules' version). symbol_stats reuses an entry only when both
+# still match, so a symbol whose bars did not change since its checks ran is not read again.
+symbol_stats_cache = sa.Table(
+    "symbol_stats_cache",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("basis", sa.Text, nullable=False),
+    sa.Column("record_count", sa.Integer, nullable=False),
+    sa.Column("first_date", sa.Date, nullable=True),
+    sa.Column("last_date", sa.Date, nullable=True),
+    sa.Column("validation_rate", sa.Float(53), nullable=True),
+    sa.Column("gaps_detected", sa.Integer, nullable=False),
+    sa.Column("computed_at", sa.DateTime, nullable=False),
+)
+
 # the API plan's request budget shared by every process (market_pipeline.warehouse.rate_limit): one row
 # per request a 60 s window allows, per API origin, with when it was last used (Unix seconds)
 api_rate_slots = sa.Table(
