@@ -126,6 +126,15 @@ class PolygonClient:
         self.stats = RequestStats()
         self.log = logger or log
         self._stats_lock = threading.Lock()
+        # Held while a thread decodes, validates and parses an answer (CPU under the GIL). A consumer
+        # storing what the fetch threads bring (refresh_symbols, through polygon.inflight) holds it
+        # while it works: the fetch threads then decode while it waits for them, not each time it
+        # lets the GIL go for a database call (a json.loads never yields: each of those hand-overs
+        # would wait for a whole decode). Reentrant: the consumer may itself fetch.
+        self.cpu_gate = threading.RLock()
+        # at most max_in_flight requests on the wire at once, whichever threads send them (the bars'
+        # and the reference lookups' pools run side by side)
+        self._slots = threading.BoundedSemaphore(self.max_in_flight)
         self._thread = threading.local()
         self._stopped = threading.Event()
         self._session = requests.Session()
@@ -193,13 +202,14 @@ class PolygonClient:
                 url = guard.follow(next_url)
             except PaginationError as exc:
                 raise PolygonError(str(exc)) from None
-        usable, aside = split_bars(results, asset_class, last_session or end, "range")
-        if not usable:
-            return FetchedBars(empty_bars(), aside)
-        try:
-            return FetchedBars(parse_aggregate_results(usable, asset_class), aside)
-        except BarParseError as exc:
-            raise PolygonError(f"{symbol}: unusable bars from Polygon: {exc}") from None
+        with self.cpu_gate:
+            usable, aside = split_bars(results, asset_class, last_session or end, "range")
+            if not usable:
+                return FetchedBars(empty_bars(), aside)
+            try:
+                return FetchedBars(parse_aggregate_results(usable, asset_class), aside)
+            except BarParseError as exc:
+                raise PolygonError(f"{symbol}: unusable bars from Polygon: {exc}") from None
 
     def grouped_daily(self, asset_class: str, day: dt.date) -> pd.DataFrame:
         """Every ticker's bar of one date for the stock (stock/etf) or crypto market, with a `symbol`
@@ -303,6 +313,11 @@ class PolygonClient:
     def _attempt(self, url: str, params: dict | None, what: str, endpoint: str) -> dict:
         headers = self._headers(url)
         self._refuse_when_stopped(what)
+        with self._slots:  # taken before pacing: the budget counts a request when it is really sent
+            content, status, response, path = self._send(url, params, headers, what, endpoint)
+        return self._decode(content, status, response, path, what, endpoint)
+
+    def _send(self, url: str, params: dict | None, headers: dict, what: str, endpoint: str):
         paced = self._pace()
         self._refuse_when_stopped(what)
         with self._stats_lock:
@@ -322,7 +337,9 @@ class PolygonClient:
             raise PolygonError(f"{what}: request to {path} failed ({type(exc).__name__})", transient=True) from None
         with response:
             content = self._read_body(response, started, what, path)
-        status = response.status_code
+        return content, response.status_code, response, path
+
+    def _decode(self, content: bytes, status: int, response, path: str, what: str, endpoint: str) -> dict:
         if status != 200:
             text = _error_text(response, content)
             transient = status in TRANSIENT_STATUSES
@@ -334,7 +351,11 @@ class PolygonClient:
             }.get(status, "")
             raise PolygonError(f"{what}: HTTP {status} {text}{hint}", status=status, transient=transient, retry_after=retry_after)
         try:
-            body = json.loads(content)
+            if endpoint == "aggs_range":  # the bars' big answers: decoded under the gate (see cpu_gate)
+                with self.cpu_gate:
+                    body = json.loads(content)
+            else:
+                body = json.loads(content)
         except ValueError:
             raise PolygonError(f"{what}: truncated or invalid JSON from {path}", status=status, transient=True) from None
         if not isinstance(body, dict):

@@ -65,5 +65,6 @@ def refresh_symbols(
         max_in_flight=max_in_flight,
         skip=lambda prep: isinstance(prep, SymbolResult),
         on_stop=client.stop,
+        gate=client.cpu_gate,
     ):
         yield item if isinstance(item, SymbolResult) else store_symbol(store, registry, item, outcome)
