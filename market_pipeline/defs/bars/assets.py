@@ -57,7 +57,7 @@ from market_pipeline.refresh.ingest import (
     plan_fetch,
 )
 from market_pipeline.refresh.concurrent import refresh_symbols
-from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, first_run_references, reference_metadata
+from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, FirstRunReferences, reference_metadata
 from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
 from market_pipeline.defs.bars.records import CHECK_BATCH, TABLE_NAME, check_batch, materialization
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
@@ -234,13 +234,16 @@ def _ohlcv_daily(
         stored: list[SymbolResult] = []
         checking: list[tuple[SymbolResult, object]] = []  # stored symbols whose checks are still to record
         table_rows = store.count_rows()  # the table's rows, kept current as each symbol adds its new ones
-        with polygon.get_client(logger=context.log) as client:
-            rows = first_run_references(context, client, registry, refs_store, rows)
-            refs = refs_store.get_many([row.symbol for row in rows])
+        with polygon.get_client(logger=context.log) as client, closing(
+            FirstRunReferences(context, client, registry, refs_store, rows)  # running ahead of the bars
+        ) as lookups:
+            refs = refs_store.get_many([row.symbol for row in rows if row.symbol not in lookups.pending])
             # splits and dividends first: the bars' factors and checks depend on them
             yield from read_corporate_actions(context, config, client, warehouse.resolved_url(), rows, now)
-            for result, row in _refresh(context, config, client, store, registry, rows, now):
+            for result, row in _refresh(context, config, client, store, registry, rows, now, lookups):
                 symbol = row.symbol
+                if symbol not in refs and symbol in lookups.resolved:
+                    refs.update(refs_store.get_many([symbol]))
                 if result.status != "completed":
                     context.log.error(f"{symbol}: {result.error}")
                     failures.append(result)
@@ -301,16 +304,25 @@ def _ohlcv_daily(
         )
 
 
-def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: dt.datetime):
+def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: dt.datetime, lookups=None):
     """Plan each market's split between the grouped-daily and the range path (fewest requests),
     then refresh: the grouped symbols of each market first, then one range request per other symbol.
-    Yields (SymbolResult, tracked row) as each symbol is stored."""
+    Yields (SymbolResult, tracked row) as each symbol is stored. `lookups`: the new symbols' reference
+    lookups (FirstRunReferences), resolved before each symbol is planned: a whole-history symbol takes
+    the range path whatever its reference says, so its lookup is waited for only when its turn comes;
+    any other is resolved before the plan."""
     requested = dt.date.fromisoformat(config.target_date) if config.target_date else None
     today = requested or now.date()
     targets = {market: target_session(market, now, requested) for market in ("stocks", "crypto")}
     full_refetch = config.wants_full_refetch(context.run.tags)
     if full_refetch:
         context.log.info("full re-fetch asked for: every symbol's whole history is fetched again")
+    if lookups is not None and lookups.pending:
+        # a new symbol with some bars stored (an earlier run stopped): its reference may change its plan
+        early = [row.symbol for row in rows if row.symbol in lookups.pending and store.refetch_start(row.symbol, 1) is not None]
+        if early:
+            lookups.resolve(early)
+            rows = [lookups.fresh(row) if row.symbol in early else row for row in rows]
     windows, starts = [], {}
     for row in rows:
         try:
@@ -342,11 +354,21 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
     ranged_rows = [row for row in rows if row.symbol in ranged]
     if len(ranged_rows) > 1 and client.max_in_flight > 1:
         context.log.info(f"{len(ranged_rows)} range request(s), up to {client.max_in_flight} in flight at once")
+    fresh: dict[str, object] = {}
+
+    def resolved_rows():  # each row re-read once its reference is saved, just before it is prepared
+        for row in ranged_rows:
+            if lookups is not None and row.symbol in lookups.pending:
+                lookups.resolve([row.symbol])
+                row = lookups.fresh(row)
+            fresh[row.symbol] = row
+            yield row
+
     # the fetches run in threads; every database write stays on this thread (closing it stops them)
     with closing(refresh_symbols(
-        client, store, registry, ranged_rows, max_in_flight=client.max_in_flight, run_id=context.run_id,
+        client, store, registry, resolved_rows(), max_in_flight=client.max_in_flight, run_id=context.run_id,
         today=today, refetch_sessions=config.refetch_sessions, default_history_days=config.default_history_days,
         full_refetch=full_refetch, completed_session=lambda row: targets[market_of(row.asset_class)],
     )) as results:
-        for result, row in zip(results, ranged_rows):
-            yield result, row
+        for result in results:
+            yield result, fresh.pop(result.symbol)
