@@ -102,3 +102,36 @@ def test_postgres_scheme_is_psycopg2():
     assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
     assert normalize_url("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
     assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_upsert_chunks_and_nulls_round_trip(any_warehouse_url):
+    """More bars than one SQLite statement takes (500), a partial last chunk, NULL vwap and
+    transactions: every value reads back as written, and a second write changes exactly one bar."""
+    store = BarStore(any_warehouse_url)
+    frame = bars("2000-01-03", 1234)
+    frame.loc[[0, 500, 1233], "vwap"] = np.nan
+    frame["transactions"] = frame["transactions"].astype("Int64")
+    frame.loc[[1, 999], "transactions"] = pd.NA
+    first = store.upsert_bars("LONG", frame)
+    assert (first.rows_upserted, first.rows_inserted, first.rows_changed) == (1234, 1234, 0)
+    back = store.read_bars("LONG")
+    pd.testing.assert_frame_equal(back.reset_index(drop=True), frame.reset_index(drop=True), check_dtype=False)
+    revised = frame.copy()
+    revised.loc[700, "close"] += 1.0
+    again = store.upsert_bars("LONG", revised)
+    assert (again.rows_inserted, again.rows_changed) == (0, 1)
+    assert again.fetched_at is not None and again.fetched_at >= first.fetched_at
+
+
+def test_read_bars_many_is_read_bars_for_each_symbol(any_warehouse_url):
+    store = BarStore(any_warehouse_url)
+    store.upsert_bars("AAA", bars("2024-01-02", 30, price=10.0))
+    with_nulls = bars("2024-02-01", 7, price=20.0)
+    with_nulls.loc[3, "vwap"] = np.nan
+    with_nulls.loc[4, "transactions"] = pd.NA
+    store.upsert_bars("BBB", with_nulls)
+    many = store.read_bars_many(["BBB", "NONE", "AAA"])
+    assert list(many) == ["BBB", "NONE", "AAA"]
+    assert many["NONE"].empty and list(many["NONE"].columns) == list(BAR_COLUMNS)
+    for symbol in ("AAA", "BBB"):
+        pd.testing.assert_frame_equal(many[symbol], store.read_bars(symbol))
