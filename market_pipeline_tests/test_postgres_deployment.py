@@ -5,7 +5,6 @@ key, a server restart between runs, a server that is down, and a connection kill
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import astuple
 import os
 import socket
 import subprocess
@@ -43,6 +42,12 @@ WAIT_SECONDS = 120  # upper bound on waiting for another process (a hang fails i
 
 
 # ---- helpers shared with test_concurrency -------------------------------------------------------
+
+def counts(written) -> tuple[int, int, int]:
+    """(rows upserted, inserted, changed) of an UpsertResult."""
+    return written.rows_upserted, written.rows_inserted, written.rows_changed
+
+
 def sandbox_env(sandbox, warehouse_url: str, dagster_home: str | Path) -> dict:
     """The environment of a `market-pipeline` process against the sandbox and this warehouse."""
     env = dict(os.environ)
@@ -171,7 +176,7 @@ def frame_with_nulls(start: str, n: int) -> pd.DataFrame:
 def test_bulk_write_round_trips_nulls_and_counts_changes(any_warehouse_url):
     store = BarStore(any_warehouse_url)
     frame = frame_with_nulls("2024-01-02", 40)
-    assert astuple(store.upsert_bars("X", frame.iloc[::-1])) == (40, 40, 0)  # any order in, date order stored
+    assert counts(store.upsert_bars("X", frame.iloc[::-1])) == (40, 40, 0)  # any order in, date order stored
     back = store.read_bars("X")
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)
     assert back["date"].dtype == "datetime64[ns]" and str(back["transactions"].dtype) == "Int64"
@@ -181,8 +186,8 @@ def test_bulk_write_round_trips_nulls_and_counts_changes(any_warehouse_url):
     revised.loc[1, "vwap"] = 101.0  # NULL -> value: a change
     revised.loc[3, "transactions"] = pd.NA  # value -> NULL: a change
     revised.loc[4, "close"] = 1.0  # a late correction
-    assert astuple(store.upsert_bars("X", revised)) == (45, 5, 3)
-    assert astuple(store.upsert_bars("X", revised)) == (45, 0, 0)  # NULL = NULL is no change
+    assert counts(store.upsert_bars("X", revised)) == (45, 5, 3)
+    assert counts(store.upsert_bars("X", revised)) == (45, 0, 0)  # NULL = NULL is no change
     pd.testing.assert_frame_equal(store.read_bars("X"), revised, check_dtype=False)
     window = store.read_bars("X", dt.date(2024, 1, 3), dt.date(2024, 1, 5))
     assert [d.date() for d in window["date"]] == [dt.date(2024, 1, 3), dt.date(2024, 1, 4), dt.date(2024, 1, 5)]
@@ -193,9 +198,9 @@ def test_bulk_write_does_not_touch_other_symbols(any_warehouse_url):
     store = BarStore(any_warehouse_url)
     store.upsert_bars("A", frame_with_nulls("2024-01-02", 30))
     before = store.read_bars("A")
-    assert astuple(store.upsert_bars("B", frame_with_nulls("2024-01-02", 30))) == (30, 30, 0)
+    assert counts(store.upsert_bars("B", frame_with_nulls("2024-01-02", 30))) == (30, 30, 0)
     # 60 business days from 2023-12-01: 30 new, and the 30 stored ones (all from 2024-01-02) changed
-    assert astuple(store.upsert_bars("B", frame_with_nulls("2023-12-01", 60))) == (60, 30, 30)
+    assert counts(store.upsert_bars("B", frame_with_nulls("2023-12-01", 60))) == (60, 30, 30)
     pd.testing.assert_frame_equal(store.read_bars("A"), before)
     assert store.summary()["A"][0] == 30
 

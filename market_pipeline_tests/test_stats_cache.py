@@ -32,7 +32,8 @@ def _reads(monkeypatch) -> list[str]:
     return seen
 
 
-def test_cached_stats_are_reused_until_the_bars_or_the_sessions_change(warehouse_url, monkeypatch):
+def test_cached_stats_are_reused_until_the_bars_or_the_sessions_change(any_warehouse_url, monkeypatch):
+    warehouse_url = any_warehouse_url
     registry, store = SymbolRegistry(warehouse_url), BarStore(warehouse_url)
     registry.add(["AAA", "BBB"], "stock", dt.date(2024, 1, 2))
     frame = bars("2024-01-02", 43)  # business days 2024-01-02 .. 2024-02-29
