@@ -65,3 +65,59 @@ def test_recorded_responses_parse():
     assert dates(frame) == [dt.date(2005, 4, 1), dt.date(2005, 4, 4)]
     grouped = json.loads((FIXTURES / "grouped_stocks_2005-04-04_HAND_EDITED.json").read_text())
     assert parse_grouped_results(grouped["results"], "stock")["symbol"].tolist() == ["GIK"]
+
+
+def _range_rows(asset_class: str, days: list, overrides: dict | None = None) -> list[dict]:
+    from market_pipeline.calendars import ms_at_local_midnight
+
+    rows = []
+    for i, day in enumerate(days):
+        row = {"o": 10.0 + i, "h": 11.5 + i, "l": 9.25 + i, "c": 10.5 + i, "v": 1000 + 10 * i, "vw": 10.4 + i,
+               "n": 50 + i, "t": ms_at_local_midnight(day, asset_class)}
+        row.update((overrides or {}).get(i, {}))
+        rows.append({k: v for k, v in row.items() if v is not ...})
+    return json.loads(json.dumps(rows))  # as the wire gives them
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["plain", "crypto", "no_vwap_or_n", "some_vwap_missing", "unordered_and_duplicated", "integral_floats"],
+)
+def test_the_one_pass_range_frame_is_what_split_and_parse_give(case):
+    """`usable_range_frame` (the fetch's fast path) equals split_bars + parse_aggregate_results."""
+    from market_pipeline.polygon.validate_bars import split_bars, usable_range_frame
+
+    asset_class = "crypto" if case == "crypto" else "stock"
+    days = [dt.date(2024, 3, 1) + dt.timedelta(days=i) for i in range(40)]
+    if asset_class == "stock":
+        days = [d for d in days if d.weekday() < 5 and d != dt.date(2024, 3, 29)]  # Good Friday
+    overrides = {}
+    if case == "no_vwap_or_n":
+        overrides = {i: {"vw": ..., "n": ...} for i in range(len(days))}
+    elif case == "some_vwap_missing":
+        overrides = {2: {"vw": ...}, 5: {"n": ...}, 6: {"vw": None}}
+    elif case == "integral_floats":
+        overrides = {i: {"v": 1000.0 + i, "n": 7.0} for i in range(len(days))}
+    rows = _range_rows(asset_class, days, overrides)
+    if case == "unordered_and_duplicated":
+        rows = rows[10:] + rows[:10] + [dict(rows[3], c=99.0)]
+    last = days[-1]
+    usable, aside = split_bars(rows, asset_class, last, "range")
+    assert aside == []
+    pd_testing = pytest.importorskip("pandas").testing
+    pd_testing.assert_frame_equal(usable_range_frame(rows, asset_class, last), parse_aggregate_results(usable, asset_class))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [{"o": True}, {"c": "10.5"}, {"h": None}, {"v": float("nan")}, {"vw": float("inf")}, {"n": "x"}, {"t": 1.5},
+     {"t": 0}],
+)
+def test_the_one_pass_range_frame_leaves_anything_unusual_to_split_bars(override):
+    from market_pipeline.polygon.validate_bars import usable_range_frame
+
+    days = [dt.date(2024, 3, 4), dt.date(2024, 3, 5), dt.date(2024, 3, 6)]
+    rows = _range_rows("stock", days)
+    rows[1].update(override)
+    assert usable_range_frame(rows, "stock", days[-1]) is None
+    assert usable_range_frame(_range_rows("stock", days), "stock", days[1]) is None  # a bar after the last session

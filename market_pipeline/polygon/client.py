@@ -39,7 +39,7 @@ from market_pipeline.polygon.origin import describe_host, same_origin
 from market_pipeline.polygon.pacing import Pacer, shared_pacer  # noqa: F401  (Pacer: re-exported)
 from market_pipeline.polygon.pagination import MAX_PAGES, PageGuard, PaginationError
 from market_pipeline.polygon.tickers import polygon_ticker
-from market_pipeline.polygon.validate_bars import SetAside, split_bars
+from market_pipeline.polygon.validate_bars import SetAside, split_bars, usable_range_frame
 
 log = logging.getLogger("market_pipeline.polygon")
 
@@ -203,6 +203,9 @@ class PolygonClient:
             except PaginationError as exc:
                 raise PolygonError(str(exc)) from None
         with self.cpu_gate:
+            frame = usable_range_frame(results, asset_class, last_session or end)  # one pass, what Polygon sends
+            if frame is not None:
+                return FetchedBars(frame, [])
             usable, aside = split_bars(results, asset_class, last_session or end, "range")
             if not usable:
                 return FetchedBars(empty_bars(), aside)

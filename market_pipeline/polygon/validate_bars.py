@@ -22,7 +22,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 
 import numpy as np
 import pandas as pd
@@ -146,6 +146,55 @@ def all_usable(rows: list, asset_class: str, last_session: dt.date | None, endpo
     if last_session is not None and len(days) and days.max() > np.datetime64(last_session, "D"):
         return False
     return bool((t_ms == _expected_t_vector(days, asset_class, endpoint)).all())
+
+
+_NUMBER_TYPES = frozenset({int, float})  # exactly: a bool (an int subclass) or a string is not a price
+_OPTIONAL_TYPES = _NUMBER_TYPES | {type(None)}
+
+
+def usable_range_frame(rows: list, asset_class: str, last_session: dt.date | None) -> pd.DataFrame | None:
+    """The bar frame of a range answer (what `parse_aggregate_results` makes of it) when every row is
+    certainly usable, reading each wire field once for both the checks and the frame; None for
+    anything else (a bool, a string, a missing or non-finite value, a misdated or late bar): the
+    caller then runs `split_bars` and the parser, which decide row by row."""
+    if not rows:
+        return None
+    try:
+        numbers = {}
+        for key in REQUIRED:
+            values = list(map(itemgetter(key), rows))
+            if not set(map(type, values)) <= _NUMBER_TYPES:
+                return None
+            numbers[key] = np.array(values, dtype=np.float64)
+        for key in ("vw", "n"):
+            values = list(map(methodcaller("get", key), rows))
+            if not set(map(type, values)) <= _OPTIONAL_TYPES:
+                return None
+            column = np.array(values, dtype=np.float64)  # None -> NaN
+            if np.isinf(column).any() or int(np.isnan(column).sum()) != values.count(None):
+                return None
+            numbers[key] = column
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+        return None
+    if not all(np.isfinite(numbers[k]).all() for k in REQUIRED):
+        return None
+    t = numbers["t"]
+    if not (np.abs(t) < 1e15).all() or not (t == np.floor(t)).all():
+        return None
+    t_ms = t.astype(np.int64)
+    days = calendars.session_dates_from_ms(t_ms, asset_class)
+    if last_session is not None and days.max() > np.datetime64(last_session, "D"):
+        return None
+    if not (t_ms == _expected_t_vector(days, asset_class, "range")).all():
+        return None
+    frame = pd.DataFrame({
+        "date": pd.DatetimeIndex(days), "open": numbers["o"], "high": numbers["h"], "low": numbers["l"],
+        "close": numbers["c"], "volume": numbers["v"], "vwap": numbers["vw"], "transactions": numbers["n"],
+    })
+    frame["transactions"] = frame["transactions"].round().astype("Int64")
+    if len(days) > 1 and not (days[1:] > days[:-1]).all():  # Polygon sends ascending unique dates
+        frame = frame.drop_duplicates("date", keep="last").sort_values("date", kind="stable").reset_index(drop=True)
+    return frame
 
 
 def _expected_t_vector(days: np.ndarray, asset_class: str, endpoint: str) -> np.ndarray:
