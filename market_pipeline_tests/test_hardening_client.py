@@ -221,3 +221,11 @@ def test_the_fast_check_passes_clean_bars_and_hands_every_bad_one_to_the_row_by_
     assert not all_usable(rows, asset_class, dt.date(1995, 6, 1))  # after the last completed session
     assert not all_usable([{**rows[0], "vw": float("nan")}], asset_class, last)
     assert not all_usable([{**rows[0], "o": True}], asset_class, last)
+    # a number sent as text is not a number, as the row-by-row check says: the fast check used to
+    # convert it (numpy reads "10.5" as 10.5) and store the bar, unless another row was bad
+    for key in ("c", "vw", "n"):
+        texted = [*rows[:10], {**rows[10], key: str(rows[10][key])}, *rows[11:20]]
+        assert why_unusable(texted[10], asset_class, last)[0] is not None
+        assert not all_usable(texted, asset_class, last), key
+        usable, aside = split_bars(texted, asset_class, last)
+        assert len(usable) == 19 and len(aside) == 1, key

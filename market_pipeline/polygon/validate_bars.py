@@ -121,42 +121,16 @@ def why_unusable(row, asset_class: str, last_session: dt.date | None, endpoint: 
     return None, day
 
 
-def all_usable(rows: list, asset_class: str, last_session: dt.date | None, endpoint: str = "range") -> bool:
-    """Vectorised: True when every row is certainly usable (what Polygon normally sends); False
-    means "look at each row" (`why_unusable`), never that a row is unusable."""
-    n = len(rows)
-    try:
-        columns = {k: np.fromiter(map(itemgetter(k), rows), np.float64, n) for k in REQUIRED}
-        for key in ("vw", "n"):
-            values = np.array([row.get(key) for row in rows], dtype=np.float64)  # None -> NaN
-            absent = sum(1 for row in rows if row.get(key) is None)
-            if int(np.isnan(values).sum()) != absent or np.isinf(values).any():
-                return False
-        if any(type(row[k]) is bool for row in rows for k in REQUIRED):  # noqa: E721 (True is not a price)
-            return False
-    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
-        return False
-    if not all(np.isfinite(columns[k]).all() for k in REQUIRED):
-        return False
-    t = columns["t"]
-    if not (np.abs(t) < 1e15).all() or not (t == np.floor(t)).all():
-        return False
-    t_ms = t.astype(np.int64)
-    days = calendars.session_dates_from_ms(t_ms, asset_class)
-    if last_session is not None and len(days) and days.max() > np.datetime64(last_session, "D"):
-        return False
-    return bool((t_ms == _expected_t_vector(days, asset_class, endpoint)).all())
-
-
 _NUMBER_TYPES = frozenset({int, float})  # exactly: a bool (an int subclass) or a string is not a price
 _OPTIONAL_TYPES = _NUMBER_TYPES | {type(None)}
 
 
-def usable_range_frame(rows: list, asset_class: str, last_session: dt.date | None) -> pd.DataFrame | None:
-    """The bar frame of a range answer (what `parse_aggregate_results` makes of it) when every row is
-    certainly usable, reading each wire field once for both the checks and the frame; None for
-    anything else (a bool, a string, a missing or non-finite value, a misdated or late bar): the
-    caller then runs `split_bars` and the parser, which decide row by row."""
+def _certain_columns(
+    rows: list, asset_class: str, last_session: dt.date | None, endpoint: str
+) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """Vectorised: every wire field as a float column (NaN for an absent `vw`/`n`) and the session
+    dates, when every row is certainly usable (what Polygon normally sends); None means "look at each
+    row" (`why_unusable`), never that a row is unusable. Each field is read once."""
     if not rows:
         return None
     try:
@@ -185,8 +159,25 @@ def usable_range_frame(rows: list, asset_class: str, last_session: dt.date | Non
     days = calendars.session_dates_from_ms(t_ms, asset_class)
     if last_session is not None and days.max() > np.datetime64(last_session, "D"):
         return None
-    if not (t_ms == _expected_t_vector(days, asset_class, "range")).all():
+    if not (t_ms == _expected_t_vector(days, asset_class, endpoint)).all():
         return None
+    return numbers, days
+
+
+def all_usable(rows: list, asset_class: str, last_session: dt.date | None, endpoint: str = "range") -> bool:
+    """True when every row is certainly usable; False means "look at each row" (`why_unusable`)."""
+    return _certain_columns(rows, asset_class, last_session, endpoint) is not None
+
+
+def usable_range_frame(rows: list, asset_class: str, last_session: dt.date | None) -> pd.DataFrame | None:
+    """The bar frame of a range answer (what `parse_aggregate_results` makes of it) when every row is
+    certainly usable, from the columns its checks read; None for anything else (a bool, a string, a
+    missing or non-finite value, a misdated or late bar): the caller then runs `split_bars` and the
+    parser, which decide row by row."""
+    certain = _certain_columns(rows, asset_class, last_session, "range")
+    if certain is None:
+        return None
+    numbers, days = certain
     frame = pd.DataFrame({
         "date": pd.DatetimeIndex(days), "open": numbers["o"], "high": numbers["h"], "low": numbers["l"],
         "close": numbers["c"], "volume": numbers["v"], "vwap": numbers["vw"], "transactions": numbers["n"],
