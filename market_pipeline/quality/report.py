@@ -15,7 +15,7 @@ from market_pipeline import calendars
 from market_pipeline.reference.freshness import Freshness, evaluate_freshness, last_trading_session
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
 from market_pipeline.warehouse.stats_cache import NO_BARS, CachedStats, StatsCache
-from market_pipeline.warehouse.store import BarStore, utcnow
+from market_pipeline.warehouse.store import BarStore, as_date, utcnow
 
 # Bump when the rules behind the numbers change (validation, gaps): every cached entry is then recomputed.
 STATS_RULES_VERSION = 1
@@ -115,8 +115,7 @@ def _last_session(asset_class: str, delisted_on: dt.date) -> dt.date:
 def cache_entry(stats: SymbolStats, fingerprint: str, basis: str) -> CachedStats:
     return CachedStats(
         stats.symbol, fingerprint, basis, stats.record_count,
-        dt.date.fromisoformat(stats.first_date) if stats.first_date else None,
-        dt.date.fromisoformat(stats.last_date) if stats.last_date else None,
+        as_date(stats.first_date), as_date(stats.last_date),
         stats.validation_rate, stats.gaps_detected,
     )
 
@@ -126,20 +125,14 @@ def table_row(row: TrackedSymbol, stats: SymbolStats | CachedStats, computed_at:
         "symbol": row.symbol,
         "asset_class": row.asset_class,
         "record_count": stats.record_count,
-        "first_date": _as_date(stats.first_date),
-        "last_date": _as_date(stats.last_date),
+        "first_date": as_date(stats.first_date),
+        "last_date": as_date(stats.last_date),
         "validation_rate": stats.validation_rate,
         "gaps_detected": stats.gaps_detected,
         "backfill_status": row.status,
         "last_backfill": row.last_backfill,
         "computed_at": computed_at,
     }
-
-
-def _as_date(value) -> dt.date | None:
-    if value is None or isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(value)
 
 
 def all_table_rows(

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import ohlcv_daily, symbol_stats_cache
+from market_pipeline.warehouse.store import as_date
 
 NO_BARS = "0|||"  # the fingerprint of a symbol without any stored bar
 
@@ -75,7 +76,7 @@ class StatsCache:
             for part in parts:
                 q = query if part is None else query.where(ohlcv_daily.c.symbol.in_(part))
                 for symbol, count, first, last, fetched_at in conn.execute(q):
-                    out[symbol] = fingerprint(count, _date(first), _date(last), _stamp(fetched_at))
+                    out[symbol] = fingerprint(count, as_date(first), as_date(last), _stamp(fetched_at))
         return out
 
     def get_many(self, symbols: Sequence[str] | None = None) -> dict[str, CachedStats]:
@@ -109,12 +110,6 @@ class StatsCache:
             insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(symbol_stats_cache)
             update = {c: insert.excluded[c] for c in rows[0] if c != "symbol"}
             conn.execute(insert.on_conflict_do_update(index_elements=["symbol"], set_=update), rows)
-
-
-def _date(value) -> dt.date | None:
-    if value is None or isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
 
 
 def _stamp(value) -> dt.datetime | None:

@@ -447,18 +447,22 @@ class BarStore:
             return int(conn.execute(sa.select(sa.func.count()).select_from(ohlcv_daily)).scalar_one())
 
     def summary(self, symbols: list[str] | None = None) -> dict[str, tuple[int, dt.date, dt.date]]:
-        """symbol -> (bar count, first date, last date), in one GROUP BY query."""
+        """symbol -> (bar count, first date, last date), in one GROUP BY query (per 500 `symbols`:
+        SQLite takes at most 32,766 bound values in a statement)."""
         query = sa.select(
             ohlcv_daily.c.symbol,
             sa.func.count(),
             sa.func.min(ohlcv_daily.c.date),
             sa.func.max(ohlcv_daily.c.date),
         ).group_by(ohlcv_daily.c.symbol)
-        if symbols is not None:
-            query = query.where(ohlcv_daily.c.symbol.in_(symbols))
+        if symbols is None:
+            queries = [query]
+        else:
+            symbols = list(symbols)
+            queries = [query.where(ohlcv_daily.c.symbol.in_(symbols[i : i + 500])) for i in range(0, len(symbols), 500)]
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return {s: (int(n), _as_date(lo), _as_date(hi)) for s, n, lo, hi in rows}
+            rows = [row for q in queries for row in conn.execute(q)]
+        return {s: (int(n), as_date(lo), as_date(hi)) for s, n, lo, hi in rows}
 
 
 def _raw_rows(result: sa.CursorResult) -> list[tuple]:
@@ -485,5 +489,8 @@ def _marker(conn: sa.Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def _as_date(value) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+def as_date(value) -> dt.date | None:
+    """A date as a database or a report gives it (a date, ISO text, or None) as a date or None."""
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])

@@ -319,7 +319,8 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
         context.log.info("full re-fetch asked for: every symbol's whole history is fetched again")
     if lookups is not None and lookups.pending:
         # a new symbol with some bars stored (an earlier run stopped): its reference may change its plan
-        early = [row.symbol for row in rows if row.symbol in lookups.pending and store.refetch_start(row.symbol, 1) is not None]
+        with_bars = store.summary(sorted(lookups.pending))  # one GROUP BY, not a query per symbol
+        early = [row.symbol for row in rows if row.symbol in with_bars]
         if early:
             lookups.resolve(early)
             rows = [lookups.fresh(row) if row.symbol in early else row for row in rows]
