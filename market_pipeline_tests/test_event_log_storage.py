@@ -49,6 +49,20 @@ def many(context):
     ))
 
 
+@multi_asset(
+    specs=[AssetSpec(KEY)],
+    check_specs=[AssetCheckSpec("positive", asset=KEY, partitions_def=PARTS)],
+    partitions_def=PARTS,
+    can_subset=True,
+    name="half",
+)
+def half(context):
+    """Records the first half of its partitions, then fails."""
+    for key in context.partition_keys[: len(context.partition_keys) // 2]:
+        yield AssetMaterialization(asset_key=KEY, partition=key)
+    raise RuntimeError("the source went away")
+
+
 def _overrides(home, **config):
     overrides = project_event_log_storage(home)
     overrides["event_log_storage"]["config"].update(config)
@@ -173,20 +187,17 @@ def test_a_failed_batch_write_keeps_its_events_for_the_next_try(tmp_path, monkey
         before = len(instance.all_logs(run_id))
         for event in events:
             storage.store_event(event._replace(timestamp=time.time()))
-        original = PooledSqliteEventLogStorage._store_one
-        calls = {"n": 0}
+        # the fault comes after the batch's rows went into the run shard and the index shard's event_logs
+        original = PooledSqliteEventLogStorage._write_asset_entry
 
-        def broken(self, event):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise RuntimeError("disk I/O error")
-            return original(self, event)
+        def broken(self, conn, asset_key, values):
+            raise RuntimeError("disk I/O error")
 
-        monkeypatch.setattr(PooledSqliteEventLogStorage, "_store_one", broken)
+        monkeypatch.setattr(PooledSqliteEventLogStorage, "_write_asset_entry", broken)
         with pytest.raises(RuntimeError, match="disk I/O error"):
             storage.flush()
         assert len(storage._buffer) == 3
-        monkeypatch.setattr(PooledSqliteEventLogStorage, "_store_one", original)
+        monkeypatch.setattr(PooledSqliteEventLogStorage, "_write_asset_entry", original)
         storage.flush()
         assert len(instance.all_logs(run_id)) == before + 3  # each once: the failed batch was rolled back
 
@@ -222,3 +233,72 @@ def test_a_check_planned_over_thousands_of_partitions_is_recorded(tmp_path):
         assert result.success
         rows = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(AssetKey("wide"), "wide_check"), limit=10_000)
         assert sorted(r.partition for r in rows if r.run_id == result.run_id) == keys
+
+
+def _dump(path) -> dict[str, list[tuple]]:
+    """Every row of a Dagster SQLite event-log file, table by table, in id order, without the columns
+    the database fills from its clock."""
+    import sqlite3
+
+    out = {}
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        for table in sorted(tables):
+            columns = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+            kept = [c for c in columns if c not in ("create_timestamp", "updated_timestamp", "migration_completed")]
+            quoted = ", ".join('"' + c + '"' for c in kept)
+            out[table] = db.execute(f'SELECT {quoted} FROM "{table}" ORDER BY rowid').fetchall()
+    return out
+
+
+def test_batched_writes_store_exactly_the_rows_dagster_writes_one_by_one(tmp_path):
+    """The same events of three runs (materializations with an indexed data-version tag, check
+    evaluations, a check with no planned row, planned partitions, a run that failed half-way, step
+    events between them) replayed into
+    Dagster's one-by-one path (batch_events=1) and into the set-based batches: every table of the
+    run shards and of the index shard holds the same rows, ids included."""
+    home = tmp_path / "src"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home), overrides=_overrides(home)) as instance:
+        runs = [_run(instance).run_id, _run(instance).run_id]
+        job = Definitions(assets=[half]).resolve_implicit_global_asset_job_def()
+        tags = {"dagster/asset_partition_range_start": SYMBOLS[0], "dagster/asset_partition_range_end": SYMBOLS[-1]}
+        failed = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        assert not failed.success
+        runs.append(failed.run_id)
+        events = [e for run_id in runs for e in instance.all_logs(run_id)]
+        assert any(e.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED for e in events)
+    tagged = []
+    for event in events:
+        if event.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            data = event.dagster_event.event_specific_data
+            materialization = data.materialization._replace(tags={"dagster/data_version": event.dagster_event.partition})
+            event = event._replace(
+                dagster_event=event.dagster_event._replace(event_specific_data=data._replace(materialization=materialization))
+            )
+        tagged.append(event)
+    # an evaluation whose run planned no row for it: inserted, as Dagster does
+    from dagster._record import copy
+
+    stray = next(e for e in tagged if e.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluation = copy(stray.dagster_event.event_specific_data, partition="S999")
+    tagged.append(stray._replace(dagster_event=stray.dagster_event._replace(event_specific_data=evaluation)))
+
+    dumps = []
+    for name, config in (("one_by_one", {"batch_events": 1}), ("batched", {"batch_events": 50})):
+        base = tmp_path / name
+        storage = PooledSqliteEventLogStorage(base_dir=str(base), **config)
+        try:
+            for event in tagged:
+                storage.store_event(event)
+            storage.flush()
+        finally:
+            storage.dispose()
+        dumps.append({path.name: _dump(path) for path in sorted(base.glob("*.db"))})
+    one_by_one, batched = dumps
+    assert sorted(one_by_one) == sorted(batched) and len(one_by_one) == 4  # three run shards and the index
+    for name in one_by_one:
+        assert one_by_one[name] == batched[name], name
+    index = batched["index.db"]
+    assert len(index["asset_event_tags"]) == 2 * len(SYMBOLS) + len(SYMBOLS) // 2
+    assert sum("S999" in row for row in index["asset_check_executions"]) == 1  # the evaluation without a plan

@@ -30,12 +30,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-from dagster import DagsterEventType, Field, StringSource
+from dagster import DagsterEventType, DagsterInvariantViolationError, Field, StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, AssetKeyTable, SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData, serialize_value
-from sqlalchemy import create_engine
+from sqlalchemy import and_, bindparam, create_engine
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
@@ -44,10 +44,36 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30  # as Dagster's: wait this long for another pro
 DEFAULT_OPEN_RUN_SHARDS = 8
 DEFAULT_BATCH_EVENTS = 200
 DEFAULT_BATCH_SECONDS = 0.25
-# the events a run records per partition; everything else (step, run, log events) is written at once
-BATCHED_EVENT_TYPES = frozenset({DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_CHECK_EVALUATION})
+# the events a run records per partition (planned at its creation, materialised, checked); everything
+# else (step, run, log events) is written at once
+ASSET_ROW_EVENT_TYPES = frozenset({DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_MATERIALIZATION_PLANNED})
+BATCHED_EVENT_TYPES = ASSET_ROW_EVENT_TYPES | {DagsterEventType.ASSET_CHECK_EVALUATION}
 
 _live: weakref.WeakSet = weakref.WeakSet()
+
+_CHECK_ROW = (
+    AssetCheckExecutionsTable.c.asset_key == bindparam("k_asset_key"),
+    AssetCheckExecutionsTable.c.check_name == bindparam("k_check_name"),
+    AssetCheckExecutionsTable.c.run_id == bindparam("k_run_id"),
+)
+_CHECK_VALUES = {
+    name: bindparam(name)
+    for name in (
+        "execution_status", "evaluation_event", "evaluation_event_timestamp", "evaluation_event_storage_id",
+        "materialization_event_storage_id", "partition",
+    )
+}
+# the row Dagster planned for an evaluation: (asset key, check, run, partition) is unique
+_UPDATE_CHECK = (
+    AssetCheckExecutionsTable.update()
+    .where(and_(*_CHECK_ROW, AssetCheckExecutionsTable.c.partition == bindparam("k_partition")))
+    .values(_CHECK_VALUES)
+)
+_UPDATE_CHECK_UNPARTITIONED = (
+    AssetCheckExecutionsTable.update()
+    .where(and_(*_CHECK_ROW, AssetCheckExecutionsTable.c.partition.is_(None)))
+    .values(_CHECK_VALUES)
+)
 
 
 @atexit.register
@@ -93,6 +119,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines_lock = threading.Lock()
         self._open_run_shards = max(1, open_run_shards)
         self._tables: set[str] = set()
+        self._asset_key_index_cols: bool | None = None  # columns are only added (by `dagster instance migrate`)
         self._batch_events = max(1, batch_events)
         self._batch_seconds = max(0.0, batch_seconds)
         self._buffer: list = []
@@ -227,8 +254,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 with self._db_lock, ExitStack() as stack:
                     self._flush_stack, self._local.tx = stack, {}
                     try:
-                        for event in events:
-                            self._store_one(event)
+                        self._store_events(events)
                     finally:
                         self._local.tx = None
             except BaseException:
@@ -238,8 +264,117 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             for run_id in {event.run_id for event in events}:
                 self._notify_watchers(run_id)
 
+    def _store_events(self, events) -> None:
+        """The buffered events in order: each run of materializations and check evaluations set-based
+        (`_store_set`), anything else through Dagster's own `store_event`."""
+        same: list = []
+        for event in events:
+            if self._batchable(event):
+                same.append(event)
+                continue
+            if same:
+                self._store_set(same)
+                same = []
+            self._store_one(event)
+        if same:
+            self._store_set(same)
+
     def _store_one(self, event) -> None:
         SqliteEventLogStorage.store_event(self, event)
+
+    def _store_set(self, events) -> None:
+        """Per-partition events of runs (planned, materialised, checked), written as
+        Dagster's `store_event` writes them one by one (the same rows in the same tables, ids
+        included), with a statement per table instead of several per event, and each event
+        serialised once instead of up to three times:
+        - the run shard's `event_logs`: one executemany per run;
+        - the index shard's `event_logs`: one executemany returning the new ids, in order;
+        - asset events: their indexed tags in one executemany; each asset key's `asset_keys` row
+          written once with what the batch's successive updates would leave in it;
+        - check evaluations: the row Dagster planned for each (asset key, check, run, partition)
+          updated by one prepared statement; one with no planned row is inserted, as Dagster does.
+        Everything runs inside the flush's transactions: the batch is stored whole or not at all."""
+        rows = [self._event_to_row(event) for event in events]
+        for run_id in dict.fromkeys(row["run_id"] for row in rows):
+            with self.run_connection(run_id) as conn:
+                conn.execute(SqlEventLogStorageTable.insert(), [row for row in rows if row["run_id"] == run_id])
+        with self.index_connection() as conn:
+            inserted = conn.execute(
+                SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True),
+                rows,
+            )
+            ids = [row[0] for row in inserted]
+            assets = [
+                (event, event_id) for event, event_id in zip(events, ids)
+                if event.dagster_event_type in ASSET_ROW_EVENT_TYPES and event.dagster_event.asset_key
+            ]
+            if assets:
+                self._store_asset_event_tags(conn, [e for e, _ in assets], [i for _, i in assets])
+                for asset_key, values in self._asset_entries(conn, assets).items():
+                    self._write_asset_entry(conn, asset_key, values)
+            for event, event_id, row in zip(events, ids, rows):
+                if event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+                    self._record_check_evaluation(conn, event, event_id, row["event"])
+
+    def _asset_entries(self, conn, assets) -> dict[str, dict]:
+        """Each asset key's `asset_keys` values after the batch's events, applied in order as Dagster's
+        one-by-one updates apply them. A materialization sets every column any event sets, so only
+        the last materialization of a key and what follows it count (each materialization's value
+        is a serialised record of the whole event: not built for the ones overwritten anyway)."""
+        if not self._asset_key_index_cols:  # remembered once there (migrations only add columns)
+            self._asset_key_index_cols = self._has_asset_key_index_cols_on_connection(conn)
+        last_materialization = {
+            event.dagster_event.asset_key: position
+            for position, (event, _) in enumerate(assets)
+            if event.dagster_event.is_step_materialization
+        }
+        entries: dict[str, dict] = {}
+        for position, (event, event_id) in enumerate(assets):
+            asset_key = event.dagster_event.asset_key
+            if position < last_materialization.get(asset_key, -1):
+                continue
+            values = self._get_asset_entry_values(event, event_id, self._asset_key_index_cols)
+            if values:
+                entries.setdefault(asset_key.to_string(), {}).update(values)
+        return entries
+
+    def _write_asset_entry(self, conn, asset_key: str, values: dict) -> None:
+        updated = conn.execute(AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == asset_key))
+        if updated.rowcount == 0:
+            conn.execute(AssetKeyTable.insert().values(asset_key=asset_key, **values))
+
+    def _record_check_evaluation(self, conn, event, event_id, serialized: str) -> None:
+        """Dagster's `_update_asset_check_evaluation` with a prepared statement and the event's JSON
+        already serialised for its `event_logs` row."""
+        evaluation = event.dagster_event.event_specific_data
+        target = evaluation.target_materialization_data
+        values = dict(
+            execution_status=(
+                AssetCheckExecutionRecordStatus.SUCCEEDED.value
+                if evaluation.passed
+                else AssetCheckExecutionRecordStatus.FAILED.value
+            ),
+            evaluation_event=serialized,
+            evaluation_event_timestamp=self._event_insert_timestamp(event),
+            evaluation_event_storage_id=event_id,
+            materialization_event_storage_id=target.storage_id if target else None,
+            partition=evaluation.partition,
+        )
+        key = dict(k_asset_key=evaluation.asset_key.to_string(), k_check_name=evaluation.check_name, k_run_id=event.run_id)
+        if evaluation.partition is None:
+            updated = conn.execute(_UPDATE_CHECK_UNPARTITIONED, {**key, **values}).rowcount
+        else:
+            updated = conn.execute(_UPDATE_CHECK, {**key, "k_partition": evaluation.partition, **values}).rowcount
+        if updated == 0:  # no planned row (Dagster's own path inserts one the same way)
+            conn.execute(
+                AssetCheckExecutionsTable.insert(),
+                {"asset_key": key["k_asset_key"], "check_name": key["k_check_name"], "run_id": event.run_id, **values},
+            )
+        elif updated > 1:
+            raise DagsterInvariantViolationError(
+                f"Updated {updated} rows for asset check evaluation {evaluation.asset_check_key} "
+                "as a result of duplicate AssetCheckPlanned events."
+            )
 
     def _arm_timer(self) -> None:
         with self._buffer_lock:
@@ -299,6 +434,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         for _, engine in engines:
             engine.dispose()
         self._tables.clear()
+        self._asset_key_index_cols = None
         super().wipe()
 
     def dispose(self) -> None:
