@@ -233,6 +233,17 @@ def test_a_check_planned_over_thousands_of_partitions_is_recorded(tmp_path):
         assert result.success
         rows = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(AssetKey("wide"), "wide_check"), limit=10_000)
         assert sorted(r.partition for r in rows if r.run_id == result.run_id) == keys
+        # each row's planned event names its own partition, not the run's 5,000 (a row is not 5,000 keys long)
+        for row in rows[:3] + rows[-3:]:
+            planned = row.event.dagster_event.event_specific_data
+            assert list(planned.partitions_subset.get_partition_keys()) == [row.partition]
+            assert planned.check_name == "wide_check" and row.event.run_id == result.run_id
+        # the run's own log keeps the whole plan
+        (whole,) = [
+            e for e in instance.all_logs(result.run_id)
+            if e.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+        ]
+        assert len(whole.dagster_event.event_specific_data.partitions_subset.get_partition_keys()) == 5000
 
 
 def _dump(path) -> dict[str, list[tuple]]:
@@ -302,3 +313,31 @@ def test_batched_writes_store_exactly_the_rows_dagster_writes_one_by_one(tmp_pat
     index = batched["index.db"]
     assert len(index["asset_event_tags"]) == 2 * len(SYMBOLS) + len(SYMBOLS) // 2
     assert sum("S999" in row for row in index["asset_check_executions"]) == 1  # the evaluation without a plan
+
+
+def test_a_planned_row_names_its_partition_whatever_characters_it_holds():
+    """The per-partition planned events are cut from one serialised template: keys with quotes,
+    backslashes, colons or non-ASCII letters come back exactly, each in its own row's event."""
+    from dagster import AssetCheckKey
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationPlanned
+    from dagster._core.definitions.partitions.subset import DefaultPartitionsSubset
+    from dagster._core.events import DagsterEvent
+    from dagster._core.events.log import EventLogEntry
+    from dagster._serdes import deserialize_value
+
+    from market_pipeline.storage.sqlite_event_log import _planned_per_partition
+
+    keys = ['BRK.B', 'X:BTCUSD', 'A"B', "C\\D", "Émile", "line\nbreak", "{}[]"]
+    planned = AssetCheckEvaluationPlanned(
+        asset_key=KEY, check_name="positive", partitions_subset=DefaultPartitionsSubset(set(keys))
+    )
+    event = EventLogEntry(
+        error_info=None, level=10, user_message="", run_id="r1", timestamp=time.time(),
+        dagster_event=DagsterEvent(DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value, "job", event_specific_data=planned),
+    )
+    texts = _planned_per_partition(event, keys)
+    assert len(texts) == len(keys)
+    for key, text in zip(keys, texts):
+        back = deserialize_value(text, EventLogEntry).dagster_event.event_specific_data
+        assert list(back.partitions_subset.get_partition_keys()) == [key]
+        assert back.asset_check_key == AssetCheckKey(KEY, "positive")
