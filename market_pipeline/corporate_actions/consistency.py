@@ -73,13 +73,19 @@ def evaluate(bars: pd.DataFrame, splits: Iterable[Split]) -> ConsistencyReport:
         for s in splits
         if s.status == "duplicate"
     ]
-    frame = bars.sort_values("date") if not bars.empty else bars
-    frame = frame[(frame["open"] > 0) & (frame["close"] > 0)] if not frame.empty else frame
-    if len(frame) < 2:
+    if len(bars) < 2:
         return ConsistencyReport(True, 0, len(active), [], [], duplicates)
-    dates = np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]")
-    opens = frame["open"].to_numpy(dtype="float64")
-    closes = frame["close"].to_numpy(dtype="float64")
+    # in date order, bars with a positive open and close only (numpy: this runs once per stored symbol)
+    dates = np.asarray(bars["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]")
+    opens = bars["open"].to_numpy(dtype="float64", na_value=np.nan)
+    closes = bars["close"].to_numpy(dtype="float64", na_value=np.nan)
+    order = np.argsort(dates, kind="stable")
+    with np.errstate(invalid="ignore"):
+        keep = (opens[order] > 0) & (closes[order] > 0)
+    order = order[keep]
+    if len(order) < 2:
+        return ConsistencyReport(True, 0, len(active), [], [], duplicates)
+    dates, opens, closes = dates[order], opens[order], closes[order]
     overnight = np.log(opens[1:] / closes[:-1])  # move into session i+1
     close_to_close = np.log(closes[1:] / closes[:-1])
 

@@ -56,8 +56,9 @@ def compute_symbol_stats(
     """
     days = _frame_days(frame)
     validation = validate_bars(
-        frame.assign(date=days) if len(frame) else frame,
+        frame,
         asset_class,
+        days=days,
         today=calendars.local_date(asset_class, now),
         thresholds=validation_thresholds,
         split_dates=split_dates,

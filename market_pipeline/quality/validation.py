@@ -85,13 +85,15 @@ def validate_bars(
     today: dt.date,
     thresholds: ValidationThresholds = ValidationThresholds(),
     split_dates=(),
+    days: np.ndarray | None = None,
 ) -> ValidationReport:
     """Validate one symbol's bars (columns date, open, high, low, close, volume, optional vwap).
 
     `today` is the latest date a bar may carry (see `calendars.local_date`); `split_dates` are
-    dates on which a large close-to-close move is expected and not signalled.
+    dates on which a large close-to-close move is expected and not signalled; `days`: the frame's
+    dates already as datetime64[D] (default: read from its `date` column).
     """
-    days = _days(frame)
+    days = _days(frame) if days is None else days
     order = np.argsort(days, kind="stable")
     days = days[order]
     cols = {name: _float_column(frame, name)[order] for name in ("open", "high", "low", "close", "volume", "vwap")}
@@ -126,7 +128,10 @@ def _float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
     """A column as float64 with nulls (None, NaN, pd.NA, unparsable) as NaN; all NaN when absent."""
     if name not in frame.columns:
         return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    column = frame[name]
+    if column.dtype == np.float64:  # what the warehouse reads give: nothing to coerce
+        return column.to_numpy()
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _hard_failures(days, cols, asset_class: str, today: dt.date, vwap_tol: float) -> dict[str, np.ndarray]:
@@ -163,7 +168,11 @@ def _soft_signals(days, cols, thresholds: ValidationThresholds, split_days: np.n
 
 def _large_moves(close: np.ndarray, good: np.ndarray, limit: float) -> np.ndarray:
     """Bars whose close moved more than `limit` from the previous good close (bad closes are skipped)."""
-    previous = pd.Series(np.where(good, close, np.nan)).ffill().shift(1).to_numpy()
+    n = len(close)
+    # the index of the last good close at or before each bar, then shifted by one: before each bar
+    last_good = np.maximum.accumulate(np.where(good, np.arange(n), -1)) if n else np.zeros(0, dtype=int)
+    before = np.concatenate(([-1], last_good[:-1])) if n else last_good
+    previous = np.where(before >= 0, close[np.maximum(before, 0)], np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         return good & (np.abs(close / previous - 1) > limit)
 
