@@ -135,3 +135,45 @@ def test_read_bars_many_is_read_bars_for_each_symbol(any_warehouse_url):
     assert many["NONE"].empty and list(many["NONE"].columns) == list(BAR_COLUMNS)
     for symbol in ("AAA", "BBB"):
         pd.testing.assert_frame_equal(many[symbol], store.read_bars(symbol))
+
+
+def _table(url: str) -> list[tuple]:
+    with get_engine(url).connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT symbol, date, open, high, low, close, volume, vwap, transactions FROM ohlcv_daily ORDER BY symbol, date"
+        )]
+
+
+def test_a_batch_of_symbols_writes_what_one_by_one_writes(tmp_path):
+    """The SQLite batch path (one read and multi-row statements for hundreds of symbols: a grouped
+    refresh) leaves the same rows and reports the same counts as writing each symbol on its own:
+    new dates, late corrections (a value, a NULL appearing, a NULL filled), untouched dates,
+    unordered and duplicated input, an empty frame, more rows than one statement takes."""
+    urls = [f"sqlite:///{tmp_path / name}.sqlite" for name in ("one", "many")]
+    stores = [BarStore(url) for url in urls]
+    seed = {f"S{i:03d}": bars("2024-01-02", 20, price=10.0 + i) for i in range(150)}
+    for store in stores:
+        for symbol, frame in seed.items():
+            store.upsert_bars(symbol, frame)
+    batch = []
+    for i, symbol in enumerate(seed):
+        frame = bars("2024-01-24", 6, price=10.0 + i + 16)  # 4 stored dates again, 2 new ones
+        if i % 3 == 0:
+            frame.loc[1, "close"] += 0.25  # a late correction
+        if i % 5 == 0:
+            frame.loc[2, "vwap"] = np.nan  # a value withdrawn
+            frame.loc[3, "transactions"] = pd.NA
+        if i % 7 == 0:
+            frame = pd.concat([frame.iloc[[5, 0, 3]], frame]).reset_index(drop=True)  # unordered, dates twice
+        batch.append((symbol, frame))
+    batch += [("EMPTY", bars("2024-01-02", 0)), ("NEW", bars("2023-01-02", 700, price=50.0))]
+    one = {symbol: stores[0].upsert_bars(symbol, frame) for symbol, frame in batch}
+    many = stores[1].upsert_many(batch)
+    counts = lambda written: {s: (w.rows_upserted, w.rows_inserted, w.rows_changed) for s, w in written.items()}
+    assert counts(many) == counts(one)
+    assert [counts(many)[s] for s in ("S000", "S001", "S003", "S005")] == [(6, 2, 3), (6, 2, 0), (6, 2, 1), (6, 2, 2)]
+    assert counts(many)["NEW"] == (700, 700, 0) and counts(many)["EMPTY"] == (0, 0, 0)
+    assert _table(urls[1]) == _table(urls[0])
+    assert len(_table(urls[1])) == 150 * 22 + 700
+    again = stores[1].upsert_many(batch)  # nothing new, nothing changed
+    assert {s: (w.rows_inserted, w.rows_changed) for s, w in again.items()} == {s: (0, 0) for s, _ in batch}

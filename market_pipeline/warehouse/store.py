@@ -305,6 +305,94 @@ def _sqlite_insert(conn: sa.Connection, symbol: str, frame: pd.DataFrame, fetche
         conn.exec_driver_sql(sql, (*head, *chain.from_iterable(part)))
 
 
+def _segments_ordered(days: np.ndarray, counts: np.ndarray) -> bool:
+    """Whether every segment (one symbol's bars, `counts` long each, back to back) has strictly
+    increasing dates: ordered, and no date twice."""
+    if len(days) < 2:
+        return True
+    rising = days[1:] > days[:-1]
+    starts = np.cumsum(counts)[:-1]  # where a new symbol begins: no order between symbols
+    rising[starts[(starts > 0) & (starts < len(days))] - 1] = True
+    return bool(rising.all())
+
+
+def _sqlite_merge_many(conn: sa.Connection, items: list[tuple[str, pd.DataFrame]], fetched_at: dt.datetime) -> dict:
+    """Many symbols' bars in set-based statements (what a grouped refresh writes: a few new dates for
+    hundreds of symbols): the stored rows of all of them in the batch's date range read in one query
+    per 500 symbols, compared with numpy on (symbol, date), and every bar written by multi-row
+    INSERT ... ON CONFLICT statements of _SQLITE_CHUNK rows. symbol -> (written, new, changed);
+    the same rows and counts as symbol by symbol."""
+    if not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock before the read (see _merge_portable)
+    symbols = [symbol for symbol, _ in items]
+    frames = [frame for _, frame in items]
+    counts = np.array([len(frame) for frame in frames])
+    days = np.concatenate([_days(frame) for frame in frames])
+    if not _segments_ordered(days, counts):
+        frames = [normalize_bars(frame) for frame in frames]
+        counts = np.array([len(frame) for frame in frames])
+        days = np.concatenate([_days(frame) for frame in frames])
+    owner = np.repeat(np.arange(len(symbols)), counts)
+    dates = np.datetime_as_string(days, unit="D")
+    keys = np.char.add(np.char.add(np.array(symbols)[owner], "|"), dates)
+    new_values = [np.concatenate([_floats(frame, c) for frame in frames]) for c in _FLOAT_COLUMNS]
+    tx_parts = [_transactions(frame) for frame in frames]
+    tx = np.concatenate([values for values, _ in tx_parts])
+    tx_missing = np.concatenate([missing for _, missing in tx_parts])
+
+    stored: list[tuple] = []
+    low, high = str(days.min()), str(days.max())
+    for i in range(0, len(symbols), 500):
+        part = symbols[i : i + 500]
+        stored += _raw_rows(conn.exec_driver_sql(
+            f"SELECT symbol, date, {', '.join(BAR_VALUE_COLUMNS)} FROM ohlcv_daily "
+            f"WHERE symbol IN ({', '.join('?' * len(part))}) AND date >= ? AND date <= ?",
+            (*part, low, high),
+        ))
+    found = np.zeros(len(keys), dtype=bool)
+    differs = np.zeros(len(keys), dtype=bool)
+    if stored:
+        columns = list(zip(*stored))
+        stored_keys = np.char.add(np.char.add(np.array(columns[0], dtype=str), "|"), np.array(columns[1], dtype=str))
+        position = pd.Index(stored_keys).get_indexer(keys)
+        found = position >= 0
+        at = position[found]
+        new_all = [*new_values, np.where(tx_missing, np.nan, tx.astype("float64"))]
+        for i, column in enumerate(BAR_VALUE_COLUMNS, start=2):
+            old = _as_float(columns[i])[at]
+            new = new_all[BAR_VALUE_COLUMNS.index(column)][found]
+            differs[found] |= ~_same(old, new)
+    inserted = np.bincount(owner[~found], minlength=len(symbols))
+    changed = np.bincount(owner[differs], minlength=len(symbols))
+
+    tx_list = tx.tolist()
+    for i in np.flatnonzero(tx_missing).tolist():
+        tx_list[i] = None
+    rows = list(zip(np.array(symbols)[owner].tolist(), dates.tolist(), *(_nullable(v) for v in new_values), tx_list))
+    stamp = fetched_at.isoformat(sep=" ")
+    for i in range(0, len(rows), _SQLITE_CHUNK):
+        part = rows[i : i + _SQLITE_CHUNK]
+        conn.exec_driver_sql(_sqlite_many_sql(len(part)), (stamp, *chain.from_iterable(part)))
+    return {
+        symbol: (int(count), int(inserted[k]), int(changed[k]))
+        for k, (symbol, count) in enumerate(zip(symbols, counts.tolist()))
+    }
+
+
+_SQLITE_MANY_PER_ROW = len(_INSERT_COLUMNS) - 1  # every column but fetched_at (?1, shared)
+
+
+def _sqlite_many_sql(rows: int) -> str:
+    per_row = _SQLITE_MANY_PER_ROW
+    values = ", ".join(
+        "(" + ", ".join(f"?{2 + per_row * k + j}" for j in range(per_row)) + ", ?1)" for k in range(rows)
+    )
+    return (
+        f"INSERT INTO ohlcv_daily ({', '.join(_INSERT_COLUMNS)}) VALUES {values} "
+        f"ON CONFLICT (symbol, date) DO UPDATE SET {_UPDATES}"
+    )
+
+
 class BarStore:
     """Reads and writes `ohlcv_daily` for one warehouse URL."""
 
@@ -332,6 +420,13 @@ class BarStore:
         fetched_at = fetched_at or utcnow()
         out: dict[str, UpsertResult] = {}
         with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite" and len(items) > 1 and len({symbol for symbol, _ in items}) == len(items):
+                ordered = sorted(((symbol, frame) for symbol, frame in items if not frame.empty), key=lambda item: item[0])
+                merged = _sqlite_merge_many(conn, ordered, fetched_at) if ordered else {}
+                return {
+                    symbol: UpsertResult(*merged[symbol], fetched_at) if symbol in merged else UpsertResult(0, 0, 0)
+                    for symbol, _ in items
+                }
             merge = self._merge_postgresql if conn.dialect.name == "postgresql" else self._merge_portable
             for symbol, frame in sorted(items, key=lambda item: item[0]):
                 if frame.empty:
