@@ -11,8 +11,9 @@ Writes take the bulk path of each engine:
   already has with `INSERT ... ON CONFLICT DO UPDATE`, new dates with a plain append, and counts
   which dates were new and which changed against the rows as they were before it.
 * SQLite (one writer at a time anyway): the symbol's stored rows in the incoming date range are read
-  once (raw DBAPI rows, compared with numpy) and the bars written with one `executemany` of
-  `INSERT ... ON CONFLICT DO UPDATE`.
+  once (raw DBAPI rows, compared with numpy) and the bars written with multi-row
+  `INSERT ... ON CONFLICT DO UPDATE` statements of 500 bars. A batch of many symbols (a grouped
+  refresh) is read, compared and written the same way for all of them at once.
 
 The read paths (a symbol's frame, its last stored dates, its count and date range) are served by
 the primary key (symbol, date); no other index is needed.
