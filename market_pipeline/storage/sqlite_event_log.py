@@ -417,11 +417,11 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def _store_asset_check_evaluation_planned(self, event, event_id) -> None:
         """Dagster's rows for a planned check, one per partition of the run, inserted as one
         executemany. Dagster stores in every row the whole planned event, whose subset lists every
-        partition of the run: a run of N partitions wrote N copies of an N-key list per check (10,000
-        symbols: about 2 GB through the write-ahead log for four checks, and as much for the UI to
-        read back), serialising each. Here each row's event is the same planned event narrowed to
-        that row's partition, serialised once as a template. The run's own `event_logs` row keeps
-        the whole subset."""
+        partition of the run: a run of N partitions wrote N copies of an N-key list per check
+        (10,000 symbols, four checks: 100 KB a row, about 4 GB through the write-ahead log, and a
+        file that never shrinks back), serialising each. Here each row's event is the same planned
+        event narrowed to that row's partition, serialised once as a template. The run's own
+        `event_logs` row keeps the whole subset."""
         planned = event.dagster_event.event_specific_data
         subset = planned.partitions_subset
         keys = subset.get_partition_keys() if subset else [None]
