@@ -341,3 +341,23 @@ def test_a_planned_row_names_its_partition_whatever_characters_it_holds():
         back = deserialize_value(text, EventLogEntry).dagster_event.event_specific_data
         assert list(back.partitions_subset.get_partition_keys()) == [key]
         assert back.asset_check_key == AssetCheckKey(KEY, "positive")
+
+
+def test_the_latest_materialization_record_is_built_as_dagster_serialises_it(tmp_path):
+    """`asset_keys.last_materialization` is built around the event's JSON already made for its row;
+    the text is Dagster's own serialisation of the EventLogRecord, checked the first time."""
+    from dagster._core.event_api import EventLogRecord
+    from dagster._serdes import serialize_value
+
+    home = tmp_path / "rec"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home), overrides=_overrides(home)) as instance:
+        result = _run(instance)
+        storage = instance.event_log_storage
+        assert storage._record_text_ok is True
+        last = [e for e in instance.all_logs(result.run_id) if e.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION][-1]
+        record = instance.fetch_materializations(AssetRecordsFilter(asset_key=KEY), limit=1).records[0]
+        assert record.event_log_entry.dagster_event.partition == last.dagster_event.partition == SYMBOLS[-1]
+        with storage.index_connection() as conn:
+            (text,) = conn.exec_driver_sql("SELECT last_materialization FROM asset_keys").one()
+        assert text == serialize_value(EventLogRecord(storage_id=record.storage_id, event_log_entry=record.event_log_entry))

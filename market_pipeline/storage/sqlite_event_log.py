@@ -38,6 +38,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, AssetKeyTable, SqlEventLogStorageTable
 from dagster._record import copy
+from dagster._time import datetime_from_timestamp
 from dagster._serdes import ConfigurableClassData, serialize_value
 from sqlalchemy import and_, bindparam, create_engine
 from sqlalchemy import event as sa_event
@@ -126,6 +127,11 @@ def _planned_per_partition(event, keys: list) -> list[str]:
     return [head + json.dumps(key)[1:-1] + tail for key in keys]
 
 
+def _record_text(serialized_event: str, storage_id: int) -> str:
+    """serialize_value(EventLogRecord(storage_id, event)) from the event's own serialisation."""
+    return f'{{"__class__": "EventLogRecord", "event_log_entry": {serialized_event}, "storage_id": {int(storage_id)}}}'
+
+
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     """`SqliteEventLogStorage` whose connections stay open between statements (see module docstring)."""
 
@@ -142,6 +148,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._open_run_shards = max(1, open_run_shards)
         self._tables: set[str] = set()
         self._asset_key_index_cols: bool | None = None  # columns are only added (by `dagster instance migrate`)
+        self._record_text_ok: bool | None = None  # _record_text checked against Dagster's serialisation
         self._batch_events = max(1, batch_events)
         self._batch_seconds = max(0.0, batch_seconds)
         self._buffer: list = []
@@ -327,11 +334,11 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             )
             ids = [row[0] for row in inserted]
             assets = [
-                (event, event_id) for event, event_id in zip(events, ids)
+                (event, event_id, row["event"]) for event, event_id, row in zip(events, ids, rows)
                 if event.dagster_event_type in ASSET_ROW_EVENT_TYPES and event.dagster_event.asset_key
             ]
             if assets:
-                self._store_asset_event_tags(conn, [e for e, _ in assets], [i for _, i in assets])
+                self._store_asset_event_tags(conn, [e for e, _, _ in assets], [i for _, i, _ in assets])
                 for asset_key, values in self._asset_entries(conn, assets).items():
                     self._write_asset_entry(conn, asset_key, values)
             for event, event_id, row in zip(events, ids, rows):
@@ -347,18 +354,38 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             self._asset_key_index_cols = self._has_asset_key_index_cols_on_connection(conn)
         last_materialization = {
             event.dagster_event.asset_key: position
-            for position, (event, _) in enumerate(assets)
+            for position, (event, _, _) in enumerate(assets)
             if event.dagster_event.is_step_materialization
         }
         entries: dict[str, dict] = {}
-        for position, (event, event_id) in enumerate(assets):
+        for position, (event, event_id, serialized) in enumerate(assets):
             asset_key = event.dagster_event.asset_key
             if position < last_materialization.get(asset_key, -1):
                 continue
-            values = self._get_asset_entry_values(event, event_id, self._asset_key_index_cols)
+            values = self._get_asset_entry_values(event, event_id, self._asset_key_index_cols, serialized)
             if values:
                 entries.setdefault(asset_key.to_string(), {}).update(values)
         return entries
+
+    def _get_asset_entry_values(self, event, event_id, has_asset_key_index_cols, serialized=None):
+        """Dagster's values, with a materialization's `last_materialization` (the serialised
+        EventLogRecord of the event) built around the event's JSON already made for its
+        `event_logs` row instead of serialising the event again. The first time, the built text is
+        compared with Dagster's own serialisation; should they ever differ (another Dagster), every
+        later one is Dagster's own."""
+        if serialized is None or not event.dagster_event.is_step_materialization or self._record_text_ok is False:
+            return super()._get_asset_entry_values(event, event_id, has_asset_key_index_cols)
+        values = {
+            "last_materialization": _record_text(serialized, event_id),
+            "last_run_id": event.run_id,
+        }
+        if has_asset_key_index_cols:
+            values["last_materialization_timestamp"] = datetime_from_timestamp(event.timestamp)
+        if self._record_text_ok is None:
+            dagsters = super()._get_asset_entry_values(event, event_id, has_asset_key_index_cols)
+            self._record_text_ok = dagsters == values
+            return dagsters
+        return values
 
     def _write_asset_entry(self, conn, asset_key: str, values: dict) -> None:
         updated = conn.execute(AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == asset_key))
