@@ -177,3 +177,26 @@ def test_a_batch_of_symbols_writes_what_one_by_one_writes(tmp_path):
     assert len(_table(urls[1])) == 150 * 22 + 700
     again = stores[1].upsert_many(batch)  # nothing new, nothing changed
     assert {s: (w.rows_inserted, w.rows_changed) for s, w in again.items()} == {s: (0, 0) for s, _ in batch}
+
+
+def test_a_write_reports_the_symbols_count_and_range_as_summary_would(any_warehouse_url):
+    """On SQLite a symbol's write also reports its bar count and first and last date after the write
+    (the run records them without counting the symbol's bars again): equal to `summary` on a first
+    load, a re-write inside the history, new dates after it, dates before it, and a write that
+    leaves stored dates on both sides. On PostgreSQL the write does not report them (None)."""
+    store = BarStore(any_warehouse_url)
+    writes = [
+        bars("2024-03-01", 40),  # first load
+        bars("2024-03-11", 5),  # inside: rows on both sides stay
+        bars("2024-04-20", 10, price=140.0),  # after, across the last stored date
+        bars("2024-02-01", 12, price=90.0),  # before, touching the first stored date
+        bars("2024-01-02", 3, price=80.0),  # before, with a hole up to the next stored date
+    ]
+    for frame in writes:
+        written = store.upsert_bars("SYM", frame)
+        expected = store.summary(["SYM"])["SYM"]
+        if store.dialect == "sqlite":
+            assert written.stored == expected
+        else:
+            assert written.stored is None
+    assert expected[0] == count(any_warehouse_url, "SYM")

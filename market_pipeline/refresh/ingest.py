@@ -252,7 +252,10 @@ def _store_and_complete(
     result.rows_upserted, result.rows_inserted, result.rows_changed = (
         written.rows_upserted, written.rows_inserted, written.rows_changed,
     )
-    count, first, last = store.summary([result.symbol]).get(result.symbol, (0, None, None))
+    if written.stored is not None:  # counted by the write itself, in its transaction
+        count, first, last = written.stored
+    else:
+        count, first, last = store.summary([result.symbol]).get(result.symbol, (0, None, None))
     result.rows_stored = count
     if count and count == len(bars) == written.rows_upserted:  # the stored rows are these bars
         result.stored_bars, result.stored_at = bars.reset_index(drop=True), written.fetched_at

@@ -51,6 +51,9 @@ class UpsertResult:
     rows_inserted: int  # dates the symbol did not have
     rows_changed: int  # existing dates whose values differed (late corrections)
     fetched_at: dt.datetime | None = None  # the `fetched_at` stamped on every row written
+    # the symbol's (bar count, first date, last date) just after the write, in its transaction, when
+    # the write could tell at no extra cost (SQLite, one symbol); None: ask BarStore.summary
+    stored: tuple[int, dt.date, dt.date] | None = None
 
 
 # ---- frame -> column arrays ---------------------------------------------------------------------
@@ -306,6 +309,22 @@ def _sqlite_insert(conn: sa.Connection, symbol: str, frame: pd.DataFrame, fetche
         conn.exec_driver_sql(sql, (*head, *chain.from_iterable(part)))
 
 
+def _sqlite_stored(conn: sa.Connection, symbol: str, dates: list[str], in_range: int) -> tuple[int, dt.date, dt.date]:
+    """The symbol's (count, first date, last date) right after a write of `dates` (ordered) in this
+    transaction: the rows in the written range are those that were there plus the new ones
+    (`in_range`); the rows before and after it are counted with two index range reads, which are
+    empty on a first load (a `count(*)` over the whole symbol would read every bar just written)."""
+    before = conn.exec_driver_sql(
+        "SELECT count(*), min(date) FROM ohlcv_daily WHERE symbol = ? AND date < ?", (symbol, dates[0])
+    ).one()
+    after = conn.exec_driver_sql(
+        "SELECT count(*), max(date) FROM ohlcv_daily WHERE symbol = ? AND date > ?", (symbol, dates[-1])
+    ).one()
+    first = as_date(before[1]) if before[0] else dt.date.fromisoformat(dates[0])
+    last = as_date(after[1]) if after[0] else dt.date.fromisoformat(dates[-1])
+    return int(before[0]) + in_range + int(after[0]), first, last
+
+
 def _segments_ordered(days: np.ndarray, counts: np.ndarray) -> bool:
     """Whether every segment (one symbol's bars, `counts` long each, back to back) has strictly
     increasing dates: ordered, and no date twice."""
@@ -433,7 +452,8 @@ class BarStore:
                 if frame.empty:
                     out[symbol] = UpsertResult(0, 0, 0)
                 else:
-                    out[symbol] = UpsertResult(*merge(conn, symbol, normalize_bars(frame), fetched_at), fetched_at)
+                    written, inserted, changed, *stored = merge(conn, symbol, normalize_bars(frame), fetched_at)
+                    out[symbol] = UpsertResult(written, inserted, changed, fetched_at, stored[0] if stored else None)
         return out
 
     @staticmethod
@@ -468,7 +488,7 @@ class BarStore:
         inserted, changed = _diff(stored, frame, dates)
         if conn.dialect.name == "sqlite":
             _sqlite_insert(conn, symbol, frame, fetched_at)
-            return len(frame), inserted, changed
+            return len(frame), inserted, changed, _sqlite_stored(conn, symbol, dates, len(stored) + inserted)
         placeholders = ", ".join([marker] * len(_INSERT_COLUMNS))
         conn.exec_driver_sql(
             f"INSERT INTO ohlcv_daily ({', '.join(_INSERT_COLUMNS)}) VALUES ({placeholders}) "
