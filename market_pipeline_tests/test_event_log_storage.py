@@ -40,8 +40,11 @@ SYMBOLS = [f"S{i:03d}" for i in range(120)]
     can_subset=True,
 )
 def many(context):
-    """A materialization and a check evaluation per partition, as ohlcv_daily records them."""
+    """A materialization and a check evaluation per partition, as ohlcv_daily records them, and now
+    and then a warning (as ohlcv_daily logs a symbol Polygon's reference does not know)."""
     for key in context.partition_keys:
+        if int(key[1:]) % 3 == 0:
+            context.log.warning(f"{key}: reference not_found")
         yield AssetMaterialization(asset_key=KEY, partition=key, metadata={"n": int(key[1:])})
         yield AssetCheckEvaluation(asset_key=KEY, check_name="positive", passed=int(key[1:]) % 7 != 0, partition=key)
     yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(
@@ -279,6 +282,7 @@ def test_batched_writes_store_exactly_the_rows_dagster_writes_one_by_one(tmp_pat
         runs.append(failed.run_id)
         events = [e for run_id in runs for e in instance.all_logs(run_id)]
         assert any(e.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED for e in events)
+        assert sum(not e.is_dagster_event and "not_found" in e.user_message for e in events) == 2 * len(SYMBOLS) // 3
     tagged = []
     for event in events:
         if event.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION:

@@ -49,8 +49,8 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30  # as Dagster's: wait this long for another pro
 DEFAULT_OPEN_RUN_SHARDS = 8
 DEFAULT_BATCH_EVENTS = 200
 DEFAULT_BATCH_SECONDS = 0.25
-# the events a run records per partition (planned at its creation, materialised, checked); everything
-# else (step, run, log events) is written at once
+# the events a run records per partition (planned at its creation, materialised, checked); these and
+# a run's log messages are written in batches, everything else (step and run events) at once
 ASSET_ROW_EVENT_TYPES = frozenset({DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_MATERIALIZATION_PLANNED})
 BATCHED_EVENT_TYPES = ASSET_ROW_EVENT_TYPES | {DagsterEventType.ASSET_CHECK_EVALUATION}
 
@@ -168,7 +168,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             "open_run_shards": Field(int, is_required=False, default_value=DEFAULT_OPEN_RUN_SHARDS),
             "batch_events": Field(
                 int, is_required=False, default_value=DEFAULT_BATCH_EVENTS,
-                description="write materializations and check evaluations in batches of up to this many (1: one by one)",
+                description="write materializations, check evaluations and run log messages in batches of up to this many (1: one by one)",
             ),
             "batch_seconds": Field(
                 float, is_required=False, default_value=DEFAULT_BATCH_SECONDS,
@@ -262,11 +262,12 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self.flush()
 
     def _batchable(self, event) -> bool:
+        """The per-partition events, and a run's log messages (a warning per symbol would otherwise
+        end a batch at every symbol: each message written at once flushes the buffer before it)."""
         return bool(
             self._batch_events > 1
             and event.run_id
-            and event.is_dagster_event
-            and event.dagster_event_type in BATCHED_EVENT_TYPES
+            and (not event.is_dagster_event or event.dagster_event_type in BATCHED_EVENT_TYPES)
         )
 
     def flush(self) -> None:
@@ -312,11 +313,11 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         SqliteEventLogStorage.store_event(self, event)
 
     def _store_set(self, events) -> None:
-        """Per-partition events of runs (planned, materialised, checked), written as
+        """Per-partition events of runs (planned, materialised, checked) and log messages, written as
         Dagster's `store_event` writes them one by one (the same rows in the same tables, ids
         included), with a statement per table instead of several per event, and each event
         serialised once instead of up to three times:
-        - the run shard's `event_logs`: one executemany per run;
+        - the run shard's `event_logs`: one executemany per run (a log message goes only there);
         - the index shard's `event_logs`: one executemany returning the new ids, in order;
         - asset events: their indexed tags in one executemany; each asset key's `asset_keys` row
           written once with what the batch's successive updates would leave in it;
@@ -327,6 +328,10 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         for run_id in dict.fromkeys(row["run_id"] for row in rows):
             with self.run_connection(run_id) as conn:
                 conn.execute(SqlEventLogStorageTable.insert(), [row for row in rows if row["run_id"] == run_id])
+        indexed = [(event, row) for event, row in zip(events, rows) if event.is_dagster_event]  # not log messages
+        if not indexed:
+            return
+        events, rows = [event for event, _ in indexed], [row for _, row in indexed]
         with self.index_connection() as conn:
             inserted = conn.execute(
                 SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True),
