@@ -64,3 +64,29 @@ def test_other_errors_do_not_fall_back(sandbox, client):
     assert sandbox.request_counts()["splits_v3"] == 0 and client.version == "v1"
     sandbox.fail_next(1, status=503)
     assert len(client.splits(["NVDA"]).events) == 2  # retried
+
+
+def test_batches_in_flight_read_the_same_lists_and_fall_back_together(sandbox):
+    """With requests in flight the batches go out at once: the same events in the same order as one
+    batch after another, every request counted; when v1 answers 404 every batch, even those already
+    on the wire, falls back to v3 (none is lost), and the fallback is logged once."""
+    tickers = ["NVDA", "TSLA", "INTC", "MSFT", "AAPL", "GOOGL"]
+    with PolygonClient(SANDBOX_API_KEY, sandbox.url, 0, retry=FAST_RETRY) as one:
+        expected = CorporateActionsClient(one, batch_size=1).splits(tickers)
+    sandbox.reset_counts()
+    warnings = []
+    with PolygonClient(SANDBOX_API_KEY, sandbox.url, 0, retry=FAST_RETRY, max_in_flight=4) as many:
+        many.log = type("Log", (), {"warning": lambda self, *args: warnings.append(args)})()
+        read = CorporateActionsClient(many, batch_size=1).splits(tickers)
+    assert [(s.symbol, s.provider_id) for s in read.events] == [(s.symbol, s.provider_id) for s in expected.events]
+    assert read.requests == expected.requests == 6 == sandbox.request_counts()["splits"]
+
+    sandbox.corporate_actions_v1 = False
+    sandbox.reset_counts()
+    with PolygonClient(SANDBOX_API_KEY, sandbox.url, 0, retry=FAST_RETRY, max_in_flight=4) as many:
+        many.log = type("Log", (), {"warning": lambda self, *args: warnings.append(args)})()
+        fallen = CorporateActionsClient(many, batch_size=1).splits(tickers)
+    assert fallen.version == "v3" and sorted(s.symbol for s in fallen.events) == sorted(s.symbol for s in expected.events)
+    counts = sandbox.request_counts()
+    assert counts["splits_v3"] == 6 and 1 <= counts["splits"] <= 4
+    assert len(warnings) == 1 and "v3" in warnings[0][0]
