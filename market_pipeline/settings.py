@@ -105,6 +105,26 @@ def max_in_flight() -> int:
     return int(raw)
 
 
+def default_decode_processes() -> int:
+    """One decoding process when the machine has a core to spare for it, else none."""
+    return 1 if (os.cpu_count() or 1) >= 2 else 0
+
+
+def decode_processes() -> int:
+    """Worker processes that decode the bars' answers of a run with many range requests
+    (POLYGON_DECODE_PROCESSES; default 1 on a machine with 2 or more cores, else 0; 0: decoded in the
+    run's own process). Each costs about 100 MB and a second to start."""
+    raw = _set("POLYGON_DECODE_PROCESSES")
+    if raw is None:
+        return default_decode_processes()
+    if not re.fullmatch(r"[0-9]{1,3}", raw) or int(raw) > 64:
+        raise SettingsError(
+            f"POLYGON_DECODE_PROCESSES={raw!r} is not a whole number from 0 to 64: set e.g. "
+            "POLYGON_DECODE_PROCESSES=1 (or 0 to decode in the run's own process)"
+        )
+    return int(raw)
+
+
 def step_retry_delay() -> float:
     """Seconds before Dagster retries a failed ohlcv_daily step (MARKET_PIPELINE_STEP_RETRY_DELAY, default 10)."""
     raw = _set("MARKET_PIPELINE_STEP_RETRY_DELAY")
@@ -219,6 +239,7 @@ def validate() -> None:
     raises SettingsError with a one-line message naming the variable and a valid value."""
     requests_per_minute()
     max_in_flight()
+    decode_processes()
     step_retry_delay()
     backfill_interval_seconds()
     if _set("POLYGON_BASE_URL"):

@@ -27,6 +27,8 @@ CLI = str(Path(sys.executable).with_name("market-pipeline"))
         ("POLYGON_MAX_IN_FLIGHT", "abc", ["run"]),
         ("POLYGON_MAX_IN_FLIGHT", "0", ["run"]),
         ("POLYGON_MAX_IN_FLIGHT", "-3", ["symbols", "add", "AAPL", "--asset-class", "stock"]),
+        ("POLYGON_DECODE_PROCESSES", "abc", ["run"]),
+        ("POLYGON_DECODE_PROCESSES", "-1", ["symbols", "list"]),
         ("MARKET_PIPELINE_STEP_RETRY_DELAY", "abc", ["run"]),
         ("MARKET_PIPELINE_STEP_RETRY_DELAY", "-1", ["run"]),
         ("DAGSTER_HOME", "relative/dagster", ["run"]),

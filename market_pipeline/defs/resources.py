@@ -5,7 +5,8 @@ PolygonResource:
 Fields left unset are read from the environment when a run uses the resource, so the key never
 enters run configuration: POLYGON_API_KEY (or MASSIVE_API_KEY), POLYGON_BASE_URL,
 POLYGON_REQUESTS_PER_MINUTE, POLYGON_MAX_IN_FLIGHT (requests one op may have in flight at once;
-the plan's budget, not this number, sets the pace).
+the plan's budget, not this number, sets the pace), POLYGON_DECODE_PROCESSES (processes decoding the
+bars' answers of a run with many range requests).
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ class PolygonResource(ConfigurableResource):
         default=None,
         description="Requests one op may have in flight at once; default POLYGON_MAX_IN_FLIGHT or 8; 1 = one at a time",
     )
+    decode_processes: int | None = Field(
+        default=None,
+        description=(
+            "Worker processes decoding the bars' answers of a run with many range requests; default "
+            "POLYGON_DECODE_PROCESSES or 1 on a machine with 2 or more cores; 0 = in the run's own process"
+        ),
+    )
+    decode_in_process_from: int = Field(
+        default=32, description="Range requests a run must have before its answers are decoded in a separate process"
+    )
     adjusted: bool = Field(
         default=True,
         description="Polygon's adjusted flag for crypto bars; stock and ETF bars are always fetched as traded (adjusted=false)",
@@ -56,6 +67,12 @@ class PolygonResource(ConfigurableResource):
                 f"PolygonResource max_in_flight={in_flight} is not a whole number of 1 or more: set e.g. "
                 f"max_in_flight={settings.DEFAULT_MAX_IN_FLIGHT} (or 1 for one request at a time)"
             )
+        decoders = self.decode_processes if self.decode_processes is not None else settings.decode_processes()
+        if decoders < 0:
+            raise settings.SettingsError(
+                f"PolygonResource decode_processes={decoders} is not a whole number of 0 or more: set e.g. "
+                "decode_processes=1 (or 0 to decode in the run's own process)"
+            )
         base_url = (self.base_url or settings.polygon_base_url()).rstrip("/")
         # the plan's rate holds for the whole deployment: every process using this warehouse shares one budget
         limiter = SharedRateLimiter(settings.db_url(), base_url, rpm) if rpm > 0 else None
@@ -77,6 +94,8 @@ class PolygonResource(ConfigurableResource):
             request_deadline=self.request_deadline_seconds,
             max_pages=self.max_pages,
             max_in_flight=in_flight,
+            decode_processes=decoders,
+            decode_from=self.decode_in_process_from,
         )
 
 

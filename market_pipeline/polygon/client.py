@@ -15,16 +15,22 @@
   `requests_this_thread` counts each thread's own requests (a fetch reports what it sent itself).
   The pacer is called before every attempt by whichever thread sends it, so the plan's budget holds
   across threads. `stop()` ends the client's work: no further request starts, waits are cut short.
+- Range answers (the bars' big JSON bodies) are decoded into frames by `range_pages.decode_range_page`:
+  inside `decoding(n)`, in a separate process (`decode_process`) so the run's process keeps its GIL
+  for Dagster and the warehouse; otherwise, or until that process is up or after it died, on the
+  fetch thread under `cpu_gate`. Either way the same function, the same frames, the same set-asides.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import inspect
 import json
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
@@ -34,17 +40,18 @@ from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from market_pipeline.polygon.answers import _error_text, _retry_after
-from market_pipeline.polygon.bars import BarParseError, empty_bars, parse_aggregate_results, parse_grouped_results
+from market_pipeline.polygon.bars import BarParseError, parse_grouped_results
+from market_pipeline.polygon.decode_process import DecodeProcess
 from market_pipeline.polygon.origin import describe_host, same_origin
 from market_pipeline.polygon.pacing import Pacer, shared_pacer  # noqa: F401  (Pacer: re-exported)
 from market_pipeline.polygon.pagination import MAX_PAGES, PageGuard, PaginationError
+from market_pipeline.polygon.range_pages import SUCCESS_STATUSES, RangePage, combine_pages, decode_range_page
 from market_pipeline.polygon.tickers import polygon_ticker
-from market_pipeline.polygon.validate_bars import SetAside, split_bars, usable_range_frame
+from market_pipeline.polygon.validate_bars import SetAside, split_bars
 
 log = logging.getLogger("market_pipeline.polygon")
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
-SUCCESS_STATUSES = frozenset({"OK", "DELAYED"})
 DEFAULT_REQUEST_DEADLINE = 120.0  # seconds for one request, body included
 CHUNK_BYTES = 65536
 
@@ -107,12 +114,16 @@ class PolygonClient:
         request_deadline: float = DEFAULT_REQUEST_DEADLINE,
         max_pages: int = MAX_PAGES,
         max_in_flight: int = 1,
+        decode_processes: int = 0,
+        decode_from: int = 32,
     ):
         """`limiter`: anything with `wait() -> seconds waited`, called before every request (retries
         included); the deployment-wide budget `warehouse.rate_limit.SharedRateLimiter` in the pipeline.
         None: this process's own pacer at `requests_per_minute`. A limiter whose `wait` takes a `stop`
         event is handed the client's, so `stop()` cuts its waiting short.
-        `max_in_flight`: how many requests callers may send through this client at once (threads)."""
+        `max_in_flight`: how many requests callers may send through this client at once (threads).
+        `decode_processes`: worker processes decoding range answers inside `decoding(n)` when at least
+        `decode_from` range requests are coming (0: always on the fetch threads)."""
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.adjusted = adjusted
@@ -123,6 +134,9 @@ class PolygonClient:
         self.pacer = limiter if limiter is not None else shared_pacer(self.base_url, requests_per_minute)
         self._pacer_takes_stop = "stop" in inspect.signature(self.pacer.wait).parameters
         self.max_in_flight = max(1, int(max_in_flight))
+        self.decode_processes = max(0, int(decode_processes))
+        self.decode_from = max(1, int(decode_from))
+        self._decoder: DecodeProcess | None = None
         self.stats = RequestStats()
         self.log = logger or log
         self._stats_lock = threading.Lock()
@@ -149,9 +163,28 @@ class PolygonClient:
         return f"PolygonClient(base_url={self.base_url!r})"
 
     def close(self) -> None:
-        """Stop (threads still fetching send nothing more) and close the connections."""
+        """Stop (threads still fetching send nothing more), close the connections and any decoding process."""
         self._stopped.set()
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            decoder.close()
         self._session.close()
+
+    @contextmanager
+    def decoding(self, fetches: int):
+        """Inside, range answers are decoded in a separate process (`decode_process`), when the client
+        has `decode_processes` and `fetches` (the range requests coming) is at least `decode_from`:
+        starting a process costs about a second of the other core, worth it only for many answers.
+        Yields the DecodeProcess, or None when nothing changes."""
+        if self._decoder is not None or self.decode_processes < 1 or fetches < self.decode_from:
+            yield None
+            return
+        decoder = self._decoder = DecodeProcess(self.decode_processes, logger=self.log)
+        try:
+            yield decoder
+        finally:
+            self._decoder = None
+            decoder.close()
 
     def stop(self) -> None:
         """No further request starts (each raises `Stopped`); pacing and retry waits end at once.
@@ -188,31 +221,18 @@ class PolygonClient:
         params = {"adjusted": self._adjusted(asset_class), "sort": "asc", "limit": 50000}
         url = f"{url}?{urlencode(params)}"  # the whole first URL, so a next_url repeating it is seen
         guard = PageGuard(url, self.base_url, what=symbol, max_pages=self.max_pages)
-        results: list = []
+        read = functools.partial(self._range_page, asset_class=asset_class, last_session=last_session or end)
+        pages: list[RangePage] = []
         while True:
-            body = self._get_json(url, None, what=symbol, endpoint="aggs_range")
-            page = body.get("results") or []
-            if not isinstance(page, list):
-                raise PolygonError(f"{symbol}: unexpected `results` from Polygon (not a list)")
-            results.extend(page)
-            next_url = body.get("next_url")
-            if not next_url:
+            page = self._get_json(url, None, what=symbol, endpoint="aggs_range", read=read)
+            pages.append(page)
+            if not page.next_url:
                 break
             try:
-                url = guard.follow(next_url)
+                url = guard.follow(page.next_url)
             except PaginationError as exc:
                 raise PolygonError(str(exc)) from None
-        with self.cpu_gate:
-            frame = usable_range_frame(results, asset_class, last_session or end)  # one pass, what Polygon sends
-            if frame is not None:
-                return FetchedBars(frame, [])
-            usable, aside = split_bars(results, asset_class, last_session or end, "range")
-            if not usable:
-                return FetchedBars(empty_bars(), aside)
-            try:
-                return FetchedBars(parse_aggregate_results(usable, asset_class), aside)
-            except BarParseError as exc:
-                raise PolygonError(f"{symbol}: unusable bars from Polygon: {exc}") from None
+        return FetchedBars(*combine_pages(pages))
 
     def grouped_daily(self, asset_class: str, day: dt.date) -> pd.DataFrame:
         """Every ticker's bar of one date for the stock (stock/etf) or crypto market, with a `symbol`
@@ -275,7 +295,9 @@ class PolygonClient:
             )
         return {"Authorization": f"Bearer {self._api_key}"}
 
-    def _get_json(self, url: str, params: dict | None, *, what: str, endpoint: str) -> dict:
+    def _get_json(self, url: str, params: dict | None, *, what: str, endpoint: str, read=None):
+        """The answer's JSON body (a dict), or what `read(content, path, what)` makes of a 200 answer's
+        bytes; retried as the module docstring says."""
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, PolygonError) and e.transient),
             stop=stop_after_attempt(self.retry.max_attempts) | stop_after_delay(self.retry.max_total_wait),
@@ -286,7 +308,7 @@ class PolygonClient:
         )
         started = time.monotonic()
         try:
-            return retrying(self._attempt, url, params, what, endpoint)
+            return retrying(self._attempt, url, params, what, endpoint, read)
         except PolygonError as exc:
             if exc.transient:
                 attempts = retrying.statistics.get("attempt_number", 1)
@@ -313,12 +335,26 @@ class PolygonClient:
             what, exc, retry_state.attempt_number, retry_state.next_action.sleep if retry_state.next_action else 0.0,
         )
 
-    def _attempt(self, url: str, params: dict | None, what: str, endpoint: str) -> dict:
+    def _attempt(self, url: str, params: dict | None, what: str, endpoint: str, read=None):
         headers = self._headers(url)
         self._refuse_when_stopped(what)
         with self._slots:  # taken before pacing: the budget counts a request when it is really sent
             content, status, response, path = self._send(url, params, headers, what, endpoint)
+        if read is not None and status == 200:
+            return read(content, path, what)
         return self._decode(content, status, response, path, what, endpoint)
+
+    def _range_page(self, content: bytes, path: str, what: str, *, asset_class: str, last_session) -> RangePage:
+        """A range answer's page: decoded by the decoding process when one is attached and ready
+        (`decoding`), else on this thread under `cpu_gate`; its problem raised as a PolygonError."""
+        decoder = self._decoder
+        page = decoder.decode(content, asset_class, last_session, path) if decoder is not None else None
+        if page is None:
+            with self.cpu_gate:  # the decoding of the bars' big answers (see cpu_gate)
+                page = decode_range_page(content, asset_class, last_session, path)
+        if page.problem is not None:
+            raise PolygonError(f"{what}: {page.problem}", status=200, transient=page.transient)
+        return page
 
     def _send(self, url: str, params: dict | None, headers: dict, what: str, endpoint: str):
         paced = self._pace()
@@ -354,11 +390,7 @@ class PolygonClient:
             }.get(status, "")
             raise PolygonError(f"{what}: HTTP {status} {text}{hint}", status=status, transient=transient, retry_after=retry_after)
         try:
-            if endpoint == "aggs_range":  # the bars' big answers: decoded under the gate (see cpu_gate)
-                with self.cpu_gate:
-                    body = json.loads(content)
-            else:
-                body = json.loads(content)
+            body = json.loads(content)
         except ValueError:
             raise PolygonError(f"{what}: truncated or invalid JSON from {path}", status=status, transient=True) from None
         if not isinstance(body, dict):

@@ -365,11 +365,17 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
             fresh[row.symbol] = row
             yield row
 
-    # the fetches run in threads; every database write stays on this thread (closing it stops them)
-    with closing(refresh_symbols(
+    # the fetches run in threads, their answers decoded in another process when there are many; every
+    # database write stays on this thread (closing it stops them)
+    with client.decoding(len(ranged_rows)) as decoder, closing(refresh_symbols(
         client, store, registry, resolved_rows(), max_in_flight=client.max_in_flight, run_id=context.run_id,
         today=today, refetch_sessions=config.refetch_sessions, default_history_days=config.default_history_days,
         full_refetch=full_refetch, completed_session=lambda row: targets[market_of(row.asset_class)],
     )) as results:
         for result in results:
             yield result, fresh.pop(result.symbol)
+    if decoder is not None:
+        context.log.info(
+            f"{decoder.decoded} of {client.stats.by_endpoint.get('aggs_range', 0)} range answer(s) decoded in a "
+            "separate process (POLYGON_DECODE_PROCESSES), the others in this one while it started"
+        )
