@@ -28,6 +28,11 @@ def main() -> None:
     parser.add_argument("--start", required=True, type=dt.date.fromisoformat)
     parser.add_argument("--mode", choices=("bare", "library"), default="bare")
     parser.add_argument("--in-flight", type=int, default=1, help="bare mode: requests in flight at once (threads)")
+    parser.add_argument(
+        "--with-reference", action="store_true",
+        help="bare mode with --in-flight: also GET each symbol's ticker details before its bars, the request "
+        "`ohlcv_daily` sends for a symbol's first run (the floor for the job's own requests)",
+    )
     args = parser.parse_args()
 
     import requests
@@ -117,10 +122,21 @@ def _bare_in_flight(args, symbols, today, store, phases) -> tuple[int, int]:
             raise SystemExit("the floor expects one page per symbol (start the sandbox without page_size)")
         return symbol, parse_aggregate_results(body.get("results"), asset_class)
 
+    def fetch_with_reference(item):
+        symbol, asset_class = item
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+            session.headers["Authorization"] = "Bearer sandbox-key"
+        details = session.get(f"{args.base_url}/v3/reference/tickers/{polygon_ticker(symbol, asset_class)}", timeout=60)
+        details.raise_for_status()
+        details.json()
+        return fetch(item)
+
     bars = 0
     with ThreadPoolExecutor(max_workers=args.in_flight) as pool:
         t0 = time.perf_counter()
-        for symbol, frame in pool.map(fetch, symbols):
+        for symbol, frame in pool.map(fetch_with_reference if args.with_reference else fetch, symbols):
             t1 = time.perf_counter()
             store.upsert_bars(symbol, frame)
             t2 = time.perf_counter()
@@ -128,7 +144,7 @@ def _bare_in_flight(args, symbols, today, store, phases) -> tuple[int, int]:
             phases["upsert"] += t2 - t1
             bars += len(frame)
             t0 = time.perf_counter()
-    return bars, len(symbols)
+    return bars, len(symbols) * (2 if args.with_reference else 1)
 
 
 if __name__ == "__main__":

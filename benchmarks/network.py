@@ -12,7 +12,7 @@ from benchmarks.context import Bench, pct, rate
 from benchmarks.report import Section
 
 
-def _floor_once(bench: Bench, in_flight: int) -> dict:
+def _floor_once(bench: Bench, in_flight: int, with_reference: bool = False) -> dict:
     home = bench.temp_home(f"net-floor-{in_flight}")
     url = bench.warehouse_url(home, "sqlite")
     try:
@@ -22,7 +22,7 @@ def _floor_once(bench: Bench, in_flight: int) -> dict:
         argv = python_module(
             "benchmarks.floor", "--base-url", bench.sandbox.url, "--db-url", url, "--symbols-file", str(symbols_file),
             "--start", bench.start.isoformat(), "--mode", "bare", "--in-flight", str(in_flight),
-        )
+        ) + (["--with-reference"] if with_reference else [])
         out = run_measured(argv, clean_env()).check().json()
         out["bars_per_second"] = rate(out["bars"], out["seconds"])
         return out
@@ -51,6 +51,8 @@ def _ui_once(bench: Bench) -> dict:
 
 
 UI_LABEL = "UI-path backfill (webserver + daemon)"
+MAIN_LABEL = "`market-pipeline run`"
+REF_LABEL = "floor, {in_flight} requests in flight, each symbol's reference lookup too"
 
 
 def network(bench: Bench) -> Section:
@@ -63,9 +65,12 @@ def network(bench: Bench) -> Section:
         "then `market-pipeline run` (default settings, `POLYGON_REQUESTS_PER_MINUTE=0`) and a backfill of every "
         "partition launched through the webserver's GraphQL as the UI does (scenario 3's stack: webserver + "
         "`market-pipeline daemon`), wall time from the launch to the backfill marked complete. The ratio is to the "
-        f"{in_flight}-in-flight floor, the targets of issue 12 (main job 70%, UI-path backfill 50%, at 1,000 x 20).",
-        ["Loop", "Bars", "Seconds", "Bars/s", "Ratio to the in-flight floor"],
-        align="lrrrr",
+        f"{in_flight}-in-flight floor, the targets of issue 12 (main job 70%, UI-path backfill 50%, at 1,000 x 20). "
+        "A new symbol's first run also looks up its reference data (`/v3/reference/tickers/{ticker}`, issue 13): "
+        "twice the floor's requests on the same slots, so the last column compares with a bare loop sending "
+        "those requests too.",
+        ["Loop", "Requests", "Bars", "Seconds", "Bars/s", "Ratio to the in-flight floor", "Ratio to the floor with the same requests"],
+        align="lrrrrrr",
     )
     bench.sandbox.set_latency(latency)
     try:
@@ -73,7 +78,8 @@ def network(bench: Bench) -> Section:
         for label, fn in (
             ("floor, 1 request at a time", lambda i: _floor_once(bench, 1)),
             (f"floor, {in_flight} requests in flight", lambda i: _floor_once(bench, in_flight)),
-            ("`market-pipeline run`", lambda i: _main_once(bench)),
+            (REF_LABEL.format(in_flight=in_flight), lambda i: _floor_once(bench, in_flight, with_reference=True)),
+            (MAIN_LABEL, lambda i: _main_once(bench)),
             (UI_LABEL, lambda i: _ui_once(bench)),
         ):
             if label == UI_LABEL:
@@ -88,14 +94,22 @@ def network(bench: Bench) -> Section:
     finally:
         bench.sandbox.set_latency(0)
     ceiling = rows[f"floor, {in_flight} requests in flight"]["bars_per_second"].median
+    same_requests = rows[REF_LABEL.format(in_flight=in_flight)]["bars_per_second"].median
     for label, stats in rows.items():
         ratio = stats["bars_per_second"].median / ceiling
-        section.row(label, f"{int(stats['bars'].median):,}", stats["seconds"].fmt(1), stats["bars_per_second"].fmt(0), pct(ratio))
-        section.data[label] = {k: v.values for k, v in stats.items()} | {"ratio": ratio}
-    bench.keep["network_main_ratio"] = rows["`market-pipeline run`"]["bars_per_second"].median / ceiling
+        like = stats["bars_per_second"].median / same_requests
+        requests = f"{int(stats['requests'].median):,}" if "requests" in stats else "–"
+        section.row(
+            label, requests, f"{int(stats['bars'].median):,}", stats["seconds"].fmt(1), stats["bars_per_second"].fmt(0),
+            pct(ratio), pct(like) if label in (MAIN_LABEL, UI_LABEL) else "",
+        )
+        section.data[label] = {k: v.values for k, v in stats.items()} | {"ratio": ratio, "ratio_same_requests": like}
+    bench.keep["network_main_ratio"] = rows[MAIN_LABEL]["bars_per_second"].median / ceiling
+    bench.keep["network_main_same_requests"] = rows[MAIN_LABEL]["bars_per_second"].median / same_requests
     ui = rows.get(UI_LABEL)
     if ui is not None:
         bench.keep["network_ui_ratio"] = ui["bars_per_second"].median / ceiling
+        bench.keep["network_ui_same_requests"] = ui["bars_per_second"].median / same_requests
         bench.keep["network_ui_runs"] = ui["runs"].median
         section.notes.append(
             f"UI-path backfill at {latency:.0f} ms, where its wall time goes (medians): {ui['runs'].median:.0f} run(s); "
