@@ -135,6 +135,10 @@ def test_read_bars_many_is_read_bars_for_each_symbol(any_warehouse_url):
     assert many["NONE"].empty and list(many["NONE"].columns) == list(BAR_COLUMNS)
     for symbol in ("AAA", "BBB"):
         pd.testing.assert_frame_equal(many[symbol], store.read_bars(symbol))
+    # and what was written comes back: values, NULL vwap as NaN, NULL transactions as <NA>, dtypes
+    written = with_nulls.reset_index(drop=True)
+    pd.testing.assert_frame_equal(many["BBB"], written.assign(date=written["date"].astype("datetime64[ns]")))
+    assert np.isnan(many["BBB"].loc[3, "vwap"]) and pd.isna(many["BBB"].loc[4, "transactions"])
 
 
 def _table(url: str) -> list[tuple]:

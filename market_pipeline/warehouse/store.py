@@ -488,33 +488,16 @@ class BarStore:
         if end is not None:
             sql += f" AND date <= {marker}"
             params.append(end.isoformat())
-        rows = _raw_rows(conn.exec_driver_sql(sql + " ORDER BY date", tuple(params)))
-        if not rows:
-            return empty_bars()
-        return _frame_from_columns(list(zip(*rows)))
+        return _frame_from_rows(_raw_rows(conn.exec_driver_sql(sql + " ORDER BY date", tuple(params))))
 
     def read_bars_many(self, symbols: list[str]) -> dict[str, pd.DataFrame]:
         """Several symbols' stored bars (symbol -> bar frame, empty for a symbol without bars): one
-        query on SQLite, split with numpy; one binary COPY per symbol on PostgreSQL, on one connection."""
+        query per symbol on one connection (a binary COPY on PostgreSQL). On SQLite that is faster than
+        one query for all of them: a `symbol` column costs a text object per row, and splitting
+        the rows by symbol costs more than the queries (5 million bars: 5.6 s against 14 s or more)."""
         symbols = list(dict.fromkeys(symbols))
         with self.engine.connect() as conn:
-            if conn.dialect.name == "postgresql" or len(symbols) <= 1:
-                return {symbol: self._read(conn, symbol) for symbol in symbols}
-            marker = _marker(conn)
-            rows = _raw_rows(conn.exec_driver_sql(
-                f"SELECT symbol, date, {', '.join(BAR_VALUE_COLUMNS)} FROM ohlcv_daily "
-                f"WHERE symbol IN ({', '.join([marker] * len(symbols))}) ORDER BY symbol, date",
-                tuple(symbols),
-            ))
-        out: dict[str, pd.DataFrame] = {}
-        if rows:
-            columns = list(zip(*rows))
-            names = np.array(columns[0], dtype=object)
-            frame = _frame_from_columns(columns[1:])
-            starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
-            for begin, stop in zip(starts.tolist(), [*starts[1:].tolist(), len(names)]):
-                out[names[begin]] = frame.iloc[begin:stop].reset_index(drop=True)
-        return {symbol: out[symbol] if symbol in out else empty_bars() for symbol in symbols}
+            return {symbol: self._read(conn, symbol) for symbol in symbols}
 
     def read_bars(self, symbol: str, start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:
         """One symbol's stored bars as a bar frame, in one query."""
@@ -564,6 +547,15 @@ def _raw_rows(result: sa.CursorResult) -> list[tuple]:
         return result.cursor.fetchall()
     finally:
         result.close()
+
+
+def _frame_from_rows(rows: list[tuple]) -> pd.DataFrame:
+    """A bar frame from DBAPI rows (date text, *BAR_VALUE_COLUMNS): made a 2-D object array in one
+    C loop, then cut into columns (a `zip(*rows)` transpose takes about 1 s a million rows)."""
+    if not rows:
+        return empty_bars()
+    table = np.array(rows, dtype=object)
+    return _frame_from_columns([table[:, i] for i in range(table.shape[1])])
 
 
 def _frame_from_columns(columns: list) -> pd.DataFrame:
