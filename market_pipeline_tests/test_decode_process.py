@@ -163,6 +163,30 @@ def test_a_worker_does_not_outlive_a_killed_run_process(tmp_path):
     assert not left, "the decoding process outlived its run's process"
 
 
+def test_a_hung_worker_is_given_up_and_killed(caplog):
+    """A worker that stops answering (here: SIGSTOP) costs one timeout, then the caller decodes
+    itself, the worker is killed, and the warning says why."""
+    content = body([bar(i) for i in range(40)])
+    with DecodeProcess(1, timeout=1.0) as decoder, caplog.at_level(logging.WARNING):
+        wait_ready(decoder)
+        assert decoder.decode(content, "stock", LAST, PATH) is not None
+        (pid,) = list(decoder._pool._processes)
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        assert decoder.decode(content, "stock", LAST, PATH) is None
+        assert time.monotonic() - started < 10
+        assert not decoder.ready and decoder.decode(content, "stock", LAST, PATH) is None
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = _alive(pid)
+        if alive:
+            os.kill(pid, signal.SIGKILL)
+        assert not alive, "the hung worker was left running"
+    stopped = [r.getMessage() for r in caplog.records if "decoding process stopped" in r.getMessage()]
+    assert stopped == ["the decoding process stopped (no answer within 1 s); answers are decoded in the run's process from now on"]
+
+
 def _client(sandbox, **options) -> PolygonClient:
     return PolygonClient(SANDBOX_API_KEY, sandbox.url, 0, retry=FAST_RETRY, max_in_flight=4, **options)
 

@@ -8,7 +8,8 @@ the bars and records Dagster's events, all under one GIL, while the machine's ot
 `range_pages.decode_range_page`, and gives back its `RangePage`: the same function, the same result.
 
 It never costs a bar: until the worker has started (about a second), and for good if it is gone (a
-killed worker, a broken pool), `decode` answers None and the caller decodes on its own thread.
+killed worker, a broken pool) or hangs (no answer within `timeout`), `decode` answers None and the
+caller decodes on its own thread.
 Closing it stops the worker; a worker whose run's process dies (even by SIGKILL) exits within moments.
 """
 
@@ -25,6 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from market_pipeline.polygon.range_pages import RangePage, decode_range_page
 
 log = logging.getLogger("market_pipeline.polygon")
+DECODE_TIMEOUT = 60.0  # seconds a page may take in the worker (a 20-year history takes 15-25 ms)
 
 
 def _started() -> bool:
@@ -49,8 +51,9 @@ def _exit_with_parent() -> None:
 class DecodeProcess:
     """A pool of `processes` worker processes decoding range pages (see the module docstring)."""
 
-    def __init__(self, processes: int = 1, logger: logging.Logger | None = None):
+    def __init__(self, processes: int = 1, logger: logging.Logger | None = None, timeout: float = DECODE_TIMEOUT):
         self.log = logger or log
+        self.timeout = timeout
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
             max_workers=max(1, processes), mp_context=multiprocessing.get_context("spawn"),
@@ -71,9 +74,10 @@ class DecodeProcess:
         if pool is None or not self.ready:
             return None
         try:
-            page = pool.submit(decode_range_page, content, asset_class, last_session, path).result()
-        except (BrokenProcessPool, CancelledError, RuntimeError, OSError) as exc:
-            # RuntimeError: the pool was shut down meanwhile; OSError: a pipe to a dead worker
+            page = pool.submit(decode_range_page, content, asset_class, last_session, path).result(timeout=self.timeout)
+        except (BrokenProcessPool, CancelledError, RuntimeError, OSError, TimeoutError) as exc:
+            # RuntimeError: the pool was shut down meanwhile; OSError: a pipe to a dead worker;
+            # TimeoutError: a worker that hangs (stopped, swapping) must not hang the run with it
             self._give_up(exc)
             return None
         with self._lock:
@@ -84,9 +88,14 @@ class DecodeProcess:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            self.log.warning(
-                f"the decoding process stopped ({type(exc).__name__}); answers are decoded in the run's process from now on"
-            )
+            why = f"no answer within {self.timeout:g} s" if isinstance(exc, TimeoutError) else type(exc).__name__
+            self.log.warning(f"the decoding process stopped ({why}); answers are decoded in the run's process from now on")
+            # a hung worker would stay otherwise (ProcessPoolExecutor.kill_workers comes with Python 3.14)
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                try:
+                    process.kill()
+                except (OSError, ValueError):  # already gone, or closed
+                    pass
             pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
