@@ -108,12 +108,16 @@ def _bare_in_flight(args, symbols, today, store, phases) -> tuple[int, int]:
     local = threading.local()
     params = {"adjusted": "true", "sort": "asc", "limit": 50000}
 
-    def fetch(item):
-        symbol, asset_class = item
+    def session_of_thread() -> requests.Session:
         session = getattr(local, "session", None)
         if session is None:
             session = local.session = requests.Session()
             session.headers["Authorization"] = "Bearer sandbox-key"
+        return session
+
+    def fetch(item):
+        symbol, asset_class = item
+        session = session_of_thread()
         url = f"{args.base_url}/v2/aggs/ticker/{polygon_ticker(symbol, asset_class)}/range/1/day/{args.start}/{today}"
         response = session.get(url, params=params, timeout=60)
         response.raise_for_status()
@@ -124,11 +128,7 @@ def _bare_in_flight(args, symbols, today, store, phases) -> tuple[int, int]:
 
     def fetch_with_reference(item):
         symbol, asset_class = item
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-            session.headers["Authorization"] = "Bearer sandbox-key"
-        details = session.get(f"{args.base_url}/v3/reference/tickers/{polygon_ticker(symbol, asset_class)}", timeout=60)
+        details = session_of_thread().get(f"{args.base_url}/v3/reference/tickers/{polygon_ticker(symbol, asset_class)}", timeout=60)
         details.raise_for_status()
         details.json()
         return fetch(item)
