@@ -286,4 +286,4 @@ def test_a_run_decodes_its_answers_in_a_separate_process_and_says_so(polygon_env
             expected = plain.fetch_daily_bars(symbol, "stock", dt.date(2024, 1, 2), dt.date(2025, 6, 2)).bars
             stored = store.read_bars(symbol)
             assert len(stored) == len(expected) > 300
-            assert stored["close"].tolist() == expected["close"].tolist()
+            assert_frame_equal(stored, expected.reset_index(drop=True), check_dtype=False)  # every column, every bar
