@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import inspect
-import json
 import logging
 import threading
 import time
@@ -39,13 +38,13 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_random_exponential
 
-from market_pipeline.polygon.answers import _error_text, _retry_after
+from market_pipeline.polygon.answers import _error_text, _retry_after, answer_body
 from market_pipeline.polygon.bars import BarParseError, parse_grouped_results
 from market_pipeline.polygon.decode_process import DecodeProcess
 from market_pipeline.polygon.origin import describe_host, same_origin
 from market_pipeline.polygon.pacing import Pacer, shared_pacer  # noqa: F401  (Pacer: re-exported)
 from market_pipeline.polygon.pagination import MAX_PAGES, PageGuard, PaginationError
-from market_pipeline.polygon.range_pages import SUCCESS_STATUSES, RangePage, combine_pages, decode_range_page
+from market_pipeline.polygon.range_pages import RangePage, combine_pages, decode_range_page
 from market_pipeline.polygon.tickers import polygon_ticker
 from market_pipeline.polygon.validate_bars import SetAside, split_bars
 
@@ -389,14 +388,9 @@ class PolygonClient:
                 404: " (check the symbol)",
             }.get(status, "")
             raise PolygonError(f"{what}: HTTP {status} {text}{hint}", status=status, transient=transient, retry_after=retry_after)
-        try:
-            body = json.loads(content)
-        except ValueError:
-            raise PolygonError(f"{what}: truncated or invalid JSON from {path}", status=status, transient=True) from None
-        if not isinstance(body, dict):
-            raise PolygonError(f"{what}: unexpected payload from {path}", status=status)
-        if body.get("status") not in SUCCESS_STATUSES:
-            raise PolygonError(f"{what}: Polygon answered status {body.get('status')!r}: {body.get('error') or body.get('message') or ''}", status=status)
+        body, problem, transient = answer_body(content, path)
+        if body is None:
+            raise PolygonError(f"{what}: {problem}", status=status, transient=transient)
         return body
 
     def _pace(self) -> float:

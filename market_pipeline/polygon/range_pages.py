@@ -11,15 +11,13 @@ the request is sent again). Everything in a `RangePage` pickles, so it crosses t
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 
 import pandas as pd
 
+from market_pipeline.polygon.answers import answer_body
 from market_pipeline.polygon.bars import BarParseError, empty_bars, parse_aggregate_results
 from market_pipeline.polygon.validate_bars import SetAside, split_bars, usable_range_frame
-
-SUCCESS_STATUSES = frozenset({"OK", "DELAYED"})
 
 
 @dataclass
@@ -36,15 +34,9 @@ class RangePage:
 
 def decode_range_page(content: bytes, asset_class: str, last_session: dt.date | None, path: str) -> RangePage:
     """The page's bars: decoded, each checked (`validate_bars`), the usable ones parsed. Never raises."""
-    try:
-        body = json.loads(content)
-    except ValueError:
-        return RangePage(problem=f"truncated or invalid JSON from {path}", transient=True)
-    if not isinstance(body, dict):
-        return RangePage(problem=f"unexpected payload from {path}")
-    if body.get("status") not in SUCCESS_STATUSES:
-        detail = body.get("error") or body.get("message") or ""
-        return RangePage(problem=f"Polygon answered status {body.get('status')!r}: {detail}")
+    body, problem, transient = answer_body(content, path)
+    if body is None:
+        return RangePage(problem=problem, transient=transient)
     results = body.get("results") or []
     if not isinstance(results, list):
         return RangePage(problem="unexpected `results` from Polygon (not a list)")
