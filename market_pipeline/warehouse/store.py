@@ -550,20 +550,15 @@ def _raw_rows(result: sa.CursorResult) -> list[tuple]:
 
 
 def _frame_from_rows(rows: list[tuple]) -> pd.DataFrame:
-    """A bar frame from DBAPI rows (date text, *BAR_VALUE_COLUMNS): made a 2-D object array in one
-    C loop, then cut into columns (a `zip(*rows)` transpose takes about 1 s a million rows)."""
+    """A bar frame from DBAPI rows (date text, *BAR_VALUE_COLUMNS; None for NULL): made a 2-D object
+    array in one C loop, then cut into columns (a `zip(*rows)` transpose takes about 1 s a million rows)."""
     if not rows:
         return empty_bars()
     table = np.array(rows, dtype=object)
-    return _frame_from_columns([table[:, i] for i in range(table.shape[1])])
-
-
-def _frame_from_columns(columns: list) -> pd.DataFrame:
-    """A bar frame from DBAPI columns (date text, *BAR_VALUE_COLUMNS; None for NULL)."""
-    data = {"date": np.array(columns[0], dtype="datetime64[D]").astype("datetime64[ns]")}
+    data = {"date": table[:, 0].astype("datetime64[D]").astype("datetime64[ns]")}
     for i, column in enumerate(_FLOAT_COLUMNS, start=1):
-        data[column] = _as_float(columns[i])
-    tx = np.array(columns[7], dtype=object)
+        data[column] = _as_float(table[:, i])
+    tx = table[:, 7]
     missing = tx == None  # noqa: E711 (elementwise)
     data["transactions"] = pd.arrays.IntegerArray(np.where(missing, 0, tx).astype("int64"), missing)
     return pd.DataFrame(data, columns=list(BAR_COLUMNS))
