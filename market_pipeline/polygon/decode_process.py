@@ -84,9 +84,14 @@ class DecodeProcess:
             self.decoded += 1
         return page
 
-    def _give_up(self, exc: BaseException) -> None:
+    def _take_pool(self) -> ProcessPoolExecutor | None:
+        """The pool, taken out of use (None when it already was): exactly one caller shuts it down."""
         with self._lock:
             pool, self._pool = self._pool, None
+        return pool
+
+    def _give_up(self, exc: BaseException) -> None:
+        pool = self._take_pool()
         if pool is not None:
             why = f"no answer within {self.timeout:g} s" if isinstance(exc, TimeoutError) else type(exc).__name__
             self.log.warning(f"the decoding process stopped ({why}); answers are decoded in the run's process from now on")
@@ -100,8 +105,7 @@ class DecodeProcess:
 
     def close(self) -> None:
         """Stop the workers (pages still being decoded finish; waiting callers get None)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
+        pool = self._take_pool()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 

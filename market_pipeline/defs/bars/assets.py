@@ -377,5 +377,5 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
     if decoder is not None:
         context.log.info(
             f"{decoder.decoded} of {client.stats.by_endpoint.get('aggs_range', 0)} range answer(s) decoded in a "
-            "separate process (POLYGON_DECODE_PROCESSES), the others in this one while it started"
+            "separate process (POLYGON_DECODE_PROCESSES), the others in this one (while it started, or after it stopped)"
         )
