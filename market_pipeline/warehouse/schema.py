@@ -90,6 +90,20 @@ symbol_stats_cache = sa.Table(
     sa.Column("computed_at", sa.DateTime, nullable=False),
 )
 
+# Each symbol's checks folded over its bars dated before `cut` (0007; market_pipeline.quality.checks_fold),
+# with the fingerprint of those bars (count, first and last date, latest fetched_at) and the basis (rules,
+# thresholds, split list). A refresh whose older bars still match reads only the bars from `cut` on.
+symbol_check_state = sa.Table(
+    "symbol_check_state",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("cut", sa.Date, nullable=False),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("basis", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("computed_at", sa.DateTime, nullable=False),
+)
+
 # the API plan's request budget shared by every process (market_pipeline.warehouse.rate_limit): one row
 # per request a 60 s window allows, per API origin, with when it was last used (Unix seconds)
 api_rate_slots = sa.Table(
