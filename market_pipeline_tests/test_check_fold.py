@@ -106,7 +106,7 @@ def test_a_state_is_refused_once_a_delisting_ends_the_history_before_its_cut():
 
 def test_the_cut_keeps_the_refresh_window_out_of_the_state():
     assert state_cut("stock", NOW) == dt.date(2026, 5, 1)  # 35 days before 2026-06-15, first of the month
-    assert state_cut("stock", NOW, fetch_from=dt.date(2026, 4, 20)) == dt.date(2026, 4, 20)
+    assert state_cut("stock", NOW, window_sessions=40) == dt.date(2026, 3, 1)  # 80 days: a wide re-fetch window
     assert state_cut("stock", NOW, delisted_on=dt.date(2026, 2, 10)) == dt.date(2026, 1, 1)
 
 

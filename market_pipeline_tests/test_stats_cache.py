@@ -23,9 +23,9 @@ def _reads(monkeypatch) -> list[str]:
         seen.append(symbol)
         return read_bars(self, symbol, *args, **kwargs)
 
-    def counting_many(self, symbols):
+    def counting_many(self, symbols, *args, **kwargs):
         seen.extend(symbols)
-        return read_many(self, symbols)
+        return read_many(self, symbols, *args, **kwargs)
 
     monkeypatch.setattr(BarStore, "read_bars", counting)
     monkeypatch.setattr(BarStore, "read_bars_many", counting_many)

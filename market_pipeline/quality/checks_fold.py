@@ -76,14 +76,13 @@ def _last_expected(asset_class: str, now: dt.datetime, delisted_on: dt.date | No
     return min(last, last_trading_session(asset_class, delisted_on)) if delisted_on else last
 
 
-def state_cut(asset_class: str, now: dt.datetime, delisted_on: dt.date | None = None, fetch_from: dt.date | None = None) -> dt.date:
+def state_cut(asset_class: str, now: dt.datetime, delisted_on: dt.date | None = None, window_sessions: int = 0) -> dt.date:
     """Where the state kept for the next run ends (bars dated before it): the first day of the month
-    `CUT_MARGIN_DAYS` before the latest expected session, and no later than the first date this run
-    fetched (a wider re-fetch window is likely again tomorrow)."""
+    `CUT_MARGIN_DAYS` (or twice the re-fetch window's sessions, when more) before the latest expected
+    session, so the next refreshes rewrite no bar before it."""
     last = _last_expected(asset_class, now, delisted_on)
-    cut = (last - dt.timedelta(days=CUT_MARGIN_DAYS)).replace(day=1)
-    cut = min(cut, last + dt.timedelta(days=1), calendars.local_date(asset_class, now) + dt.timedelta(days=1))
-    return min(cut, fetch_from) if fetch_from is not None else cut
+    cut = (last - dt.timedelta(days=max(CUT_MARGIN_DAYS, 2 * window_sessions))).replace(day=1)
+    return min(cut, last + dt.timedelta(days=1), calendars.local_date(asset_class, now) + dt.timedelta(days=1))
 
 
 def usable(cut: dt.date, asset_class: str, now: dt.datetime, delisted_on: dt.date | None = None) -> bool:

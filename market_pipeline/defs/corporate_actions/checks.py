@@ -10,13 +10,14 @@ from market_pipeline.corporate_actions import evaluate_consistency
 from market_pipeline.defs.bars.checks import OHLCV_KEY, SPLIT_CHECK, _target
 
 
-def split_evaluation(symbol: str, asset_class: str, bars, splits, instance=None, *, target=None) -> AssetCheckEvaluation:
+def split_evaluation(symbol: str, asset_class: str, bars, splits, instance=None, *, target=None, report=None) -> AssetCheckEvaluation:
+    """The check's evaluation from the bars and splits, or from their `report` when already computed."""
     if target is None and instance is not None:
         target = _target(instance, symbol)
     if asset_class == "crypto":
         passed, metadata, description = True, {"applicable": False}, f"{symbol}: crypto has no splits"
     else:
-        report = evaluate_consistency(bars, splits)
+        report = report or evaluate_consistency(bars, splits)
         metadata = {
             key: (MetadataValue.json(value) if isinstance(value, list) else value)
             for key, value in report.metadata().items()

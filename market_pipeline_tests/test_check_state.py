@@ -1,0 +1,131 @@
+"""Runs keep each symbol's checks folded over its older bars (symbol_check_state) and, while those bars
+are unchanged, read only the newer ones; the checks they record are exactly those of the whole history.
+A late correction of an old bar, a split listed late or twice, or a month going by are all covered."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+
+from market_pipeline.defs.bars.checks import CHECK_KEYS, SPLIT_CHECK, evaluations
+from market_pipeline.defs.corporate_actions.checks import split_evaluation
+from market_pipeline.quality.report import CheckThresholds, compute_stats
+from market_pipeline.warehouse import BarStore
+from market_pipeline.warehouse.check_state import CheckStateStore
+from market_pipeline.warehouse.corporate_actions import CorporateActionStore
+from market_pipeline.warehouse.engine import get_engine
+from market_pipeline_tests.dagster_helpers import check_metadata, latest_check_records
+from market_pipeline_tests.test_assets import run, track
+
+UTC = dt.timezone.utc
+SYMBOLS = {"AAPL": "stock", "INTC": "stock", "BTCUSD": "crypto"}
+
+
+@pytest.fixture
+def warehouse_url(any_warehouse_url):
+    return any_warehouse_url
+
+
+def _run(instance, as_of: dt.datetime):
+    config = {"ops": {"ohlcv_daily": {"config": {"as_of": as_of.isoformat()}}}}
+    result = run(instance, list(SYMBOLS), run_config=config)
+    assert result.success
+    return result
+
+
+def _reads(monkeypatch) -> list[dict]:
+    """Each read_bars_many call from here on: symbol -> the date it read from (None: all its bars)."""
+    calls: list[dict] = []
+    original = BarStore.read_bars_many
+
+    def spy(self, symbols, since=None):
+        calls.append({s: (since or {}).get(s) for s in symbols})
+        return original(self, symbols, since)
+
+    monkeypatch.setattr(BarStore, "read_bars_many", spy)
+    return calls
+
+
+def _assert_checks_are_those_of_the_whole_history(instance, url, as_of):
+    store, actions = BarStore(url), CorporateActionStore(url)
+    for symbol, asset_class in SYMBOLS.items():
+        bars = store.read_bars(symbol)
+        stats = compute_stats(symbol, asset_class, bars, CheckThresholds(), as_of)
+        expected = {e.check_name: e for e in evaluations(stats, CHECK_KEYS, now=as_of, target=None)}
+        expected[SPLIT_CHECK] = split_evaluation(symbol, asset_class, bars, actions.splits(symbol) if asset_class != "crypto" else [])
+        for name, evaluation in expected.items():
+            record = latest_check_records(instance, name)[symbol]
+            assert check_metadata(record) == {k: v.value for k, v in evaluation.metadata.items()}, (symbol, name)
+            assert record.event.dagster_event.event_specific_data.passed == evaluation.passed, (symbol, name)
+
+
+def test_a_refresh_reads_only_the_bars_after_the_kept_state_and_checks_the_whole_history(
+    polygon_env, instance, warehouse_url, monkeypatch
+):
+    track(warehouse_url, instance, SYMBOLS, start="2023-01-03")
+    states = CheckStateStore(warehouse_url)
+
+    # the first run holds every bar in memory: it reads none and keeps a state cut at the first of
+    # the month 35 days before the latest session
+    t1 = dt.datetime(2024, 6, 3, 23, 0, tzinfo=UTC)
+    reads = _reads(monkeypatch)
+    _run(instance, t1)
+    assert reads == []
+    kept = states.get_many(list(SYMBOLS))
+    assert {s: state.cut for s, state in kept.items()} == {s: dt.date(2024, 4, 1) for s in SYMBOLS}
+    _assert_checks_are_those_of_the_whole_history(instance, warehouse_url, t1)
+
+    # the next day's refresh re-fetches its window: each symbol is read from the state's cut on
+    t2 = t1 + dt.timedelta(days=1)
+    _run(instance, t2)
+    assert reads == [{s: dt.date(2024, 4, 1) for s in SYMBOLS}]
+    assert states.get_many(list(SYMBOLS)) == kept  # same cut: nothing rewritten
+    _assert_checks_are_those_of_the_whole_history(instance, warehouse_url, t2)
+
+    # a late correction of an old AAPL bar (high under low): AAPL's state no longer fits, AAPL is
+    # read whole and the bad bar is counted; a split of INTC listed twice changes its basis: read whole
+    store = BarStore(warehouse_url)
+    old = store.read_bars("AAPL", dt.date(2023, 6, 1), dt.date(2023, 6, 1))
+    old.loc[0, "high"] = old.loc[0, "low"] - 1.0
+    store.upsert_bars("AAPL", old)
+    intc_split = CorporateActionStore(warehouse_url).splits("INTC")[0].execution_date
+    polygon_env.duplicate_split("INTC", intc_split, intc_split + dt.timedelta(days=7))
+    reads.clear()
+    t3 = t2 + dt.timedelta(days=1)
+    _run(instance, t3)
+    assert reads == [{"AAPL": None, "INTC": None, "BTCUSD": dt.date(2024, 4, 1)}]
+    _assert_checks_are_those_of_the_whole_history(instance, warehouse_url, t3)
+    validation = check_metadata(latest_check_records(instance, "validation_rate")["AAPL"])
+    assert validation["failures"]["high_ge_low"] == 1 and "2023-06-01" in validation["examples"]["high_ge_low"]
+    assert check_metadata(latest_check_records(instance, SPLIT_CHECK)["INTC"])["duplicates"]
+
+    # two months on: each state is extended to the new cut
+    reads.clear()
+    t4 = dt.datetime(2024, 8, 5, 23, 0, tzinfo=UTC)
+    _run(instance, t4)
+    # (AAPL's and INTC's states were kept afresh at 2024-06-05: cut at 2024-05-01)
+    assert reads == [{"AAPL": dt.date(2024, 5, 1), "INTC": dt.date(2024, 5, 1), "BTCUSD": dt.date(2024, 4, 1)}]
+    cuts = {s: state.cut for s, state in states.get_many(list(SYMBOLS)).items()}
+    # 35 days before the latest session (2024-08-05 in New York, 2024-08-04 the last whole UTC day)
+    assert cuts == {"AAPL": dt.date(2024, 7, 1), "INTC": dt.date(2024, 7, 1), "BTCUSD": dt.date(2024, 6, 1)}
+    _assert_checks_are_those_of_the_whole_history(instance, warehouse_url, t4)
+
+
+def test_a_deleted_old_bar_or_an_unreadable_state_means_the_whole_history_is_read(polygon_env, instance, warehouse_url, monkeypatch):
+    track(warehouse_url, instance, SYMBOLS, start="2023-01-03")
+    t1 = dt.datetime(2024, 6, 3, 23, 0, tzinfo=UTC)
+    _run(instance, t1)
+    with get_engine(warehouse_url).begin() as conn:
+        conn.execute(sa.text("DELETE FROM ohlcv_daily WHERE symbol = 'BTCUSD' AND date = '2023-05-05'"))
+        conn.execute(sa.text("UPDATE symbol_check_state SET state = '{not json' WHERE symbol = 'INTC'"))
+    reads = _reads(monkeypatch)
+    t2 = t1 + dt.timedelta(days=1)
+    _run(instance, t2)
+    assert reads[0]["BTCUSD"] is None and reads[0]["AAPL"] == dt.date(2024, 4, 1)
+    _assert_checks_are_those_of_the_whole_history(instance, warehouse_url, t2)
+    gaps = check_metadata(latest_check_records(instance, "date_gaps")["BTCUSD"])
+    assert gaps["gaps_detected"] == "1"
+    # INTC's unreadable state was replaced by a good one
+    assert CheckStateStore(warehouse_url).get_many(["INTC"])["INTC"].state.startswith("{\"version\"")
