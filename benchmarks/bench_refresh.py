@@ -1,7 +1,8 @@
 """Requests and time of one scheduled daily refresh of N tracked stocks, grouped-daily vs range path.
 
     .venv/bin/python -m benchmarks.bench_refresh [--symbols 1000] [--windows 1 3] [--missed 1 3]
-                                                 [--history-sessions 60] [--checks] [--no-range] [--json FILE]
+                                                 [--history-sessions 60] [--checks] [--kept-states] [--no-range]
+                                                 [--json FILE]
 
 For each (re-fetch window, missed sessions): a fresh SQLite warehouse holding N stocks whose
 history (synthetic, written straight into the warehouse) ends `missed` sessions before the target, a
@@ -62,6 +63,26 @@ def _seed(url: str, symbols: list[str], history_sessions: int, missed: int) -> N
         registry.mark_completed(symbol, "seed", history_from=start)
 
 
+def _keep_states(url: str, symbols: list[str], window: int) -> None:
+    """Each symbol's checks state as the previous day's refresh kept it (untimed): its bars before the
+    cut folded, with their fingerprint, exactly as the ohlcv_daily op keeps it."""
+    from market_pipeline.quality.checks_fold import evaluate, fold_basis, state_cut
+    from market_pipeline.quality.report import CheckThresholds
+    from market_pipeline.warehouse import BarStore
+    from market_pipeline.warehouse.check_state import CheckStateStore, StoredState
+    from market_pipeline.warehouse.store import utcnow
+
+    before = TICK - dt.timedelta(days=1)
+    settings, store, states = CheckThresholds(), BarStore(url), CheckStateStore(url)
+    cut = state_cut("stock", before, window_sessions=window)
+    prints = states.prints({symbol: [cut] for symbol in symbols})
+    kept = []
+    for symbol in symbols:
+        outcome = evaluate(symbol, "stock", store.read_bars(symbol), now=before, settings=settings, cut=cut)
+        kept.append(StoredState(symbol, cut, prints[symbol].before[cut], fold_basis("stock", settings, []), outcome.state.to_json()))
+    states.put_many(kept, utcnow())
+
+
 def _refresh(instance, url: str, window: int, grouped: bool, checks: bool) -> tuple[bool, float]:
     """Evaluate the schedule at TICK and execute the run it requests; (success, seconds)."""
     from dagster import build_schedule_context
@@ -103,7 +124,7 @@ def _warm(sandbox, sessions: int) -> None:
         sandbox._grouped_rows(day, False, False)
 
 
-def scenario(sandbox, symbols, window, missed, history_sessions, checks, compare_range, workdir: Path) -> dict:
+def scenario(sandbox, symbols, window, missed, history_sessions, checks, compare_range, workdir: Path, kept_states: bool = False) -> dict:
     from dagster import instance_for_test
 
     from market_pipeline.defs.bars.partitions import symbols_partitions
@@ -114,6 +135,8 @@ def scenario(sandbox, symbols, window, missed, history_sessions, checks, compare
     began = time.perf_counter()
     _seed(url, symbols, history_sessions, missed)
     seed_seconds = time.perf_counter() - began
+    if kept_states:
+        _keep_states(url, symbols, window)
     if compare_range:  # the backup API copies what is still in the WAL file too
         with sqlite3.connect(workdir / "warehouse.sqlite") as source, sqlite3.connect(workdir / "range.sqlite") as copy:
             source.backup(copy)
@@ -147,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-sessions", type=int, default=60, help="stored sessions per symbol (default 60)")
     parser.add_argument("--checks", action="store_true", help="run the two asset checks too")
     parser.add_argument("--no-range", action="store_true", help="skip the per-symbol comparison run")
+    parser.add_argument(
+        "--kept-states", action="store_true",
+        help="with --checks: the checks' states as the previous day's refresh kept them (default: none, "
+        "as on the first refresh after an upgrade or a full re-fetch: every history is read whole)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     options = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -166,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 workdir = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
                 try:
                     row = scenario(sandbox, symbols, window, missed, options.history_sessions, options.checks,
-                                   not options.no_range, workdir)
+                                   not options.no_range, workdir, options.kept_states)
                 finally:
                     shutil.rmtree(workdir, ignore_errors=True)
                 results.append(row)

@@ -19,6 +19,7 @@ per run over a partition range that may interleave classes).
 
 
 import datetime as dt
+from collections import Counter
 from contextlib import closing
 
 from dagster import (
@@ -59,7 +60,7 @@ from market_pipeline.refresh.ingest import (
 from market_pipeline.refresh.concurrent import refresh_symbols
 from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, FirstRunReferences, reference_metadata
 from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
-from market_pipeline.defs.bars.records import CHECK_BATCH, TABLE_NAME, check_batch, materialization
+from market_pipeline.defs.bars.records import CHECK_BATCH, TABLE_NAME, check_batch, materialization, tally_line
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
 from market_pipeline.defs.bars.checks import SPLIT_CHECK
@@ -234,6 +235,7 @@ def _ohlcv_daily(
         stored: list[SymbolResult] = []
         checking: list[tuple[SymbolResult, object]] = []  # stored symbols whose checks are still to record
         table_rows = store.count_rows()  # the table's rows, kept current as each symbol adds its new ones
+        tally = Counter()  # how the checks got their bars
         with polygon.get_client(logger=context.log) as client, closing(
             FirstRunReferences(context, client, registry, refs_store, rows)  # running ahead of the bars
         ) as lookups:
@@ -263,12 +265,14 @@ def _ohlcv_daily(
                 if selected_checks:
                     checking.append((result, row))
                     if len(checking) >= CHECK_BATCH:
-                        yield from check_batch(context, config, warehouse, checking, selected_checks, now)
+                        yield from check_batch(context, config, warehouse, checking, selected_checks, now, tally)
                         checking = []
                 else:
                     result.stored_bars = None  # memory stays flat however many symbols the run holds
             if checking:
-                yield from check_batch(context, config, warehouse, checking, selected_checks, now)
+                yield from check_batch(context, config, warehouse, checking, selected_checks, now, tally)
+            if selected_checks:
+                context.log.info(tally_line(tally))
             context.log.info(
                 f"{len(stored)} symbol(s) stored ({sum(r.path == 'grouped' for r in stored)} from grouped-daily bars): "
                 f"{sum(r.rows_fetched for r in stored)} bars fetched, {sum(r.rows_inserted for r in stored)} new, "

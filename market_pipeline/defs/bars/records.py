@@ -3,6 +3,7 @@ Dagster's row-count and table keys) and its check evaluations, evaluated in batc
 inputs are read with one query per batch, not one per symbol."""
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 
 from dagster import AssetMaterialization
@@ -53,7 +54,7 @@ def materialization(result: SymbolResult, table_rows: int, extra: dict | None = 
     )
 
 
-def check_batch(context, config, warehouse, batch, selected_checks, now):
+def check_batch(context, config, warehouse, batch, selected_checks, now, tally: Counter | None = None):
     """The check evaluations of a batch of just-stored symbols: their materializations and their splits
     are read in one query each (not one per symbol), then each symbol's checks are evaluated.
 
@@ -61,7 +62,9 @@ def check_batch(context, config, warehouse, batch, selected_checks, now):
     symbol_check_state on when the bars before the cut are those its state was folded from: a daily
     refresh reads a month or two of bars per symbol, not its whole history. The stats are cached
     (symbol_stats_cache) with the fingerprint of the bars they were computed from, so the
-    symbol_stats asset does not read those bars again."""
+    symbol_stats asset does not read those bars again. `tally` counts the symbols checked from bars
+    in memory, from a kept state, or read whole, and the bars read."""
+    tally = Counter() if tally is None else tally
     store = warehouse.bars()
     symbols = [result.symbol for result, _ in batch]
     targets = materialization_targets(context.instance, symbols)
@@ -80,6 +83,8 @@ def check_batch(context, config, warehouse, batch, selected_checks, now):
     for result, row in batch:
         in_memory = result.stored_bars is not None
         bars = result.stored_bars if in_memory else read.pop(row.symbol)
+        tally["in_memory" if in_memory else "from_state" if row.symbol in prior else "whole"] += 1
+        tally["bars_read"] += 0 if in_memory else len(bars)
         result.stored_bars = None  # memory stays flat however many symbols the run holds
         plan, target = plans[row.symbol], targets.get(row.symbol)
         state = _loaded(prior.get(row.symbol))
@@ -128,6 +133,14 @@ class _Plan:
     cut: dt.date  # where the state kept for the next run ends
     basis: str
     splits: list
+
+
+def tally_line(tally: Counter) -> str:
+    """The run's log line on how its checks got their bars."""
+    return (
+        f"checks: {tally['in_memory']} symbol(s) from the bars just stored, {tally['from_state']} from their kept "
+        f"state and the bars after its cut, {tally['whole']} read whole; {tally['bars_read']} bar(s) read"
+    )
 
 
 def _plan(row, config, now, splits) -> _Plan:
