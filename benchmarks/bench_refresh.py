@@ -101,7 +101,10 @@ def _refresh(instance, url: str, window: int, grouped: bool, checks: bool) -> tu
     if len(data.run_requests or []) != 1:
         raise RuntimeError(f"stocks_daily_refresh requested {data.run_requests} ({data.skip_message})")
     (request,) = data.run_requests
-    config = {**request.run_config["ops"]["ohlcv_daily"]["config"], "refetch_sessions": window, "use_grouped_daily": grouped}
+    config = {
+        **request.run_config["ops"]["ohlcv_daily"]["config"], "refetch_sessions": window, "use_grouped_daily": grouped,
+        "as_of": TICK.isoformat(),  # the checks' sessions and gaps as at the tick, as the daemon's run would see them
+    }
     job = defs.resolve_job_def("ohlcv_daily_job")
     if not checks:
         job = job.get_subset(asset_selection={OHLCV_KEY}, asset_check_selection=set())

@@ -129,3 +129,27 @@ def test_a_deleted_old_bar_or_an_unreadable_state_means_the_whole_history_is_rea
     assert gaps["gaps_detected"] == "1"
     # INTC's unreadable state was replaced by a good one
     assert CheckStateStore(warehouse_url).get_many(["INTC"])["INTC"].state.startswith("{\"version\"")
+
+
+def test_the_fingerprints_before_a_cut_and_of_all_bars_match_the_stats_cache(any_warehouse_url):
+    """The whole history's fingerprint is put together from the bars before and after a cut: it must
+    read exactly as symbol_stats computes it, wherever the cut falls, or symbol_stats would re-read."""
+    from market_pipeline.warehouse.stats_cache import NO_BARS, StatsCache
+    from market_pipeline_tests.test_warehouse import bars
+
+    store = BarStore(any_warehouse_url)
+    store.upsert_bars("AAA", bars("2024-01-02", 43))
+    later = bars("2024-01-02", 43).iloc[20:].copy()
+    later["close"] = later["close"] + 1.0
+    store.upsert_bars("AAA", later)  # a later fetched_at on the newer bars
+    whole = StatsCache(any_warehouse_url).fingerprints(["AAA"])["AAA"]
+    states = CheckStateStore(any_warehouse_url)
+    for cut in (dt.date(2023, 12, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 20), dt.date(2024, 2, 29), dt.date(2024, 3, 1), dt.date(2025, 1, 1)):
+        prints = states.prints({"AAA": [cut], "NONE": [cut]})
+        assert prints["AAA"].full == whole, cut
+        assert prints["NONE"].full == prints["NONE"].before[cut] == NO_BARS
+        head = store.read_bars("AAA", end=cut - dt.timedelta(days=1))
+        assert prints["AAA"].before[cut].split("|")[:3] == (
+            [str(len(head)), str(head["date"].min().date()), str(head["date"].max().date())] if len(head) else ["0", "", ""]
+        )
+    assert states.prints({"AAA": [dt.date(2024, 1, 20), dt.date(2024, 2, 1)]})["AAA"].full == whole

@@ -72,30 +72,39 @@ class CheckStateStore:
             conn.execute(insert.on_conflict_do_update(index_elements=["symbol"], set_=update), rows)
 
     def prints(self, cuts: Mapping[str, Iterable[dt.date]]) -> dict[str, Prints]:
-        """symbol -> its fingerprints now, of all its bars and of those before each of its cuts: one
-        aggregate per symbol (no bar leaves the database), on one connection."""
+        """symbol -> its fingerprints now, of its bars before each of its cuts and of all of them: one
+        aggregate per cut over the bars before it, and one over the bars from the earliest cut on,
+        which with the first gives the whole (no bar leaves the database; a symbol's bars are found
+        through the (symbol, date) key, so a refresh's query scans that symbol's index entries only)."""
         out: dict[str, Prints] = {}
         c = ohlcv_daily.c
+        aggregate = [sa.func.count(), sa.func.min(c.date), sa.func.max(c.date), sa.func.max(c.fetched_at)]
         with self.engine.connect() as conn:
             for symbol, symbol_cuts in cuts.items():
                 symbol_cuts = sorted(set(symbol_cuts))
-                columns = [sa.func.count(), sa.func.min(c.date), sa.func.max(c.date), sa.func.max(c.fetched_at)]
-                for cut in symbol_cuts:
-                    before = c.date < cut
-                    columns += [
-                        sa.func.coalesce(sa.func.sum(sa.case((before, 1), else_=0)), 0),
-                        sa.func.max(sa.case((before, c.date))),
-                        sa.func.max(sa.case((before, c.fetched_at))),
-                    ]
-                row = conn.execute(sa.select(*columns).where(c.symbol == symbol)).one()
-                count, first, last, stamp = row[:4]
-                full = fingerprint(count, as_date(first), as_date(last), _stamp(stamp))
-                before_cuts = {}
-                for i, cut in enumerate(symbol_cuts):
-                    n, last_before, stamp_before = row[4 + 3 * i : 7 + 3 * i]
-                    before_cuts[cut] = fingerprint(n, as_date(first), as_date(last_before), _stamp(stamp_before))
-                out[symbol] = Prints(full, before_cuts)
+                parts = {
+                    cut: conn.execute(sa.select(*aggregate).where(c.symbol == symbol, c.date < cut)).one()
+                    for cut in symbol_cuts
+                }
+                after = conn.execute(sa.select(*aggregate).where(c.symbol == symbol, c.date >= symbol_cuts[0])).one()
+                before = {cut: _print(*row) for cut, row in parts.items()}
+                out[symbol] = Prints(_print(*_joined(parts[symbol_cuts[0]], after)), before)
         return out
+
+
+def _print(count, first, last, stamp) -> str:
+    return fingerprint(count, as_date(first), as_date(last), _stamp(stamp))
+
+
+def _joined(head, tail) -> tuple:
+    """The aggregate (count, first, last, latest fetched_at) of two adjacent date ranges' bars."""
+    stamps = [_stamp(s) for s in (head[3], tail[3]) if s is not None]
+    return (
+        head[0] + tail[0],
+        as_date(head[1]) if head[0] else as_date(tail[1]),
+        as_date(tail[2]) if tail[0] else as_date(head[2]),
+        max(stamps) if stamps else None,
+    )
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
