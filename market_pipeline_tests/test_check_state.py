@@ -35,6 +35,11 @@ def _run(instance, as_of: dt.datetime):
     return result
 
 
+def _checks_line(instance, result) -> str:
+    (line,) = [e.message for e in instance.all_logs(result.run_id) if e.message and e.message.startswith("checks: ")]
+    return line
+
+
 def _reads(monkeypatch) -> list[dict]:
     """Each read_bars_many call from here on: symbol -> the date it read from (None: all its bars)."""
     calls: list[dict] = []
@@ -79,8 +84,11 @@ def test_a_refresh_reads_only_the_bars_after_the_kept_state_and_checks_the_whole
 
     # the next day's refresh re-fetches its window: each symbol is read from the state's cut on
     t2 = t1 + dt.timedelta(days=1)
-    _run(instance, t2)
+    result = _run(instance, t2)
     assert reads == [{s: dt.date(2024, 4, 1) for s in SYMBOLS}]
+    assert _checks_line(instance, result).startswith(
+        "checks: 0 symbol(s) from the bars just stored, 3 from their kept state and the bars after its cut, 0 read whole"
+    )
     assert states.get_many(list(SYMBOLS)) == kept  # same cut: nothing rewritten
     _assert_checks_are_those_of_the_whole_history(instance, warehouse_url, t2)
 
@@ -122,8 +130,9 @@ def test_a_deleted_old_bar_or_an_unreadable_state_means_the_whole_history_is_rea
         conn.execute(sa.text("UPDATE symbol_check_state SET state = '{not json' WHERE symbol = 'INTC'"))
     reads = _reads(monkeypatch)
     t2 = t1 + dt.timedelta(days=1)
-    _run(instance, t2)
+    result = _run(instance, t2)
     assert reads[0]["BTCUSD"] is None and reads[0]["AAPL"] == dt.date(2024, 4, 1)
+    assert "1 from their kept state and the bars after its cut, 2 read whole" in _checks_line(instance, result)
     _assert_checks_are_those_of_the_whole_history(instance, warehouse_url, t2)
     gaps = check_metadata(latest_check_records(instance, "date_gaps")["BTCUSD"])
     assert gaps["gaps_detected"] == "1"

@@ -83,13 +83,13 @@ def check_batch(context, config, warehouse, batch, selected_checks, now, tally: 
     for result, row in batch:
         in_memory = result.stored_bars is not None
         bars = result.stored_bars if in_memory else read.pop(row.symbol)
-        tally["in_memory" if in_memory else "from_state" if row.symbol in prior else "whole"] += 1
-        tally["bars_read"] += 0 if in_memory else len(bars)
         result.stored_bars = None  # memory stays flat however many symbols the run holds
         plan, target = plans[row.symbol], targets.get(row.symbol)
         state = _loaded(prior.get(row.symbol))
         if state is None and row.symbol in prior:  # unreadable: the whole history instead
             bars = store.read_bars(row.symbol)
+        tally["in_memory" if in_memory else "from_state" if state is not None else "whole"] += 1
+        tally["bars_read"] += 0 if in_memory else len(bars)
         try:
             outcome = evaluate_checks(
                 row.symbol, row.asset_class, bars, now=now, settings=config, splits=plan.splits,
