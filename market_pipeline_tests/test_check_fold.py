@@ -81,14 +81,17 @@ def test_the_fold_equals_the_full_checks_at_every_cut(asset_class, seed):
     frame, splits = _history(rng, asset_class)
     settings = CheckThresholds(large_move=float(rng.choice([0.5, 0.2])))
     delisted = None
-    if rng.random() < 0.2:
-        delisted = dt.date(2026, 6, 20)  # after the latest session: the history is whole
+    if rng.random() < 0.3:  # after the latest session (the history is whole), or in the middle of it
+        delisted = dt.date(2026, 6, 20) if rng.random() < 0.5 else dt.date(2026, 2, 1) + dt.timedelta(days=int(rng.integers(0, 120)))
     full = compute_stats("X", asset_class, frame, settings, NOW, delisted)
     full_splits = evaluate_consistency(frame, splits)
 
     state = None
-    for cut in _cuts(rng, frame):
-        assert usable(cut, asset_class, NOW, delisted)
+    candidates = _cuts(rng, frame)
+    cuts = [cut for cut in candidates if usable(cut, asset_class, NOW, delisted)]
+    if delisted is None or delisted > NOW.date():
+        assert cuts == candidates  # every cut up to the day after the latest session is usable
+    for cut in cuts:
         rest = frame if state is None else frame[frame["date"] >= pd.Timestamp(state.cut)]
         outcome = evaluate("X", asset_class, rest, now=NOW, settings=settings, splits=splits, delisted_on=delisted, state=state, cut=cut)
         assert outcome.stats == full, f"cut {cut} (state cut {state and state.cut})"
