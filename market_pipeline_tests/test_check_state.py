@@ -162,3 +162,23 @@ def test_the_fingerprints_before_a_cut_and_of_all_bars_match_the_stats_cache(any
             [str(len(head)), str(head["date"].min().date()), str(head["date"].max().date())] if len(head) else ["0", "", ""]
         )
     assert states.prints({"AAA": [dt.date(2024, 1, 20), dt.date(2024, 2, 1)]})["AAA"].full == whole
+
+
+def test_a_checks_only_run_uses_the_kept_states_too(polygon_env, instance, warehouse_url, monkeypatch):
+    from market_pipeline.definitions import defs
+    from market_pipeline.defs.bars.reconcile import range_tags
+
+    track(warehouse_url, instance, SYMBOLS, start="2023-01-03")
+    t1 = dt.datetime(2024, 6, 3, 23, 0, tzinfo=UTC)
+    _run(instance, t1)
+    reads = _reads(monkeypatch)
+    polygon_env.reset_counts()
+    checks_only = defs.resolve_job_def("ohlcv_daily_job").get_subset(
+        asset_check_selection=set(CHECK_KEYS), asset_selection=set()
+    )
+    config = {"ops": {"ohlcv_daily": {"config": {"as_of": t1.isoformat()}}}}
+    result = checks_only.execute_in_process(instance=instance, tags=range_tags(["AAPL", "BTCUSD"]), run_config=config, raise_on_error=False)
+    assert result.success and polygon_env.request_counts()["total"] == 0
+    assert reads == [{"AAPL": dt.date(2024, 4, 1), "BTCUSD": dt.date(2024, 4, 1), "INTC": dt.date(2024, 4, 1)}]
+    _assert_checks_are_those_of_the_whole_history(instance, warehouse_url, t1)
+    assert "3 from their kept state" in _checks_line(instance, result)

@@ -47,9 +47,7 @@ from market_pipeline.defs.bars.checks import (
     OHLCV_KEY,
     CheckSettings,
     check_specs,
-    evaluations,
 )
-from market_pipeline.quality.report import compute_stats
 from market_pipeline.refresh.grouped import refresh_grouped
 from market_pipeline.refresh.ingest import (
     DEFAULT_HISTORY_DAYS,
@@ -63,8 +61,7 @@ from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols
 from market_pipeline.defs.bars.records import CHECK_BATCH, TABLE_NAME, check_batch, materialization, tally_line
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
-from market_pipeline.defs.bars.checks import SPLIT_CHECK
-from market_pipeline.defs.corporate_actions.ops import read_corporate_actions, split_check
+from market_pipeline.defs.corporate_actions.ops import read_corporate_actions
 
 POLYGON_POOL = "polygon_api"
 FULL_REFETCH_TAG = "market_pipeline/full_refetch"
@@ -280,16 +277,16 @@ def _ohlcv_daily(
                 f"{sum(r.quarantined for r in stored)} quarantined; {client.stats.requests} request(s) "
                 f"({', '.join(f'{k} {v}' for k, v in sorted(client.stats.by_endpoint.items())) or 'none'})"
             )
-    elif selected_checks:
-        for symbol in keys:
-            row = tracked.get(symbol)
-            if row is None or (config.asset_classes is not None and row.asset_class not in config.asset_classes):
-                continue
-            bars = store.read_bars(symbol)
-            stats = compute_stats(symbol, row.asset_class, bars, config, now, row.delisted_on)
-            yield from evaluations(stats, selected_checks, context.instance, now=now, delisted_on=row.delisted_on)
-            if any(k.name == SPLIT_CHECK for k in selected_checks):
-                yield split_check(warehouse.resolved_url(), row, bars, context.instance)
+    elif selected_checks:  # the checks alone, on the stored bars: the same batches, kept states and cache
+        rows = [
+            tracked[symbol] for symbol in keys
+            if symbol in tracked and (config.asset_classes is None or tracked[symbol].asset_class in config.asset_classes)
+        ]
+        tally = Counter()
+        for i in range(0, len(rows), CHECK_BATCH):
+            batch = [(SymbolResult(row.symbol, row.asset_class, "completed"), row) for row in rows[i : i + CHECK_BATCH]]
+            yield from check_batch(context, config, warehouse, batch, selected_checks, now, tally)
+        context.log.info(tally_line(tally))
 
     # Each symbol's check results were recorded above with its partition. Dagster also expects one output per
     # selected check of the op; these carry no evaluation (the evaluations are the per-partition ones).

@@ -1,4 +1,4 @@
-"""What the ohlcv_daily op does about corporate actions: read them before the bars, and the check.
+"""What the ohlcv_daily op does about corporate actions: read them before the bars.
 
 `read_corporate_actions` runs first in every ohlcv_daily run that holds stocks or ETFs
 (`market-pipeline run`, UI backfills, the sensor's backfills, the schedules): by default it re-reads
@@ -14,7 +14,6 @@ import datetime as dt
 from dagster import AssetMaterialization
 
 from market_pipeline.defs.corporate_actions.assets import CORPORATE_ACTIONS, result_metadata
-from market_pipeline.defs.corporate_actions.checks import split_evaluation
 from market_pipeline.refresh.corporate_actions import refresh_corporate_actions
 from market_pipeline.warehouse.corporate_actions import CorporateActionStore
 
@@ -45,7 +44,3 @@ def read_corporate_actions(context, config, client, url: str, rows, now: dt.date
     if result.ok:
         yield AssetMaterialization(asset_key=CORPORATE_ACTIONS, metadata=result_metadata(result))
 
-
-def split_check(url: str, row, bars, instance):
-    splits = CorporateActionStore(url).splits(row.symbol) if row.asset_class != "crypto" else []
-    return split_evaluation(row.symbol, row.asset_class, bars, splits, instance)
