@@ -182,3 +182,24 @@ def test_a_checks_only_run_uses_the_kept_states_too(polygon_env, instance, wareh
     assert reads == [{"AAPL": dt.date(2024, 4, 1), "BTCUSD": dt.date(2024, 4, 1), "INTC": dt.date(2024, 4, 1)}]
     _assert_checks_are_those_of_the_whole_history(instance, warehouse_url, t1)
     assert "3 from their kept state" in _checks_line(instance, result)
+
+
+def test_symbol_stats_on_a_day_without_a_run_reads_only_the_bars_after_the_kept_states(polygon_env, instance, warehouse_url, monkeypatch):
+    """symbol_stats' cache no longer fits once the sessions move on (a weekend's crypto-only refresh):
+    each symbol is then computed from its kept state, with the same numbers as its whole history."""
+    from market_pipeline.quality.report import all_table_rows
+    from market_pipeline.warehouse import SymbolRegistry
+
+    track(warehouse_url, instance, SYMBOLS, start="2023-01-03")
+    _run(instance, dt.datetime(2024, 6, 3, 23, 0, tzinfo=UTC))
+    reads = _reads(monkeypatch)
+    later = dt.datetime(2024, 6, 9, 12, 0, tzinfo=UTC)  # Sunday: new sessions expected, no bar stored since
+    rows = {r["symbol"]: r for r in all_table_rows(SymbolRegistry(warehouse_url), BarStore(warehouse_url), now=later)}
+    assert reads == [{s: dt.date(2024, 4, 1) for s in SYMBOLS}]
+    store = BarStore(warehouse_url)
+    for symbol, asset_class in SYMBOLS.items():
+        full = compute_stats(symbol, asset_class, store.read_bars(symbol), CheckThresholds(), later)
+        assert (rows[symbol]["validation_rate"], rows[symbol]["gaps_detected"], rows[symbol]["record_count"]) == (
+            full.validation_rate, full.gaps_detected, full.record_count,
+        )
+        assert full.gaps_detected > 0  # the sessions since the run are missing

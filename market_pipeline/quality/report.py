@@ -19,6 +19,7 @@ from market_pipeline.warehouse.store import BarStore, as_date, utcnow
 
 # Bump when the rules behind the numbers change (validation, gaps): every cached entry is then recomputed.
 STATS_RULES_VERSION = 1
+STATS_BATCH = 50  # symbols whose bars symbol_stats reads at a time
 
 
 @dataclass(frozen=True)
@@ -139,24 +140,38 @@ def all_table_rows(
     registry: SymbolRegistry, store: BarStore, settings: CheckThresholds | None = None, now: dt.datetime | None = None
 ) -> list[dict]:
     """The symbol_stats rows of every tracked symbol at `now`. A symbol whose bars and basis are those of
-    its symbol_stats_cache entry (its checks just computed them) is not read again; the others are read,
-    computed and cached."""
+    its symbol_stats_cache entry (its checks just computed them) is not read again; the others are
+    computed and cached, from their kept check state and the bars after its cut where one fits (see
+    stored_checks), else from their whole history, 50 symbols at a time."""
+    from market_pipeline.quality.stored_checks import check_stored  # it builds on this module
+    from market_pipeline.warehouse.check_state import CheckStateStore
+    from market_pipeline.warehouse.corporate_actions import CorporateActionStore
+
     now = now or dt.datetime.now(dt.timezone.utc)
+    settings = settings or CheckThresholds()
     computed_at = utcnow()
     tracked = registry.list(include_inactive=True)
     cache = StatsCache(store.url)
     live = cache.fingerprints()  # taken before any bar is read: a write after it only makes entries look stale
     cached = cache.get_many()
-    rows, fresh = [], []
+    found: dict[str, CachedStats | SymbolStats] = {}
+    missed = []
     for row in tracked:
-        basis = stats_basis(row.asset_class, settings, now, row.delisted_on)
-        fingerprint = live.get(row.symbol, NO_BARS)
         hit = cached.get(row.symbol)
-        if hit is not None and hit.fingerprint == fingerprint and hit.basis == basis:
-            rows.append(table_row(row, hit, computed_at))
-            continue
-        stats = compute_stats(row.symbol, row.asset_class, store.read_bars(row.symbol), settings, now, row.delisted_on)
-        fresh.append(cache_entry(stats, fingerprint, basis))
-        rows.append(table_row(row, stats, computed_at))
+        basis = stats_basis(row.asset_class, settings, now, row.delisted_on)
+        if hit is not None and hit.fingerprint == live.get(row.symbol, NO_BARS) and hit.basis == basis:
+            found[row.symbol] = hit
+        else:
+            missed.append(row)
+    equities = [row.symbol for row in missed if row.asset_class != "crypto"]
+    splits = CorporateActionStore(store.url).splits_by_symbol(equities) if equities else {}
+    fresh, states = [], []
+    for i in range(0, len(missed), STATS_BATCH):
+        checked, saved = check_stored(store, missed[i : i + STATS_BATCH], settings=settings, now=now, splits=splits)
+        states += saved
+        for row, done in checked:
+            found[row.symbol] = done.stats
+            fresh.append(cache_entry(done.stats, done.bars_print, stats_basis(row.asset_class, settings, now, row.delisted_on)))
     cache.put_many(fresh, computed_at)
-    return rows
+    CheckStateStore(store.url).put_many(states, computed_at)
+    return [table_row(row, found[row.symbol], computed_at) for row in tracked]
