@@ -203,3 +203,14 @@ def test_symbol_stats_on_a_day_without_a_run_reads_only_the_bars_after_the_kept_
             full.validation_rate, full.gaps_detected, full.record_count,
         )
         assert full.gaps_detected > 0  # the sessions since the run are missing
+
+    # `market-pipeline stats` (stats_for) reads from the states symbol_stats kept, and writes nothing
+    from market_pipeline.quality.report import stats_for
+
+    kept = CheckStateStore(warehouse_url).get_many(list(SYMBOLS))
+    reads.clear()
+    listed = stats_for(SymbolRegistry(warehouse_url).list(include_inactive=True), store, now=later)
+    assert reads == [{s: kept[s].cut for s in SYMBOLS}]
+    for row, stats in listed:
+        assert stats == compute_stats(row.symbol, row.asset_class, store.read_bars(row.symbol), CheckThresholds(), later)
+    assert CheckStateStore(warehouse_url).get_many(list(SYMBOLS)) == kept

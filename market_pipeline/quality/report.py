@@ -63,12 +63,20 @@ def freshness_of(stats: SymbolStats, now: dt.datetime, delisted_on: dt.date | No
 def stats_for(
     tracked: Sequence[TrackedSymbol], store: BarStore, settings: CheckThresholds | None = None, now: dt.datetime | None = None
 ) -> list[tuple[TrackedSymbol, SymbolStats]]:
-    """Each symbol's stats from its bars, read in one query per symbol."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return [
-        (row, compute_stats(row.symbol, row.asset_class, store.read_bars(row.symbol), settings, now, row.delisted_on))
-        for row in tracked
-    ]
+    """Each symbol's stats, from its kept check state and the bars after its cut where one fits, else
+    from its whole history (one query per symbol, 50 symbols at a time). Nothing is written: the
+    states this computes are not kept."""
+    from market_pipeline.quality.stored_checks import check_stored  # it builds on this module
+    from market_pipeline.warehouse.corporate_actions import CorporateActionStore
+
+    now, settings = now or dt.datetime.now(dt.timezone.utc), settings or CheckThresholds()
+    equities = [row.symbol for row in tracked if row.asset_class != "crypto"]
+    splits = CorporateActionStore(store.url).splits_by_symbol(equities) if equities else {}
+    out = []
+    for i in range(0, len(tracked), STATS_BATCH):
+        checked, _ = check_stored(store, list(tracked[i : i + STATS_BATCH]), settings=settings, now=now, splits=splits)
+        out += [(row, done.stats) for row, done in checked]
+    return out
 
 
 def cli_record(row: TrackedSymbol, stats: SymbolStats, now: dt.datetime | None = None) -> dict:
