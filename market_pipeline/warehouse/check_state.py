@@ -14,11 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import ohlcv_daily, symbol_check_state
-from market_pipeline.warehouse.stats_cache import _stamp, fingerprint
+from market_pipeline.warehouse.stats_cache import _chunks, _stamp, fingerprint, put_symbol_rows
 from market_pipeline.warehouse.store import as_date
 
 
@@ -64,12 +63,7 @@ class CheckStateStore:
             {"symbol": s.symbol, "cut": s.cut, "fingerprint": s.fingerprint, "basis": s.basis, "state": s.state, "computed_at": computed_at}
             for s in {s.symbol: s for s in states}.values()
         ]
-        if not rows:
-            return
-        with self.engine.begin() as conn:
-            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(symbol_check_state)
-            update = {c: insert.excluded[c] for c in rows[0] if c != "symbol"}
-            conn.execute(insert.on_conflict_do_update(index_elements=["symbol"], set_=update), rows)
+        put_symbol_rows(self.engine, symbol_check_state, rows)
 
     def prints(self, cuts: Mapping[str, Iterable[dt.date]]) -> dict[str, Prints]:
         """symbol -> its fingerprints now, of its bars before each of its cuts and of all of them: one
@@ -105,8 +99,3 @@ def _joined(head, tail) -> tuple:
         as_date(tail[2]) if tail[0] else as_date(head[2]),
         max(stamps) if stamps else None,
     )
-
-
-def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

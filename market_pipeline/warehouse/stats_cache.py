@@ -106,10 +106,17 @@ class StatsCache:
             }
             for e in {e.symbol: e for e in entries}.values()
         ]
-        with self.engine.begin() as conn:
-            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(symbol_stats_cache)
-            update = {c: insert.excluded[c] for c in rows[0] if c != "symbol"}
-            conn.execute(insert.on_conflict_do_update(index_elements=["symbol"], set_=update), rows)
+        put_symbol_rows(self.engine, symbol_stats_cache, rows)
+
+
+def put_symbol_rows(engine: sa.Engine, table: sa.Table, rows: list[dict]) -> None:
+    """Insert or replace rows of a table keyed by `symbol` (each row has every column), in one transaction."""
+    if not rows:
+        return
+    with engine.begin() as conn:
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+        update = {c: insert.excluded[c] for c in rows[0] if c != "symbol"}
+        conn.execute(insert.on_conflict_do_update(index_elements=["symbol"], set_=update), rows)
 
 
 def _stamp(value) -> dt.datetime | None:
