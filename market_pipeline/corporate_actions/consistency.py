@@ -64,15 +64,55 @@ class ConsistencyReport:
         }
 
 
-def evaluate(bars: pd.DataFrame, splits: Iterable[Split]) -> ConsistencyReport:
-    """Check as-traded `bars` (date, open, close; any order) against the symbol's splits."""
-    splits = list(splits)
-    active = [s for s in splits if s.status == "active" and s.execution_date is not None]
-    duplicates = [
+def active_splits(splits: Iterable[Split]) -> list[Split]:
+    """The splits the prices must show: active, with an execution date."""
+    return [s for s in splits if s.status == "active" and s.execution_date is not None]
+
+
+def duplicate_entries(splits: Iterable[Split]) -> list[dict]:
+    """The duplicated listings, named in the report (they never fail it)."""
+    return [
         {"date": s.execution_date.isoformat(), "ratio": s.label, "id": s.provider_id, "reason": s.reason}
         for s in splits
         if s.status == "duplicate"
     ]
+
+
+def judge_split(split: Split, overnight: np.ndarray, i: int, explained: np.ndarray) -> dict | None:
+    """Does the overnight move into bar `i` (overnight[i - 1]) show `split`: marks it explained and
+    returns None, or returns the unconfirmed split's entry."""
+    expected = float(np.log(split.price_factor))
+    observed = float(overnight[i - 1])
+    if abs(observed - expected) <= tolerance_for(split.price_factor):
+        explained[i - 1] = True
+        return None
+    return {
+        "date": split.execution_date.isoformat(),
+        "ratio": split.label,
+        "id": split.provider_id,
+        "expected_move": round(float(np.exp(expected)), 6),
+        "observed_move": round(float(np.exp(observed)), 6),
+    }
+
+
+def unexplained_jumps(dates: np.ndarray, overnight: np.ndarray, close_to_close: np.ndarray, explained: np.ndarray) -> list[dict]:
+    """The overnight moves into dates[i + 1] that look like a split no recorded one explains."""
+    suspicious = (
+        (np.abs(overnight) >= SUSPICIOUS_LOG_MOVE)
+        & (np.sign(overnight) == np.sign(close_to_close))
+        & (np.abs(close_to_close) >= SUSPICIOUS_LOG_MOVE)
+        & ~explained
+    )
+    return [
+        {"date": str(dates[i + 1]), "previous_date": str(dates[i]), "move": round(float(np.exp(overnight[i])), 6)}
+        for i in np.flatnonzero(suspicious).tolist()
+    ]
+
+
+def evaluate(bars: pd.DataFrame, splits: Iterable[Split]) -> ConsistencyReport:
+    """Check as-traded `bars` (date, open, close; any order) against the symbol's splits."""
+    splits = list(splits)
+    active, duplicates = active_splits(splits), duplicate_entries(splits)
     if len(bars) < 2:
         return ConsistencyReport(True, 0, len(active), [], [], duplicates)
     # in date order, bars with a positive open and close only (numpy: this runs once per stored symbol)
@@ -97,33 +137,9 @@ def evaluate(bars: pd.DataFrame, splits: Iterable[Split]) -> ConsistencyReport:
             outside += 1
             continue
         checked += 1
-        expected = float(np.log(split.price_factor))
-        observed = float(overnight[i - 1])
-        if abs(observed - expected) <= tolerance_for(split.price_factor):
-            explained[i - 1] = True
-        else:
-            unconfirmed.append(
-                {
-                    "date": split.execution_date.isoformat(),
-                    "ratio": split.label,
-                    "id": split.provider_id,
-                    "expected_move": round(float(np.exp(expected)), 6),
-                    "observed_move": round(float(np.exp(observed)), 6),
-                }
-            )
-    suspicious = (
-        (np.abs(overnight) >= SUSPICIOUS_LOG_MOVE)
-        & (np.sign(overnight) == np.sign(close_to_close))
-        & (np.abs(close_to_close) >= SUSPICIOUS_LOG_MOVE)
-        & ~explained
-    )
-    jumps = [
-        {
-            "date": str(dates[i + 1]),
-            "previous_date": str(dates[i]),
-            "move": round(float(np.exp(overnight[i])), 6),
-        }
-        for i in np.flatnonzero(suspicious).tolist()
-    ]
+        miss = judge_split(split, overnight, i, explained)
+        if miss is not None:
+            unconfirmed.append(miss)
+    jumps = unexplained_jumps(dates, overnight, close_to_close, explained)
     passed = not jumps and not unconfirmed
     return ConsistencyReport(passed, checked, outside, jumps, unconfirmed, duplicates)

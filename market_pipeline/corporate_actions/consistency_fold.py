@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from market_pipeline.corporate_actions.consistency import SUSPICIOUS_LOG_MOVE, ConsistencyReport, tolerance_for
+from market_pipeline.corporate_actions.consistency import (
+    ConsistencyReport,
+    active_splits,
+    duplicate_entries,
+    judge_split,
+    unexplained_jumps,
+)
 from market_pipeline.corporate_actions.events import Split
 
 
@@ -31,10 +37,6 @@ class SplitFold:
     outside: int = 0  # splits before the first kept bar
     jumps: list[dict] = field(default_factory=list)
     unconfirmed: list[list] = field(default_factory=list)  # [index among the active splits, entry]
-
-
-def active_splits(splits: Sequence[Split]) -> list[Split]:
-    return [s for s in splits if s.status == "active" and s.execution_date is not None]
 
 
 def splits_digest(splits: Sequence[Split]) -> str:
@@ -70,28 +72,10 @@ def extend_splits(state: SplitFold, days: np.ndarray, opens: np.ndarray, closes:
             outside += 1
             continue
         checked += 1
-        expected = float(np.log(split.price_factor))
-        observed = float(overnight[i - 1])
-        if abs(observed - expected) <= tolerance_for(split.price_factor):
-            explained[i - 1] = True
-        else:
-            unconfirmed.append([index, {
-                "date": split.execution_date.isoformat(),
-                "ratio": split.label,
-                "id": split.provider_id,
-                "expected_move": round(float(np.exp(expected)), 6),
-                "observed_move": round(float(np.exp(observed)), 6),
-            }])
-    suspicious = (
-        (np.abs(overnight) >= SUSPICIOUS_LOG_MOVE)
-        & (np.sign(overnight) == np.sign(close_to_close))
-        & (np.abs(close_to_close) >= SUSPICIOUS_LOG_MOVE)
-        & ~explained
-    )
-    jumps = state.jumps + [
-        {"date": str(days[i + 1]), "previous_date": str(days[i]), "move": round(float(np.exp(overnight[i])), 6)}
-        for i in np.flatnonzero(suspicious).tolist()
-    ]
+        miss = judge_split(split, overnight, i, explained)
+        if miss is not None:
+            unconfirmed.append([index, miss])
+    jumps = state.jumps + unexplained_jumps(days, overnight, close_to_close, explained)
     return SplitFold(str(days[-1]), float(closes[-1]), checked, outside, jumps, unconfirmed)
 
 
@@ -99,11 +83,7 @@ def finish_splits(state: SplitFold, splits: Sequence[Split]) -> ConsistencyRepor
     """The report over every bar folded into `state` (splits after the last kept bar are outside)."""
     last = np.datetime64(state.last_date, "D") if state.last_date else None
     later = sum(1 for s in active_splits(splits) if last is None or np.datetime64(s.execution_date, "D") > last)
-    duplicates = [
-        {"date": s.execution_date.isoformat(), "ratio": s.label, "id": s.provider_id, "reason": s.reason}
-        for s in splits
-        if s.status == "duplicate"
-    ]
+    duplicates = duplicate_entries(splits)
     unconfirmed = [entry for _, entry in sorted(state.unconfirmed, key=lambda pair: pair[0])]
     passed = not state.jumps and not unconfirmed
     return ConsistencyReport(passed, state.checked, state.outside + later, list(state.jumps), unconfirmed, duplicates)
