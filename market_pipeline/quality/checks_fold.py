@@ -25,7 +25,7 @@ from market_pipeline.corporate_actions.consistency_fold import SplitFold, extend
 from market_pipeline.corporate_actions.events import Split
 from market_pipeline.quality.fold import FOLD_VERSION, MAX_RANGES, QualityFold, extend_quality, finish_quality
 from market_pipeline.quality.stats import SymbolStats
-from market_pipeline.quality.validation import ValidationThresholds
+from market_pipeline.quality.validation import ValidationThresholds, _float_column
 from market_pipeline.reference.freshness import last_trading_session
 
 # the state keeps the bars up to the first day of the month this many days before the latest session:
@@ -104,15 +104,7 @@ def bar_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     days = days[order]
     if (days[1:] == days[:-1]).any():
         raise ValueError("bars with a repeated date cannot be folded")
-    cols = {}
-    for name in _COLUMNS:
-        if name not in frame.columns:
-            cols[name] = np.full(len(days), np.nan)
-            continue
-        column = frame[name]
-        values = column.to_numpy() if column.dtype == np.float64 else pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-        cols[name] = values[order]
-    return days, cols
+    return days, {name: _float_column(frame, name)[order] for name in _COLUMNS}
 
 
 def _extend(state: CheckState, days, cols, *, asset_class, now, settings, splits, last_expected, cut) -> CheckState:

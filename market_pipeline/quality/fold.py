@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from market_pipeline import calendars
-from market_pipeline.quality.gaps import GapReport
+from market_pipeline.quality.gaps import GapReport, missing_runs, sorted_contains
 from market_pipeline.quality.stats import SymbolStats
 from market_pipeline.quality.validation import (
     HARD_RULES,
@@ -171,17 +171,12 @@ def _extend_gaps(s: QualityFold, days: np.ndarray, asset_class: str, end: np.dat
         s.through = str(end)
     if len(sessions) == 0:
         return
-    if len(days):
-        positions = np.searchsorted(days, sessions).clip(max=len(days) - 1)
-        present = days[positions] == sessions
-    else:
-        present = np.zeros(len(sessions), bool)
+    present = sorted_contains(days, sessions)
     s.expected += len(sessions)
     s.present += int(present.sum())
     missing = np.flatnonzero(~present)
     if len(missing):
-        breaks = np.flatnonzero(np.diff(missing) != 1) + 1
-        runs = list(zip(np.concatenate(([0], breaks)).tolist(), np.concatenate((breaks - 1, [len(missing) - 1])).tolist()))
+        runs = missing_runs(missing)
         if s.open_end and missing[0] == 0:  # the state's last missing range goes on
             _, e = runs.pop(0)
             s.last_range = [s.last_range[0], str(sessions[missing[e]])]

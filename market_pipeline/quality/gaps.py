@@ -71,7 +71,7 @@ def detect_gaps(
     first = days[0] if len(days) else None
     expected = calendars.session_days(asset_class, first, last_expected) if first is not None else days[:0]
 
-    present = _sorted_contains(days, expected)
+    present = sorted_contains(days, expected)
     missing_positions = np.flatnonzero(~present)
     gaps = len(missing_positions)
     return GapReport(
@@ -87,17 +87,24 @@ def detect_gaps(
     )
 
 
-def _sorted_contains(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
-    """For each needle, is it in the sorted, non-empty `haystack`."""
+def sorted_contains(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """For each needle, is it in the sorted `haystack`."""
+    if len(haystack) == 0:
+        return np.zeros(len(needles), bool)
     positions = np.searchsorted(haystack, needles).clip(max=len(haystack) - 1)
     return haystack[positions] == needles
 
 
-def _missing_ranges(expected: np.ndarray, positions: np.ndarray, limit: int) -> list[tuple[str, str]]:
-    """Group missing positions in the session sequence into runs; the first `limit` as ISO ranges."""
+def missing_runs(positions: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive runs in sorted positions, as (first, last) indices into `positions`."""
     if len(positions) == 0:
         return []
     breaks = np.flatnonzero(np.diff(positions) != 1) + 1
-    starts = np.concatenate(([0], breaks))[:limit]
-    ends = np.concatenate((breaks - 1, [len(positions) - 1]))[:limit]
-    return [(str(expected[positions[s]]), str(expected[positions[e]])) for s, e in zip(starts, ends)]
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks - 1, [len(positions) - 1]))
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def _missing_ranges(expected: np.ndarray, positions: np.ndarray, limit: int) -> list[tuple[str, str]]:
+    """Group missing positions in the session sequence into runs; the first `limit` as ISO ranges."""
+    return [(str(expected[positions[s]]), str(expected[positions[e]])) for s, e in missing_runs(positions)[:limit]]
