@@ -164,10 +164,10 @@ def all_table_rows(
     cached = cache.get_many()
     found: dict[str, CachedStats | SymbolStats] = {}
     missed = []
+    bases = {row.symbol: stats_basis(row.asset_class, settings, now, row.delisted_on) for row in tracked}
     for row in tracked:
         hit = cached.get(row.symbol)
-        basis = stats_basis(row.asset_class, settings, now, row.delisted_on)
-        if hit is not None and hit.fingerprint == live.get(row.symbol, NO_BARS) and hit.basis == basis:
+        if hit is not None and hit.fingerprint == live.get(row.symbol, NO_BARS) and hit.basis == bases[row.symbol]:
             found[row.symbol] = hit
         else:
             missed.append(row)
@@ -179,7 +179,7 @@ def all_table_rows(
         states += saved
         for row, done in checked:
             found[row.symbol] = done.stats
-            fresh.append(cache_entry(done.stats, done.bars_print, stats_basis(row.asset_class, settings, now, row.delisted_on)))
+            fresh.append(cache_entry(done.stats, done.bars_print, bases[row.symbol]))
     cache.put_many(fresh, computed_at)
     CheckStateStore(store.url).put_many(states, computed_at)
     return [table_row(row, found[row.symbol], computed_at) for row in tracked]
