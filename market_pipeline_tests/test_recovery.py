@@ -281,6 +281,8 @@ def test_daemon_releases_symbols_of_killed_and_terminated_runs_and_retries_kille
         assert "interrupted" in row.backfill_error, row.backfill_error
         kinds = {e["__typename"] for e in stack.graphql(LOGS, {"runId": terminated})["logsForRun"]["events"]}
         assert "ExecutionStepUpForRetryEvent" not in kinds and "ExecutionStepFailureEvent" in kinds, kinds
+        # the step ran in the run worker itself (defs/executor.py), not in a step process of its own
+        assert "StepWorkerStartingEvent" not in kinds and "ExecutionStepStartEvent" in kinds, kinds
 
         # 3. a killed run with the project's run retries: Dagster launches a retry, which completes
         retried = stack.launch_run(partition_range=span)
