@@ -143,7 +143,7 @@ if __name__ == "__main__":
     main()
 
 
-def scenario(bench) -> "Section":
+def scenario(bench):
     """Scenario 9 of `make bench` (benchmarks.run_all): the same measurements at the run's N x Y, and
     the corporate-actions requests of `--scale-symbols` tracked symbols."""
     from benchmarks.report import Section

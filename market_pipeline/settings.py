@@ -177,7 +177,7 @@ def check_base_url(raw: str) -> str:
         )
     if parts.query or parts.fragment or parts.username or parts.password:
         raise SettingsError(
-            f"POLYGON_BASE_URL must be a plain API root without credentials, query or fragment: set e.g. "
+            "POLYGON_BASE_URL must be a plain API root without credentials, query or fragment: set e.g. "
             "POLYGON_BASE_URL=https://api.massive.com"
         )
     return raw.rstrip("/")

@@ -14,7 +14,6 @@ import os
 import signal
 import time
 
-import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 

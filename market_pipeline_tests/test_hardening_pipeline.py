@@ -141,7 +141,7 @@ def test_a_new_symbol_with_no_bars_at_all_fails_naming_the_range(polygon_env, in
     assert not run(instance, "AAPL").success
     row = registry.get("AAPL")
     assert row.backfill_status == "failed"
-    assert row.backfill_error.startswith(f"no bars from Polygon for AAPL 2024-01-02..")
+    assert row.backfill_error.startswith("no bars from Polygon for AAPL 2024-01-02..")
     sandbox.serve_empty("AAPL", False)
     assert run(instance, "AAPL").success and stored_dates(warehouse_url, "AAPL") == clean_dates("AAPL", "stock")
 

@@ -1,6 +1,5 @@
 """`market-pipeline sandbox --port N` serves in the foreground until stopped."""
 
-import os
 import signal
 import socket
 import subprocess

@@ -1,6 +1,5 @@
 """The warehouse on SQLite and PostgreSQL: migrations, idempotent upserts, revisions, rollback."""
 
-import datetime as dt
 
 import numpy as np
 import pandas as pd

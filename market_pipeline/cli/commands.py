@@ -6,7 +6,7 @@ import json
 import sys
 
 from market_pipeline import settings
-from market_pipeline.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
+from market_pipeline.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from market_pipeline.warehouse.registry import SymbolRegistry
 from market_pipeline.cli.bars import cmd_bars  # noqa: F401  (market-pipeline bars)
 

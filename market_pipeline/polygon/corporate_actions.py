@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from contextlib import closing
 from urllib.parse import urlencode
 
-from market_pipeline.corporate_actions import Dividend, Split, parse_dividend, parse_split
+from market_pipeline.corporate_actions import parse_dividend, parse_split
 from market_pipeline.polygon.client import PolygonClient, PolygonError
 from market_pipeline.polygon.inflight import in_flight
 from market_pipeline.polygon.pagination import PageGuard, PaginationError
