@@ -66,17 +66,11 @@ def stats_for(
     """Each symbol's stats, from its kept check state and the bars after its cut where one fits, else
     from its whole history (one query per symbol, 50 symbols at a time). Nothing is written: the
     states this computes are not kept."""
-    from market_pipeline.quality.stored_checks import check_stored  # it builds on this module
-    from market_pipeline.warehouse.corporate_actions import CorporateActionStore
+    from market_pipeline.quality.stored_checks import check_stored_in_batches  # it builds on this module
 
     now, settings = now or dt.datetime.now(dt.timezone.utc), settings or CheckThresholds()
-    equities = [row.symbol for row in tracked if row.asset_class != "crypto"]
-    splits = CorporateActionStore(store.url).splits_by_symbol(equities) if equities else {}
-    out = []
-    for i in range(0, len(tracked), STATS_BATCH):
-        checked, _ = check_stored(store, list(tracked[i : i + STATS_BATCH]), settings=settings, now=now, splits=splits)
-        out += [(row, done.stats) for row, done in checked]
-    return out
+    checked, _ = check_stored_in_batches(store, list(tracked), settings=settings, now=now, batch=STATS_BATCH)
+    return [(row, done.stats) for row, done in checked]
 
 
 def cli_record(row: TrackedSymbol, stats: SymbolStats, now: dt.datetime | None = None) -> dict:
@@ -151,9 +145,8 @@ def all_table_rows(
     its symbol_stats_cache entry (its checks just computed them) is not read again; the others are
     computed and cached, from their kept check state and the bars after its cut where one fits (see
     stored_checks), else from their whole history, 50 symbols at a time."""
-    from market_pipeline.quality.stored_checks import check_stored  # it builds on this module
+    from market_pipeline.quality.stored_checks import check_stored_in_batches  # it builds on this module
     from market_pipeline.warehouse.check_state import CheckStateStore
-    from market_pipeline.warehouse.corporate_actions import CorporateActionStore
 
     now = now or dt.datetime.now(dt.timezone.utc)
     settings = settings or CheckThresholds()
@@ -171,15 +164,11 @@ def all_table_rows(
             found[row.symbol] = hit
         else:
             missed.append(row)
-    equities = [row.symbol for row in missed if row.asset_class != "crypto"]
-    splits = CorporateActionStore(store.url).splits_by_symbol(equities) if equities else {}
-    fresh, states = [], []
-    for i in range(0, len(missed), STATS_BATCH):
-        checked, saved = check_stored(store, missed[i : i + STATS_BATCH], settings=settings, now=now, splits=splits)
-        states += saved
-        for row, done in checked:
-            found[row.symbol] = done.stats
-            fresh.append(cache_entry(done.stats, done.bars_print, bases[row.symbol]))
+    checked, states = check_stored_in_batches(store, missed, settings=settings, now=now, batch=STATS_BATCH)
+    fresh = []
+    for row, done in checked:
+        found[row.symbol] = done.stats
+        fresh.append(cache_entry(done.stats, done.bars_print, bases[row.symbol]))
     cache.put_many(fresh, computed_at)
     CheckStateStore(store.url).put_many(states, computed_at)
     return [table_row(row, found[row.symbol], computed_at) for row in tracked]

@@ -95,6 +95,23 @@ def check_stored(
     return out, saved
 
 
+def check_stored_in_batches(
+    store: BarStore, rows: Sequence, *, settings, now: dt.datetime, batch: int = 50,
+) -> tuple[list[tuple[object, Checked]], list[StoredState]]:
+    """`check_stored` over any number of tracked symbols, `batch` at a time (their bars are in memory
+    one batch at a time), with the equities' split lists read in one query."""
+    from market_pipeline.warehouse.corporate_actions import CorporateActionStore
+
+    equities = [row.symbol for row in rows if row.asset_class != "crypto"]
+    splits = CorporateActionStore(store.url).splits_by_symbol(equities) if equities else {}
+    out, saved = [], []
+    for i in range(0, len(rows), batch):
+        checked, states = check_stored(store, list(rows[i : i + batch]), settings=settings, now=now, splits=splits)
+        out += checked
+        saved += states
+    return out, saved
+
+
 def _evaluate(symbol, asset_class, bars, now, settings, splits, delisted_on, state, cut) -> CheckOutcome | None:
     try:
         return evaluate(symbol, asset_class, bars, now=now, settings=settings, splits=splits, delisted_on=delisted_on, state=state, cut=cut)
