@@ -17,7 +17,7 @@ def split_evaluation(symbol: str, asset_class: str, bars, splits, instance=None,
     if asset_class == "crypto":
         passed, metadata, description = True, {"applicable": False}, f"{symbol}: crypto has no splits"
     else:
-        report = report or evaluate_consistency(bars, splits)
+        report = report if report is not None else evaluate_consistency(bars, splits)
         metadata = {
             key: (MetadataValue.json(value) if isinstance(value, list) else value)
             for key, value in report.metadata().items()
