@@ -134,6 +134,13 @@ def test_dg_check_and_list_defs_without_an_api_key(tmp_path):
     assert {"validation_rate", "date_gaps"} <= {c["name"] for c in defs["asset_checks"]}
     assert {"stocks_daily_refresh", "crypto_daily_refresh"} <= {s["name"] for s in defs["schedules"]}
     assert "tracked_symbols_sensor" in {s["name"] for s in defs["sensors"]}
+    # `make validate` itself, from a shell without DAGSTER_HOME (the project's dagster.yaml needs one)
+    env.pop("DAGSTER_HOME")
+    made = subprocess.run(
+        ["make", "validate", f"VENV={VENV_BIN.parent}"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "All definitions loaded successfully" in made.stdout and "ohlcv_daily" in made.stdout, made.stdout
 
 
 def test_run_refreshes_many_symbols_with_one_grouped_request_per_date(polygon_env, instance, warehouse_url):
