@@ -84,6 +84,12 @@ class ReferenceStore:
         known = self.get_many(symbols)
         return [s for s in symbols if s not in known]
 
+    def unfetched(self) -> set[str]:
+        """The symbols whose reference could never be read (an `error` row without any identity): a
+        run of theirs tries again. One query, however many symbols are tracked."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(R.c.symbol).where(R.c.status == "error", R.c.ticker.is_(None))).scalars())
+
     def save(self, record: ReferenceRecord, fetched_at: dt.datetime | None = None, conn: sa.Connection | None = None) -> None:
         """Store a record (replacing the symbol's previous one) and apply its delisting to the registry.
 
