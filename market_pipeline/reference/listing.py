@@ -73,9 +73,11 @@ def parse_list_page(body) -> ListPage:
 
 def parse_list_row(row: dict, symbol: str, asset_class: str) -> ReferenceRecord:
     """A list row as a record, validated like a ticker detail answer (the same statuses); an `ok`
-    record says that its list date is still to come."""
+    stock's or ETF's record says that its list date is still to come (a crypto pair has none)."""
     record = parse_ticker_details({"results": row}, symbol, asset_class)
-    return record.with_status("ok", LIST_DATE_PENDING) if record.status == "ok" else record
+    if record.status == "ok" and asset_class != "crypto":
+        return record.with_status("ok", LIST_DATE_PENDING)
+    return record
 
 
 def listed_record(row: dict, symbol: str, asset_class: str, stored: ReferenceRecord | None) -> tuple[ReferenceRecord, bool]:
