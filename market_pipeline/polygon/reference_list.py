@@ -80,6 +80,11 @@ class ReferenceReads:
             raise value
         return value
 
+    def ready(self, symbol: str) -> bool:
+        """Whether `get(symbol)` would answer at once."""
+        with self._cond:
+            return symbol in self._results
+
     def close(self) -> None:
         """Cancel the lookups not started and stop the walks after their current page."""
         with self._cond:

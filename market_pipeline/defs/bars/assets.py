@@ -241,8 +241,8 @@ def _ohlcv_daily(
             yield from read_corporate_actions(context, config, client, warehouse.resolved_url(), rows, now)
             for result, row in _refresh(context, config, client, store, registry, rows, now, lookups):
                 symbol = row.symbol
-                if symbol not in refs and symbol in lookups.resolved:
-                    refs.update(refs_store.get_many([symbol]))
+                if symbol not in refs and symbol in lookups.stored:
+                    refs[symbol] = lookups.stored[symbol]
                 if result.status != "completed":
                     context.log.error(f"{symbol}: {result.error}")
                     failures.append(result)
@@ -324,7 +324,7 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
         early = [row.symbol for row in rows if row.symbol in with_bars]
         if early:
             lookups.resolve(early)
-            rows = [lookups.fresh(row) if row.symbol in early else row for row in rows]
+            rows = [lookups.fresh(row) for row in rows]  # those saved with them too
     windows, starts = [], {}
     for row in rows:
         try:
@@ -358,10 +358,11 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
         context.log.info(f"{len(ranged_rows)} range request(s), up to {client.max_in_flight} in flight at once")
     fresh: dict[str, object] = {}
 
-    def resolved_rows():  # each row re-read once its reference is saved, just before it is prepared
+    def resolved_rows():  # each row as its saved reference left it, just before it is prepared
         for row in ranged_rows:
-            if lookups is not None and row.symbol in lookups.pending:
-                lookups.resolve([row.symbol])
+            if lookups is not None:
+                if row.symbol in lookups.pending:
+                    lookups.resolve([row.symbol])
                 row = lookups.fresh(row)
             fresh[row.symbol] = row
             yield row

@@ -6,10 +6,13 @@ import datetime as dt
 from dagster import FreshnessPolicy
 
 from market_pipeline.polygon.reference_list import ReferenceReads
+from market_pipeline.warehouse.reference import StoredReference, registry_delisting
+from market_pipeline.warehouse.store import utcnow
 
 # The table as a whole: some symbol's partition materializes at least daily (crypto every day, stocks
 # every weekday); three days without any covers a long weekend of a stocks-only warehouse.
 TABLE_FRESHNESS = FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=74), warn_window=dt.timedelta(hours=26))
+SAVE_BATCH = 500  # reference records saved in one transaction at most
 REFERENCE_METADATA = ("name", "type", "primary_exchange", "composite_figi", "list_date", "status", "status_text")
 
 
@@ -47,6 +50,7 @@ class FirstRunReferences:
         self._queue: list = []  # rows whose reference is still to be saved, in order
         self._pending: set[str] = set()
         self.resolved: set[str] = set()  # the symbols whose reference this run saved
+        self.stored: dict = {}  # symbol -> StoredReference, as this run saved it
         self._client = client
         self._requests_before = dict(client.stats.by_endpoint)
         try:
@@ -69,25 +73,38 @@ class FirstRunReferences:
         return self._pending
 
     def resolve(self, symbols) -> None:
-        """Save the records of `symbols` (and of every pending symbol before them), waiting for them."""
+        """Save the records of `symbols` (and of every pending symbol before them), waiting for them;
+        the records already read after them are saved in the same transaction (at most SAVE_BATCH)."""
         wanted = {s for s in symbols if s in self._pending}
-        while wanted and self._queue:
-            row = self._queue.pop(0)
-            symbol = row.symbol
-            self._pending.discard(symbol)
-            wanted.discard(symbol)
-            try:
-                record = self._reads.get(symbol)
-                self.refs_store.save(record)
-                self.resolved.add(symbol)
-            except Exception as exc:
-                self._give_up(exc)
-                return
+        if not wanted:
+            return
+        batch = []
+        try:
+            while self._queue and (wanted or (len(batch) < SAVE_BATCH and self._reads.ready(self._queue[0].symbol))):
+                symbol = self._queue.pop(0).symbol
+                self._pending.discard(symbol)
+                wanted.discard(symbol)
+                batch.append(self._reads.get(symbol))
+            saved_at = utcnow()
+            self.refs_store.save_many(batch, saved_at)
+        except Exception as exc:
+            self._give_up(exc)
+            return
+        for record in batch:
+            self.resolved.add(record.symbol)
+            self.stored[record.symbol] = StoredReference(record, saved_at)
             if record.status != "ok":
-                self.context.log.warning(f"{symbol}: reference {record.status}: {record.status_text}")
+                self.context.log.warning(f"{record.symbol}: reference {record.status}: {record.status_text}")
 
     def fresh(self, row):
-        """The row as the registry has it now (after its reference was saved: a delisting shows)."""
+        """The row as the registry has it now (after its reference was saved: a delisting shows); read
+        again only when the saved record changed its delisting."""
+        saved = self.stored.get(row.symbol)
+        if saved is None:
+            return row
+        applies, delisted = registry_delisting(saved.record)
+        if not applies or delisted == row.delisted_on:
+            return row
         found = self.registry.get_many([row.symbol])
         return found[0] if found else row
 
