@@ -32,6 +32,12 @@ NEW = {
 }
 
 
+@pytest.fixture
+def warehouse_url(request, sqlite_url):
+    """SQLite, or a throwaway PostgreSQL database for the tests parametrized with "postgres"."""
+    return request.getfixturevalue("postgres_url") if getattr(request, "param", "sqlite") == "postgres" else sqlite_url
+
+
 def config(sandbox, resources=None) -> dict:
     out = at(MOMENT, sandbox)
     if resources:
@@ -46,6 +52,7 @@ def refresh_weekly(instance, lookups=None) -> dict:
     return {k: v.value for k, v in mat.step_materialization_data.materialization.metadata.items()}
 
 
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgres"], indirect=True)
 def test_first_run_reads_the_list_and_looks_up_only_what_it_lacks(polygon_env, instance, warehouse_url):
     sandbox = polygon_env
     sandbox.add_to_universe(["DLX"])
@@ -136,6 +143,7 @@ def test_a_looping_next_url_is_never_followed(polygon_env, instance, warehouse_u
     assert {s: r.record.status for s, r in ReferenceStore(warehouse_url).get_many().items()} == dict.fromkeys(stocks, "ok")
 
 
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgres"], indirect=True)
 def test_weekly_refresh_in_pages_with_list_dates_capped(polygon_env, instance, warehouse_url):
     sandbox = polygon_env
     sandbox.now = lambda: MOMENT
