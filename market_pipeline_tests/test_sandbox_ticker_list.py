@@ -17,20 +17,15 @@ MANY = [f"Q{a}{b}{c}" for a in "ABCDEFGHIJ" for b in "ABCDEFGHIJ" for c in "ABCD
 
 
 @pytest.fixture(scope="module")
-def server():
-    with SandboxServer(now=lambda: NOW) as sandbox:
+def api():
+    """The sandbox with 1,200 more stocks, an ETF, a pair and a delisted pair; a session sending the key."""
+    with SandboxServer(now=lambda: NOW) as sandbox, requests.Session() as keyed:
         sandbox.add_to_universe(MANY)
         sandbox.add_to_universe(["QETF"], type="ETF")
         sandbox.add_to_universe(["DOGEUSD"], market="crypto")
         sandbox.delist("X:SOLUSD", "2026-01-02")
-        yield sandbox
-
-
-@pytest.fixture(scope="module")
-def session():
-    with requests.Session() as s:
-        s.headers["Authorization"] = f"Bearer {SANDBOX_API_KEY}"
-        yield s
+        keyed.headers["Authorization"] = f"Bearer {SANDBOX_API_KEY}"
+        yield sandbox, keyed
 
 
 def listing(server, session, **params) -> requests.Response:
@@ -45,7 +40,8 @@ def all_rows(server, session, **params) -> list[dict]:
     return [row for body in follow_pages(session, listing(server, session, **params)) for row in body["results"]]
 
 
-def test_bounds_market_type_and_exact_ticker(server, session):
+def test_bounds_market_type_and_exact_ticker(api):
+    server, session = api
     body = listing(server, session, **{"market": "stocks", "ticker.gte": "QAAA", "ticker.lte": "QAAE", "limit": 1000}).json()
     assert tickers(body) == ["QAAA", "QAAB", "QAAC", "QAAD", "QAAE"] and body["count"] == 5 and "next_url" not in body
     body = listing(server, session, **{"ticker.gt": "QAAA", "ticker.lt": "QAAE"}).json()
@@ -61,7 +57,8 @@ def test_bounds_market_type_and_exact_ticker(server, session):
     assert [(r["ticker"], r["active"], r["delisted_utc"][:10]) for r in inactive] == [("X:SOLUSD", False, "2026-01-02")]
 
 
-def test_limit_default_maximum_and_cursor_pages(server, session):
+def test_limit_default_maximum_and_cursor_pages(api):
+    server, session = api
     assert listing(server, session).json()["count"] == 100  # the default limit
     first = listing(server, session, market="stocks", limit=5000)  # more than the maximum asks for 1,000
     body = first.json()
@@ -78,7 +75,8 @@ def test_limit_default_maximum_and_cursor_pages(server, session):
     assert len(rows) > 1200 and listing(server, session, cursor="@@not-a-cursor").status_code == 400
 
 
-def test_sort_and_order_through_cursor_pages(server, session):
+def test_sort_and_order_through_cursor_pages(api):
+    server, session = api
     down = [r["ticker"] for r in all_rows(server, session, market="stocks", order="desc", limit=300)]
     assert down == sorted(down, reverse=True) and len(down) > 1200
     by_name = all_rows(server, session, market="stocks", sort="name", limit=250)
@@ -87,7 +85,8 @@ def test_sort_and_order_through_cursor_pages(server, session):
     assert listing(server, session, order="up").status_code == 400
 
 
-def test_rows_follow_the_lifecycle_without_list_date(server, session):
+def test_rows_follow_the_lifecycle_without_list_date(api):
+    server, session = api
     recorded = set(fixture("reference_tickers_page1.json")["results"][0])
     active = {r["ticker"]: r for r in all_rows(server, session, market="stocks", limit=1000)}
     assert "FB" not in active and "TWTR" not in active
@@ -103,7 +102,8 @@ def test_rows_follow_the_lifecycle_without_list_date(server, session):
     assert {k: v for k, v in detail.items() if k != "list_date"} == {k: v for k, v in row.items() if k != "last_updated_utc"}
 
 
-def test_fault_knobs(server, session):
+def test_fault_knobs(api):
+    server, session = api
     bounds = {"market": "stocks", "ticker.gte": "QJAA", "limit": 10}
     server.ticker_list_fault("error", times=2, status=503)
     assert [listing(server, session, **bounds).status_code for _ in range(3)] == [503, 503, 200]
