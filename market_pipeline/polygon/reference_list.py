@@ -39,6 +39,7 @@ from market_pipeline.reference.listing import (
 from market_pipeline.reference.records import ReferenceRecord, error_record
 
 RETRY_TEXT = "the next run or the weekly symbol_reference refresh tries again"
+SAVE_BATCH = 500  # records saved in one transaction at most
 
 
 class ReferenceReads:
@@ -163,7 +164,8 @@ def refresh_references(client: PolygonClient, store, rows: Iterable, *, list_dat
     list date is still unknown (never looked up, or read from the list) get their own lookup, at most
     `list_date_lookups` a run (None: all), those fetched longest ago first: on a small plan the
     list dates fill in over several weeks. Records are saved on the calling thread, in the order of
-    `rows`; a record unchanged from the stored one (a delisting seen before) is not written again."""
+    `rows`, up to SAVE_BATCH in a transaction; a record unchanged from the stored one (a delisting
+    seen before) is not written again."""
     rows = list(rows)
     stored_rows = store.get_many([r.symbol for r in rows])
     stored = {symbol: s.record for symbol, s in stored_rows.items()}
@@ -171,12 +173,16 @@ def refresh_references(client: PolygonClient, store, rows: Iterable, *, list_dat
     wanting.sort(key=lambda r: (r.symbol in stored_rows, stored_rows[r.symbol].fetched_at if r.symbol in stored_rows else None))
     if list_date_lookups is not None:
         wanting = wanting[: max(0, list_date_lookups)]
-    records = []
+    records, unsaved = [], []
     with closing(ReferenceReads(client, rows, stored, singles={r.symbol for r in wanting}, log=log)) as reads:
-        for row in rows:
+        for i, row in enumerate(rows):
             record = reads.get(row.symbol)
             if record is not stored.get(row.symbol):
-                store.save(record)
+                unsaved.append(record)
+            following = rows[i + 1].symbol if i + 1 < len(rows) else None
+            if unsaved and (len(unsaved) >= SAVE_BATCH or following is None or not reads.ready(following)):
+                store.save_many(unsaved)  # before waiting for the next one
+                unsaved = []
             if log is not None and record.status != "ok":
                 log.warning(f"{row.symbol}: reference {record.status}: {record.status_text}")
             records.append(record)

@@ -5,14 +5,13 @@ import datetime as dt
 
 from dagster import FreshnessPolicy
 
-from market_pipeline.polygon.reference_list import ReferenceReads
+from market_pipeline.polygon.reference_list import SAVE_BATCH, ReferenceReads
 from market_pipeline.warehouse.reference import StoredReference, registry_delisting
 from market_pipeline.warehouse.store import utcnow
 
 # The table as a whole: some symbol's partition materializes at least daily (crypto every day, stocks
 # every weekday); three days without any covers a long weekend of a stocks-only warehouse.
 TABLE_FRESHNESS = FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=74), warn_window=dt.timedelta(hours=26))
-SAVE_BATCH = 500  # reference records saved in one transaction at most
 REFERENCE_METADATA = ("name", "type", "primary_exchange", "composite_figi", "list_date", "status", "status_text")
 
 
