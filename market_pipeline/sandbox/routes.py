@@ -103,7 +103,9 @@ class Endpoints:
             "resultsCount": len(indices),
             "adjusted": adjusted,
         }
-        return self._aggregate_body(request, head, _joined(series, indices, edited), len(indices), next_url)
+        results, count = self._wire_results(ticker, series, indices, _joined(series, indices, edited), "cursor" not in request.query)
+        head["queryCount"] = head["resultsCount"] = count
+        return self._aggregate_body(request, head, results, count, next_url)
 
     def _selection(
         self, series: synthetic.Series, ticker: str, from_ms: int, to_ms: int
@@ -134,6 +136,7 @@ class Endpoints:
             return _error(403, request.request_id, "NOT_AUTHORIZED", MSG_TIMEFRAME)
         adjusted = request.query.get("adjusted", "true").lower() != "false"
         rows = [] if day > self._last_served(crypto) else self._grouped_rows(day, crypto, adjusted)
+        rows += self._wire_grouped_rows(crypto) if rows else []
         head = {"queryCount": len(rows), "resultsCount": len(rows), "adjusted": adjusted}
         return self._aggregate_body(request, head, b",".join(rows), len(rows), None)
 

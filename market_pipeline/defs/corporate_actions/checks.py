@@ -27,7 +27,10 @@ def _table(rows: list[dict]) -> MetadataValue:
 def _description(symbol: str, report) -> str:
     jumps, unconfirmed, large = report.counts()
     if report.passed:
-        text = f"{symbol}: {report.splits_checked} recorded split(s) confirmed by the prices"
+        text = (
+            f"{symbol}: {report.splits_checked} recorded split(s) confirmed by the prices"
+            if report.splits_checked else f"{symbol}: no recorded split in the bars, no move with a split's evidence"
+        )
         if large:
             dates = ", ".join(m["date"] for m in report.large_moves[:5])
             text += f"; {large} large move(s) without a split's evidence ({dates}), not splits"
