@@ -181,3 +181,15 @@ def test_bars_before_the_listing_date_are_outside_the_range(polygon_env, instanc
     assert run(instance, "AAPL").success
     assert min(stored_dates(warehouse_url, "AAPL")) == dt.date(2024, 2, 1)
     assert [(q.date, q.reason) for q in QuarantineStore(warehouse_url).list("AAPL")] == [(dt.date(2024, 1, 10), OUTSIDE_RANGE)]
+
+
+def test_a_grouped_answer_with_a_ticker_twice():
+    from market_pipeline.polygon.validate_bars import expected_t, split_bars
+
+    day = dt.date(2024, 3, 5)
+    t = expected_t(day, "stock", "grouped")
+    rows = [{**bar(day), "t": t, "T": "AAPL"}, {**bar(day), "t": t, "T": "MSFT"}, {**bar(day, close=999.0), "t": t, "T": "AAPL"},
+            {**bar(day), "t": t, "T": "KO"}, {**bar(day), "t": t, "T": "KO"}]
+    usable, aside = split_bars(rows, "stock", day, "grouped", span=(day, day))
+    assert [row["T"] for row in usable] == ["MSFT", "KO"]
+    assert [(a.ticker, a.reason) for a in aside] == [("AAPL", CONFLICTING), ("AAPL", CONFLICTING)]

@@ -223,11 +223,13 @@ def split_bars(
     rows: Iterable | None, asset_class: str, last_session: dt.date | None, endpoint: str = "range",
     span: tuple[dt.date, dt.date] | None = None,
 ) -> tuple[list[Mapping], list[SetAside]]:
-    """(usable rows, set-aside bars) of a `results` list, in wire order; a session given twice is
-    kept once when its copies are identical, else every copy is set aside (`CONFLICTING`)."""
+    """(usable rows, set-aside bars) of a `results` list, in wire order (conflicting copies last); a
+    session given twice is kept once when its copies are identical, else every copy is set aside
+    (`CONFLICTING`)."""
     rows = list(rows or ())
     if rows and all_usable(rows, asset_class, last_session, endpoint, span):
-        return rows, []
+        if endpoint != "grouped" or _distinct_tickers(rows):  # one session each (grouped: one ticker each)
+            return rows, []
     usable, aside, days = [], [], []
     for row in rows:
         reason, day = why_unusable(row, asset_class, last_session, endpoint, span)
@@ -237,6 +239,12 @@ def split_bars(
         else:
             aside.append(SetAside(day, raw_json(row), reason, _ticker(row)))
     return _unique_sessions(usable, days, aside, endpoint)
+
+
+def _distinct_tickers(rows: list[Mapping]) -> bool:
+    """Whether no ticker comes twice in grouped rows of one session (the fast path's rows all are)."""
+    tickers = [row.get("T") for row in rows]
+    return len(set(tickers)) == len(tickers)
 
 
 def _ticker(row) -> str | None:
