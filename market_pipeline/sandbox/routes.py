@@ -151,7 +151,7 @@ class Endpoints:
             edits = self._edits.get(ticker, _NO_EDITS)
             if (edits is _NO_EDITS and day_index is not None and synthetic.is_crypto_ticker(ticker) == crypto
                     and not self._split_steps(ticker, adjusted)):
-                fragment = synthetic.bar_fragment(ticker, day_index)  # the usual case, from a small cache
+                fragment = synthetic.bar_fragment(self._lifecycle.series_ticker(ticker), day_index)  # the usual case, from a small cache
                 if fragment is not None and self._lifecycle.trades_on(ticker, day):
                     rows.append(synthetic.grouped_row(ticker, fragment, int(grid.t_range[day_index]), int(grid.t_grouped[day_index])))
                 if fragment is not None:

@@ -210,7 +210,7 @@ class WireFaultsMixin:
         for ticker, days in strays.items():
             if synthetic.is_crypto_ticker(ticker) != crypto:
                 continue
-            series = synthetic.ticker_series(ticker)
+            series = synthetic.ticker_series(self._lifecycle.series_ticker(ticker))
             for day in days:
                 i = int(np.searchsorted(series.grid.dates, np.datetime64(day, "D")))
                 if i < len(series.grid.dates) and series.grid.dates[i] == np.datetime64(day, "D"):
