@@ -70,6 +70,7 @@ MAX_EXAMPLES = 20
 # log price factors of the ratios, each way (a 2-for-1 halves the price, a 1-for-2 doubles it)
 _RATIOS = np.array([r for x in SPLIT_RATIOS for r in (float(x), 1 / float(x))])
 _LOG_FACTORS = -np.log(_RATIOS)
+_SMALLEST_CANDIDATE = min(float(np.abs(_LOG_FACTORS).min()) - RATIO_TOLERANCE, LARGE_LOG_MOVE)
 
 
 def recorded_tolerance(price_factor: float) -> float:
@@ -290,17 +291,18 @@ def judge(w: Window, start: int, stop: int, splits: list[Split], history_start: 
     with np.errstate(divide="ignore", invalid="ignore"):
         overnight = np.log(w.opens[first:stop] / w.closes[first - 1 : stop - 1])
         close_to_close = np.log(w.closes[first:stop] / w.closes[first - 1 : stop - 1])
-    distance = np.min(np.abs(overnight[:, None] - _LOG_FACTORS[None, :]), axis=1)
-    large = (np.abs(overnight) >= LARGE_LOG_MOVE) & (np.sign(overnight) == np.sign(close_to_close)) & (
-        np.abs(close_to_close) >= LARGE_LOG_MOVE
-    )
-    for k in np.flatnonzero((distance <= RATIO_TOLERANCE) | large).tolist():
+    # only a move of at least the smallest ratio's distance from 1, less the tolerance, can be either
+    for k in np.flatnonzero(np.abs(overnight) >= _SMALLEST_CANDIDATE).tolist():
         i = first + k
         if i in explained or i >= n:
             continue
         move = float(overnight[k])
+        large = abs(move) >= LARGE_LOG_MOVE and abs(float(close_to_close[k])) >= LARGE_LOG_MOVE and move * close_to_close[k] > 0
+        near = nearest_ratio(move)[1] <= RATIO_TOLERANCE
+        if not (near or large):
+            continue
         entry = {"date": str(w.days[i]), "previous_date": str(w.days[i - 1]), "move": round(float(np.exp(move)), 6)}
-        if distance[k] <= RATIO_TOLERANCE:
+        if near:
             log_factor, _ = nearest_ratio(move)
             why = split_evidence(w, i, log_factor)
             if not why:
@@ -308,7 +310,7 @@ def judge(w: Window, start: int, stop: int, splits: list[Split], history_start: 
                 continue
         else:
             why = ["not near a split ratio"]
-        if large[k]:
+        if large:
             found.add("large", {**entry, "why_not_a_split": "; ".join(why)})
 
 
