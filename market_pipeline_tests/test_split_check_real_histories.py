@@ -33,6 +33,9 @@ MISSED_WHEN_UNRECORDED = {
     "AMC_2023-08-24.csv",  # 1-for-10 after falls of 24% and 18% in the days before
     "COO_2024-02-20.csv",  # 4-for-1 in the last 13 sessions of the dump: a 2% move off the ratio on thin days
     "SGLY_2024-02-12.csv",  # 1-for-10 of a micro cap: 7x the usual dollars that day
+    "UAA_2016-04-08.csv",  # the class C share dividend opened 5% off 2-for-1
+    "MRBK_2023-03-21.csv", "GME_2022-07-22.csv",  # opened 4% off their ratio
+    "NVDA_2021-07-20.csv", "EW_2015-12-14.csv",  # share volume stepped 0.7-0.8 (log) short of the ratio
 }
 
 
@@ -81,7 +84,7 @@ def test_a_reverse_split_is_confirmed_despite_a_27_percent_fall_that_day():
 
 
 def test_real_splits_left_unrecorded_fail_with_error():
-    """Recorded late (or never), a real split fails the check with its date and ratio: 57 of 65."""
+    """Recorded late (or never), a real split fails the check with its date and ratio: 52 of 65."""
     missed = []
     for event in SPLIT_EVENTS:
         report = evaluate_consistency(bars_of(event), [])
@@ -93,11 +96,13 @@ def test_real_splits_left_unrecorded_fail_with_error():
         else:
             missed.append(event["file"])
     assert set(missed) == MISSED_WHEN_UNRECORDED
-    assert len(SPLIT_EVENTS) - len(missed) == 57
+    assert len(SPLIT_EVENTS) - len(missed) == 52
 
 
-@pytest.mark.parametrize("event", [e for e in MOVES if e["expect"] == "pass"], ids=lambda e: e["file"])
+@pytest.mark.parametrize("event", MOVES, ids=lambda e: e["file"])
 def test_violent_real_moves_without_a_split_pass(event):
+    """Squeezes, crashes, trial results, spin-offs (Kraft from Mondelez, Teradata from NCR) and
+    Netflix's 2011 fall: none is called an unrecorded split."""
     report = evaluate_consistency(bars_of(event), [])
     assert report.passed and report.unexplained_jumps == []
 
@@ -112,14 +117,6 @@ def test_the_gamestop_squeeze_is_listed_never_failed():
     evaluation = split_evaluation("GME", "stock", bars_of(event), [])
     assert evaluation.passed and "3 large move(s) without a split's evidence" in evaluation.description
     assert evaluation.metadata["large_move_dates"].value == "2021-01-27, 2021-01-29, 2021-02-02"
-
-
-@pytest.mark.parametrize("event", [e for e in MOVES if e["expect"] == "flagged"], ids=lambda e: e["file"])
-def test_known_false_alarms_still_carry_every_mark_of_a_split(event):
-    """Spin-offs and some falls look like a split to the rule: documented, and pinned here so a better
-    rule shows up (docs/data-quality.md lists them)."""
-    report = evaluate_consistency(bars_of(event), [])
-    assert [j["date"] for j in report.unexplained_jumps] == [event["event"]]
 
 
 @pytest.mark.parametrize("event", EVENTS[::7], ids=lambda e: e["file"])
@@ -153,7 +150,8 @@ def test_the_sandboxs_unrecorded_forward_and_reverse_splits_fail_with_error(spli
 
 def test_the_sandboxs_unrecorded_splits_are_found_on_every_ticker():
     """23 tickers x 8 ratios x 4 dates: the ones missed are the days the ticker's own overnight gap
-    pushed the move more than 6% off the ratio."""
+    pushed the move more than 3.5% off the ratio (the sandbox's
+    synthetic overnight gaps are wider than real stocks')."""
     tickers = [info.ticker for info in DEFAULT_UNIVERSE if info.market == "stocks"]
     ratios = [(1, 2), (1, 3), (1, 4), (1, 10), (1, 20), (2, 1), (10, 1), (2, 3)]
     days = [dt.date(2019, 3, 18), dt.date(2021, 6, 14), dt.date(2023, 3, 20), dt.date(2024, 11, 4)]
@@ -168,4 +166,4 @@ def test_the_sandboxs_unrecorded_splits_are_found_on_every_ticker():
             })
             report = evaluate_consistency(bars, [])
             found += any(j["date"] == day.isoformat() for j in report.unexplained_jumps)
-    assert found == 696  # of 736
+    assert found == 552  # of 736
