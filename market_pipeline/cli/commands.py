@@ -226,6 +226,13 @@ def cmd_db(args) -> int:
         engine = open_engine(settings.db_url())
         current, head = current_revision(engine), head_revision()
         state = "up to date" if current == head else "behind: run `market-pipeline db upgrade`"
+        if current is None:
+            from market_pipeline.warehouse.engine import half_made_tables
+
+            with engine.connect() as conn:
+                half = half_made_tables(conn)  # names what is wrong with tables that are not ours
+            if half:
+                state = f"half-made by an interrupted first upgrade (tables {', '.join(half)}): `market-pipeline db upgrade` repairs it"
         print(f"warehouse schema at revision {current}, head {head} ({state}; {engine.url.render_as_string(hide_password=True)})")
         return EXIT_OK
     engine = get_engine(settings.db_url())  # upgrades to head on first use
