@@ -61,7 +61,8 @@ class FaultKnobs:
     # ---- fault schedules -------------------------------------------------------------------
 
     def fail_next(self, n: int = 1, status: int = 503, body: str = DEFAULT_FAILURE_BODY) -> None:
-        """The next n requests fail with `status` and `body` (HTML when it starts with '<')."""
+        """The next n requests fail with `status` and `body` (HTML when it starts with '<'); a 429 or
+        503 carries `Retry-After: retry_after_seconds` when that is set."""
         with self._lock:
             self._failures.extend([(status, body)] * n)
 
@@ -137,7 +138,10 @@ class FaultKnobs:
             else:
                 return None
         kind = "text/html" if body.lstrip().startswith("<") else "application/json"
-        return Response(status, body.encode(), request_id, content_type=kind)
+        response = Response(status, body.encode(), request_id, content_type=kind)
+        if status in (429, 503) and self.retry_after_seconds is not None:
+            response.headers["Retry-After"] = str(self.retry_after_seconds)
+        return response
 
     def _admit(self) -> bool:
         """Sliding 60 s window over admitted requests; False when the limit is reached."""

@@ -10,19 +10,35 @@ never ends, bodies that trickle, empty answers and bars after the last completed
 - `trickle_next(n, bytes_per_second)`: the next n responses send their body slowly;
 - `serve_empty(ticker)`: the range endpoint answers with no bars at all for the ticker;
 - `serve_future_bars(ticker, n)`: the range endpoint adds n bars after the last completed session
-  (ignoring `to`), as a broken server would.
+  (ignoring `to`), as a broken server would;
+- `gzip_bomb(ticker, inflated_bytes)`: the range endpoint answers for the ticker with a small
+  `Content-Encoding: gzip` body that inflates to `inflated_bytes` (1 GiB by default, from about 1 MB on
+  the wire: concatenated gzip members of a mebibyte of spaces each).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import gzip
 import threading
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import numpy as np
 
 PAGINATION_FAULTS = ("self_loop", "cursor_cycle", "endless")
 VALID_CURSOR = base64.urlsafe_b64encode(b"limit=50000&sort=asc").decode().rstrip("=")
+GIB = 1 << 30
+_MEMBER = 1 << 20  # bytes of spaces each gzip member of a bomb inflates to
+
+
+@functools.lru_cache(maxsize=4)
+def gzip_bomb_body(ticker: str, inflated_bytes: int = GIB) -> bytes:
+    """A gzip body that inflates to about `inflated_bytes`: the start of a range answer, then spaces.
+    Gzip allows members one after another; one of a mebibyte of spaces is about a kilobyte."""
+    head = gzip.compress(f'{{"ticker":"{ticker}","status":"OK","results":['.encode(), 9)
+    member = gzip.compress(b" " * _MEMBER, 9)
+    return head + member * max(1, inflated_bytes // _MEMBER)
 
 
 class WireFaultsMixin:
@@ -34,6 +50,7 @@ class WireFaultsMixin:
         self._trickles: list[float] = []
         self._empty: set[str] = set()
         self._future: dict[str, int] = {}
+        self._bombs: dict[str, int] = {}
 
     # ---- knobs -----------------------------------------------------------------------------
 
@@ -76,6 +93,14 @@ class WireFaultsMixin:
             else:
                 self._future.pop(ticker, None)
 
+    def gzip_bomb(self, ticker: str, inflated_bytes: int | None = GIB) -> None:
+        """Range answers for `ticker` become a gzip bomb inflating to `inflated_bytes` (None: normal again)."""
+        with self._wire_lock:
+            if inflated_bytes:
+                self._bombs[ticker] = int(inflated_bytes)
+            else:
+                self._bombs.pop(ticker, None)
+
     def clear_wire_faults(self) -> None:
         """Forget every knob of this module (pending trickles included)."""
         with self._wire_lock:
@@ -85,6 +110,7 @@ class WireFaultsMixin:
             self._trickles.clear()
             self._empty.clear()
             self._future.clear()
+            self._bombs.clear()
 
     # ---- hooks the server calls --------------------------------------------------------------
 
@@ -131,6 +157,17 @@ class WireFaultsMixin:
             parts = urlsplit(next_url)
             next_url = origin + parts.path + (f"?{parts.query}" if parts.query else "")
         return next_url
+
+    def _wire_bomb(self, request, response) -> None:
+        """Replace a range answer's body with a gzip bomb when its ticker has one."""
+        if request.endpoint != "aggs_range" or response.status != 200:
+            return
+        ticker = unquote(request.args[0])
+        with self._wire_lock:
+            size = self._bombs.get(ticker)
+        if size:
+            response.body = gzip_bomb_body(ticker, size)
+            response.headers["Content-Encoding"] = "gzip"
 
     def _wire_trickle(self) -> float | None:
         """Bytes per second for this response's body, or None to send it at once."""
