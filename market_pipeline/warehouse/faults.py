@@ -34,6 +34,7 @@ _POSTGRES_UNUSABLE = {
     "57P03": "the warehouse server is not accepting connections",
 }
 PROBES = (1.0, 2.0, 4.0)  # seconds between the tries of a lost connection before it counts as gone
+UNREACHABLE = "the warehouse cannot be reached"
 
 
 def reason_of(exc: BaseException) -> str:
@@ -89,7 +90,7 @@ def lost(exc: BaseException, engine: sa.Engine | None, probes=PROBES) -> str | N
             if unusable(again):
                 return unusable(again)
             last = reason_of(again)
-    return f"the warehouse cannot be reached ({last})"
+    return f"{UNREACHABLE} ({last})"
 
 
 def describe(exc: BaseException) -> str:
