@@ -38,10 +38,10 @@ UNREACHABLE = "the warehouse cannot be reached"
 
 
 def reason_of(exc: BaseException) -> str:
-    """The driver's own message, first line, without SQLAlchemy's statement and parameters."""
+    """The driver's own message on one line, without SQLAlchemy's statement and parameters."""
     orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip()
-    return text.splitlines()[0][:300] if text else type(orig).__name__
+    text = " ".join(str(orig).split())
+    return text[:300] if text else type(orig).__name__
 
 
 def unusable(exc: BaseException) -> str | None:

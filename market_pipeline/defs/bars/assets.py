@@ -232,13 +232,18 @@ def _ohlcv_daily(
             scope.append(row.symbol)
         if config.asset_classes is not None:
             context.log.info(f"{len(rows)} symbol(s) of {', '.join(config.asset_classes)} in {len(keys)} partition(s)")
-        claim(context, registry, scope)  # all in_progress in this run, before anything is fetched
         stop = None  # the result whose error stops the run (a full disk, Polygon's long Retry-After)
         stored: list[SymbolResult] = []
         checking: list[tuple[SymbolResult, object]] = []  # stored symbols whose checks are still to record
         table_rows = store.count_rows()  # the table's rows, kept current as each symbol adds its new ones
         tally = Counter()  # how the checks got their bars
-        with polygon.get_client(logger=context.log) as client, closing(
+        client = polygon.get_client(logger=context.log)  # a bad setting fails here, before anything is written
+        try:
+            claim(context, registry, scope)  # all in_progress in this run, before anything is fetched
+        except BaseException:
+            client.close()
+            raise
+        with client, closing(
             FirstRunReferences(context, client, registry, refs_store, rows)  # running ahead of the bars
         ) as lookups:
             refs = refs_store.get_many([row.symbol for row in rows if row.symbol not in lookups.pending])
