@@ -11,7 +11,6 @@ kernel)."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import sqlite3

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from market_pipeline.cli.main import main
 from market_pipeline.warehouse.engine import dispose_engine, first_revision_schema, head_revision
+from market_pipeline_tests.waiting import scaled
 
 HEAD_TABLES = None  # filled from a complete upgrade by `head_tables`
 
@@ -47,7 +48,7 @@ def revision_of(path: Path) -> str | None:
 def killer(folder: Path, *args: str) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "market_pipeline_tests.migration_killer", str(folder), *args],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True, text=True, timeout=scaled(300), check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
