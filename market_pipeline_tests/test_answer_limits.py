@@ -18,6 +18,7 @@ from market_pipeline.defs.resources import PolygonResource
 from market_pipeline.polygon.client import PolygonClient, PolygonError, RetryPolicy
 from market_pipeline.sandbox import SANDBOX_API_KEY
 from market_pipeline.warehouse import BarStore, SymbolRegistry
+from market_pipeline_tests.waiting import scaled
 
 FAST = RetryPolicy(max_attempts=3, max_total_wait=10.0, backoff_base=0.01, backoff_max=0.05)
 START, END = dt.date(2024, 1, 2), dt.date(2024, 12, 31)
@@ -46,7 +47,7 @@ def test_a_gzip_bomb_is_cut_at_the_limit_at_once_with_bounded_memory(sandbox):
     assert "decodes to more than 25 MB" in message and "POLYGON_MAX_ANSWER_MB" in message
     assert not info.value.transient and sandbox.request_counts()["aggs_range"] == 1  # final: not retried
     assert peak < 80_000_000, peak  # the limit and a few chunks, never the gibibyte
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < scaled(60)
     # the same client goes on: another symbol's answer is read as usual
     with client_for(sandbox) as client:
         assert len(client.daily_bars("MSFT", "stock", START, dt.date(2024, 1, 31))) > 15
@@ -110,7 +111,7 @@ def test_a_retry_after_beyond_the_longest_wait_fails_at_once_naming_it_and_nothi
         started = time.monotonic()
         with pytest.raises(PolygonError) as info:
             client.daily_bars("AAPL", "stock", START, END)
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < scaled(10)
         message = str(info.value)
         assert "asking to wait 1000000000 s (about 31.7 years) before the next request (Retry-After)" in message
         assert "longer than the longest wait of 0.05 s" in message and "not retried" in message
@@ -139,7 +140,7 @@ def test_a_run_told_to_wait_too_long_stops_fails_every_symbol_naming_the_wait_an
     sandbox.fail_next(1, status=429)  # the run's first request, whichever it is
     started = time.monotonic()
     result = run(instance, symbols, {"max_in_flight": 1})
-    assert time.monotonic() - started < 60  # not 300 s of capped waits, then a step retry
+    assert time.monotonic() - started < scaled(60)  # not 300 s of capped waits, then a step retry
     assert not result.success and not retried(result)
     assert sandbox.request_counts()["total"] == 1  # the answer that said to wait, nothing after it
     rows = {r.symbol: r for r in registry.get_many(symbols)}

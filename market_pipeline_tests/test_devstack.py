@@ -59,7 +59,7 @@ def test_second_make_dev_refuses_and_sigterm_stops_the_first(tmp_path, sandbox):
 
         # the same port: refused in one line, nothing started
         same_port = _second(env, port)
-        assert same_port.returncode != 0 and same_port.elapsed < 30
+        assert same_port.returncode != 0 and same_port.elapsed < scaled(30)
         lines = [line for line in (same_port.stdout + same_port.stderr).splitlines() if line.strip()]
         assert len(lines) == 1 and "Dagster home" in lines[0] and "already run" in lines[0], lines
         # another port, but the same Dagster home: a second daemon would run the schedules twice
@@ -75,7 +75,7 @@ def test_second_make_dev_refuses_and_sigterm_stops_the_first(tmp_path, sandbox):
         first.send_signal(signal.SIGTERM)
         started = time.monotonic()
         first.wait(timeout=scaled(60))
-        assert time.monotonic() - started < 20
+        assert time.monotonic() - started < scaled(20)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
