@@ -121,11 +121,6 @@ def test_dg_check_and_list_defs_without_an_api_key(tmp_path):
     """`dg check defs` and `dg list defs` (what `make validate` runs) load the defs folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYGON_", "MASSIVE_"))}
     env.update(DAGSTER_HOME=str(tmp_path), COLUMNS="250")
-    done = subprocess.run(
-        [str(VENV_BIN / "dg"), "check", "defs"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=scaled(300)
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "All definitions loaded successfully" in done.stdout
     listed = subprocess.run(
         [str(VENV_BIN / "dg"), "list", "defs", "--json"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=scaled(300)
     )
@@ -135,7 +130,8 @@ def test_dg_check_and_list_defs_without_an_api_key(tmp_path):
     assert {"validation_rate", "date_gaps"} <= {c["name"] for c in defs["asset_checks"]}
     assert {"stocks_daily_refresh", "crypto_daily_refresh"} <= {s["name"] for s in defs["schedules"]}
     assert "tracked_symbols_sensor" in {s["name"] for s in defs["sensors"]}
-    # `make validate` itself, from a shell without DAGSTER_HOME (the project's dagster.yaml needs one)
+    # `make validate` itself (`dg check defs`, then `dg list defs`), from a shell without DAGSTER_HOME
+    # (the project's dagster.yaml needs one)
     env.pop("DAGSTER_HOME")
     made = subprocess.run(
         ["make", "validate", f"VENV={VENV_BIN.parent}"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=scaled(300)
