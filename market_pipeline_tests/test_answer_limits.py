@@ -105,8 +105,7 @@ def test_a_run_with_a_gzip_bomb_fails_that_symbol_with_the_reason_and_stores_the
 
 # ---- a Retry-After beyond the longest wait -------------------------------------------------------
 def test_a_retry_after_beyond_the_longest_wait_fails_at_once_naming_it_and_nothing_more_is_sent(sandbox):
-    sandbox.retry_after_seconds = BILLION
-    sandbox.fail_next(1, status=429)
+    sandbox.fail_next(1, status=429, retry_after=BILLION)
     with client_for(sandbox) as client:
         started = time.monotonic()
         with pytest.raises(PolygonError) as info:
@@ -121,8 +120,7 @@ def test_a_retry_after_beyond_the_longest_wait_fails_at_once_naming_it_and_nothi
             client.daily_bars("MSFT", "stock", START, END)
     assert sandbox.request_counts()["aggs_range"] == 1
     # a wait within the longest is still waited for, then retried
-    sandbox.retry_after_seconds = 0.01
-    sandbox.fail_next(1, status=503)
+    sandbox.fail_next(1, status=503, retry_after=0.01)
     with client_for(sandbox) as client:
         assert len(client.daily_bars("AAPL", "stock", START, dt.date(2024, 1, 31))) > 15
         assert client.stats.retries == 1
@@ -136,8 +134,7 @@ def test_a_run_told_to_wait_too_long_stops_fails_every_symbol_naming_the_wait_an
     registry = SymbolRegistry(warehouse_url)
     registry.add(symbols, "crypto", START)
     instance.add_dynamic_partitions(symbols_partitions.name, symbols)
-    sandbox.retry_after_seconds = BILLION
-    sandbox.fail_next(1, status=429)  # the run's first request, whichever it is
+    sandbox.fail_next(1, status=429, retry_after=BILLION)  # the run's first request, whichever it is
     started = time.monotonic()
     result = run(instance, symbols, {"max_in_flight": 1})
     assert time.monotonic() - started < scaled(60)  # not 300 s of capped waits, then a step retry

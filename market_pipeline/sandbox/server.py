@@ -96,7 +96,7 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
         self.now = now or (lambda: dt.datetime.now(calendars.UTC))
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
-        self._failures: collections.deque[tuple[int, str]] = collections.deque()
+        self._failures: collections.deque[tuple[int, str, float | None]] = collections.deque()
         self._truncations = 0
         self._admitted: collections.deque[float] = collections.deque()
         self._counts = collections.Counter()
