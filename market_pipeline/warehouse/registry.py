@@ -216,13 +216,15 @@ class SymbolRegistry:
         self._set_status(symbol, **values)
 
     def mark_in_progress_many(self, symbols: Sequence[str], run_id: str | None) -> None:
-        """`mark_in_progress` for many symbols in one statement."""
+        """`mark_in_progress` for many symbols in one transaction (a statement per 500)."""
+        symbols, now = list(symbols), utcnow()
         if symbols:
             with self.engine.begin() as conn:
-                conn.execute(
-                    T.update().where(T.c.symbol.in_(list(symbols)))
-                    .values(backfill_status="in_progress", last_run_id=run_id, updated_at=utcnow())
-                )
+                for start in range(0, len(symbols), 500):
+                    conn.execute(
+                        T.update().where(T.c.symbol.in_(symbols[start : start + 500]))
+                        .values(backfill_status="in_progress", last_run_id=run_id, updated_at=now)
+                    )
 
     def mark_completed_many(self, quarantined: dict[str, int], run_id: str | None) -> None:
         """`mark_completed` (no new history start) for many symbols in one transaction:
