@@ -207,3 +207,52 @@ def test_when_even_the_failures_cannot_be_written_the_report_and_the_next_comman
     rows = statuses(registry)
     assert {rows[s][0] for s in left} == {"failed"}
     assert all("the warehouse's disk is full (database or disk is full)" in rows[s][1] for s in left), rows
+
+
+# ---- the other errors that fail every later write --------------------------------------------------
+def test_a_read_only_warehouse_stops_the_run_before_anything_is_fetched(tmp_path, monkeypatch, sandbox, instance):
+    from market_pipeline.definitions import defs
+    from market_pipeline.defs.bars.partitions import symbols_partitions
+    from market_pipeline.defs.bars.reconcile import range_tags
+
+    path = tmp_path / "warehouse.sqlite"
+    SymbolRegistry(f"sqlite:///{path}").add(["BTCUSD", "ETHUSD"], "crypto", START)
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    for name, value in {"MARKET_PIPELINE_DB_URL": read_only, "POLYGON_API_KEY": SANDBOX_API_KEY,
+                        "POLYGON_BASE_URL": sandbox.url, "POLYGON_REQUESTS_PER_MINUTE": "0"}.items():
+        monkeypatch.setenv(name, value)
+    instance.add_dynamic_partitions(symbols_partitions.name, ["BTCUSD", "ETHUSD"])
+    try:
+        result = defs.resolve_job_def("ohlcv_daily_job").execute_in_process(
+            instance=instance, tags=range_tags(["BTCUSD", "ETHUSD"]), raise_on_error=False
+        )
+    finally:
+        dispose_engine(read_only)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert len(failures) == 1  # not retried: a read-only warehouse stays read-only
+    description = failures[0].step_failure_data.user_failure_data.description
+    assert description.startswith("the run stopped before fetching anything: the warehouse is read-only")
+    assert sandbox.request_counts()["total"] == 0
+
+
+def test_what_counts_as_a_warehouse_that_will_fail_every_later_write(tmp_path):
+    from market_pipeline.warehouse import faults
+
+    path = tmp_path / "w.sqlite"
+    sqlite3.connect(path).execute("CREATE TABLE t (k INTEGER PRIMARY KEY)").connection.commit()
+    engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    with pytest.raises(sa.exc.OperationalError) as read_only, engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+    assert faults.unusable(read_only.value).startswith("the warehouse is read-only (attempt to write a readonly database)")
+    writable = sa.create_engine(f"sqlite:///{path}")
+    with pytest.raises(sa.exc.IntegrityError) as duplicate, writable.begin() as conn:
+        conn.execute(sa.text("INSERT INTO t VALUES (1), (1)"))
+    assert faults.lost(duplicate.value, writable) is None  # this statement's fault only
+    gone = sa.create_engine("postgresql+psycopg2://nobody@127.0.0.1:9/warehouse", connect_args={"connect_timeout": 2})
+    with pytest.raises(sa.exc.OperationalError) as refused:
+        gone.connect()
+    # asked again (here without pauses): still gone, so every later write would fail too
+    assert faults.lost(refused.value, gone, probes=(0.0,)).startswith("the warehouse cannot be reached (")
+    for engine_ in (engine, writable, gone):
+        engine_.dispose()
