@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -19,6 +20,27 @@ def _instance(init=None):
     from market_pipeline.devtools.instance import open_instance
 
     return open_instance(init)
+
+
+def _release_ended_runs(registry: SymbolRegistry) -> None:
+    """Before showing symbols: those a run that has ended left `in_progress` (it stopped on a full
+    disk and could not record them) are marked failed with its reason, or reported on stderr when
+    the warehouse still cannot be written. Dagster is opened only when some symbol is in progress."""
+    import sqlalchemy as sa
+
+    try:
+        if not registry.in_progress():
+            return
+    except sa.exc.DBAPIError:
+        return  # the command itself reports what is wrong with the warehouse
+    from market_pipeline.devtools import runner
+    from market_pipeline.devtools.instance import DagsterStorageError
+
+    try:
+        instance = _instance()
+    except DagsterStorageError:
+        return
+    runner.release_ended_runs(instance, registry)
 
 
 # ---- symbols ------------------------------------------------------------------------------------
@@ -47,6 +69,7 @@ def _list(args) -> int:
     from market_pipeline.warehouse.reference import ReferenceStore
 
     registry = _registry()
+    _release_ended_runs(registry)
     rows = registry.list(include_inactive=args.all)
     refs = ReferenceStore(registry.url).get_many([r.symbol for r in rows]) if rows else {}
     if args.json:
@@ -105,6 +128,7 @@ def cmd_run(args) -> int:
     registry = _registry()
     instance = _instance(runner.ensure_pool)  # once, under a lock on DAGSTER_HOME
     runner.recover_dead_runs(instance, registry)
+    runner.release_ended_runs(instance, registry)
     with runner.polygon_endpoint() as sandbox_url:
         if sandbox_url is not None:
             runner.register_demo_set(registry)
@@ -125,22 +149,29 @@ def cmd_run(args) -> int:
         print(f"Materialising ohlcv_daily for {len(symbols)} symbol(s)...", flush=True)
         verbose = getattr(args, "verbose", False)
         outcome = runner.materialize_symbols(instance, symbols, verbose=verbose)
+        unrecorded = runner.release_ended_runs(instance, registry)  # a run that could not record its failures
         if outcome.interrupted:  # stopped by SIGTERM/SIGINT: report and leave, nothing more runs
-            _report_run(registry, symbols, False, outcome.run_ids)
+            _report_run(registry, symbols, False, outcome.run_ids, unrecorded)
             print("market-pipeline: interrupted: the run was stopped; unfinished symbols are marked failed", file=sys.stderr)
             return EXIT_INTERRUPTED
         stats_ok = runner.materialize_stats(instance, verbose=verbose)
-    return _report_run(registry, symbols, outcome.ok and stats_ok, outcome.run_ids)
+    return _report_run(registry, symbols, outcome.ok and stats_ok, outcome.run_ids, unrecorded)
 
 
-def _report_run(registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids: list[str]) -> int:
+def _report_run(
+    registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids: list[str], unrecorded: dict[str, str] | None = None
+) -> int:
+    """One line per symbol; `unrecorded`: the failures the warehouse could not take (symbol -> reason)."""
     from market_pipeline.warehouse.store import BarStore
 
     summary = BarStore(settings.db_url()).summary(symbols)
     rows = {r.symbol: r for r in registry.get_many(symbols)}
     failed = quarantined = 0
+    unrecorded = unrecorded or {}
     for symbol in symbols:
         row = rows[symbol]
+        if symbol in unrecorded:
+            row = dataclasses.replace(row, backfill_status="failed", backfill_error=unrecorded[symbol])
         count, first, last = summary.get(symbol, (0, None, None))
         span = f"{first}..{last}" if first else "no bars"
         line = f"{symbol:<10} {row.asset_class:<7} {count:>6} rows  {span:<22} {row.backfill_status}"
@@ -150,7 +181,8 @@ def _report_run(registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids:
         if row.backfill_status != "completed":
             failed += 1
             error = (row.backfill_error or "no reason recorded").splitlines()[0][:300]
-            print(f"market-pipeline: {symbol} {row.backfill_status}: {error}", file=sys.stderr)
+            if symbol not in unrecorded:  # those were reported when the warehouse refused them
+                print(f"market-pipeline: {symbol} {row.backfill_status}: {error}", file=sys.stderr)
             line += f"  {(row.backfill_error or '').splitlines()[0][:160] if row.backfill_error else ''}"
         elif row.asset_class != "crypto":
             line += _splits_note(symbol, first)
@@ -195,6 +227,7 @@ def cmd_stats(args) -> int:
     from market_pipeline.warehouse.store import BarStore
 
     registry = _registry()
+    _release_ended_runs(registry)
     rows = registry.resolve(args.symbols) if args.symbols else registry.list(include_inactive=True)
     import datetime as dt
 
@@ -226,6 +259,13 @@ def cmd_db(args) -> int:
         engine = open_engine(settings.db_url())
         current, head = current_revision(engine), head_revision()
         state = "up to date" if current == head else "behind: run `market-pipeline db upgrade`"
+        if current is None:
+            from market_pipeline.warehouse.engine import half_made_tables
+
+            with engine.connect() as conn:
+                half = half_made_tables(conn)  # names what is wrong with tables that are not ours
+            if half:
+                state = f"half-made by an interrupted first upgrade (tables {', '.join(half)}): `market-pipeline db upgrade` repairs it"
         print(f"warehouse schema at revision {current}, head {head} ({state}; {engine.url.render_as_string(hide_password=True)})")
         return EXIT_OK
     engine = get_engine(settings.db_url())  # upgrades to head on first use

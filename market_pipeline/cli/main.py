@@ -15,7 +15,7 @@ import warnings
 import sqlalchemy as sa
 
 from market_pipeline.polygon.tickers import SymbolError
-from market_pipeline.warehouse.engine import WarehouseConfigError
+from market_pipeline.warehouse.engine import WarehouseConfigError, WarehouseSchemaError
 
 from market_pipeline import settings
 from market_pipeline.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
@@ -153,21 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     except PolygonError as exc:  # e.g. `symbols add --verify` with Polygon unreachable: nothing was added
         print(f"market-pipeline: error: Polygon did not answer: {exc}; nothing was changed", file=sys.stderr)
         return EXIT_FAILED
-    except sa.exc.DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        if _read_only(reason):
-            message = f"the warehouse refused a write ({reason}): this command needs a MARKET_PIPELINE_DB_URL with write access"
-        else:  # the warehouse server is down or unreachable
-            message = f"cannot reach the warehouse ({reason}); check MARKET_PIPELINE_DB_URL"
+    except (sa.exc.DBAPIError, WarehouseSchemaError) as exc:
+        from market_pipeline.warehouse.faults import cli_message  # full disk, read-only, unreachable, ...
+
+        message = str(exc) if isinstance(exc, WarehouseSchemaError) else cli_message(exc)
         print(f"market-pipeline: error: {message}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-
-
-def _read_only(reason: str) -> bool:
-    reason = reason.lower()
-    return any(word in reason for word in ("readonly", "read-only", "read only", "permission denied"))
 
 
 if __name__ == "__main__":
