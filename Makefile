@@ -35,12 +35,12 @@ dev: install
 bench: install
 	$(BIN)/python -m benchmarks.run_all
 
-## dg check defs and dg list defs: every definition under market_pipeline/defs/ loads (on a
-## throwaway Dagster home: dagster.yaml's event log lives under DAGSTER_HOME, which must be set)
+## dg check defs and dg list defs: every definition under market_pipeline/defs/ loads (without
+## DAGSTER_HOME, on a temporary Dagster home with the project's dagster.yaml, as Dagster does)
 validate: install
-	@home=$$(mktemp -d) && status=0 && \
-	  { DAGSTER_HOME=$$home $(BIN)/dg check defs && DAGSTER_HOME=$$home $(BIN)/dg list defs || status=$$?; } && \
-	  rm -rf "$$home" && exit $$status
+	@$(BIN)/python -m market_pipeline.devtools.instance check "make validate"
+	$(BIN)/dg check defs
+	$(BIN)/dg list defs
 
 clean:
 	rm -rf .market_pipeline .pytest_cache

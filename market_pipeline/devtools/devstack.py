@@ -15,6 +15,7 @@ import signal
 import sys
 
 from market_pipeline import settings
+from market_pipeline.devtools.instance import DagsterStorageError, configure_home, dagster_home
 from market_pipeline.devtools.stack import DagsterStack, StackError
 
 
@@ -24,7 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=3000, help="port of the UI (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the UI to come up (default: %(default)s)")
     args = parser.parse_args(argv)
-    home = settings.ensure_dagster_home()
+    chosen = bool((os.environ.get("DAGSTER_HOME") or "").strip())
+    try:
+        settings.validate()
+        home = dagster_home()
+    except (settings.SettingsError, DagsterStorageError) as exc:
+        print(f"make dev: error: {exc}", file=sys.stderr)
+        return 2
     env = dict(os.environ, DAGSTER_HOME=str(home))
     stack = DagsterStack(home, env, host=args.host, port=args.port)
     try:
@@ -32,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"make dev: {exc}", file=sys.stderr)
         return 1
+    if chosen:  # the project's dagster.yaml into a home without one, or one line on what it lacks
+        configure_home(home, prog="make dev")
     signal.signal(signal.SIGINT, _stop)  # Ctrl-C, and a process manager's stop, shut the stack down
     signal.signal(signal.SIGTERM, _stop)
     sandbox = None
