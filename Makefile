@@ -27,9 +27,11 @@ run: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## the Dagster UI and daemon on http://127.0.0.1:3000 (sandbox when POLYGON_API_KEY is unset)
+## the Dagster UI and daemon on http://127.0.0.1:3000 (sandbox when POLYGON_API_KEY is unset);
+## DEV_ARGS="--verbose" logs the daemon at INFO, DEV_ARGS="--port 3001" serves another port
+DEV_ARGS ?=
 dev: install
-	$(BIN)/python -m market_pipeline.devtools.devstack
+	exec $(BIN)/python -m market_pipeline.devtools.devstack $(DEV_ARGS)
 
 ## benchmarks (never part of `make test`); writes BENCHMARKS.md
 bench: install
