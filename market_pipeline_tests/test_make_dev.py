@@ -12,19 +12,11 @@ import time
 
 import pytest
 
-from market_pipeline.devtools.processes import descendants, free_port
+from market_pipeline.devtools.processes import _alive, descendants, free_port
 from market_pipeline_tests.dagster_helpers import wait_for
 from market_pipeline_tests.fresh_copy import PROJECT, VENV_BIN
 
 pytestmark = pytest.mark.slow
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
