@@ -6,9 +6,10 @@ Schedules (stocks_daily_refresh, crypto_daily_refresh) and sensors (tracked_symb
 run-failure sensors) are on from the start: add a symbol with `market-pipeline symbols add` and
 watch its backfill run. The daemon logs at WARNING (`--verbose`: INFO, a line per sensor tick).
 
-Ctrl-C or SIGTERM stops everything: to this process, to `make` (GNU make passes SIGTERM on to its
-recipe but not SIGINT: it resets its own handler and waits for the recipe, which notices that and
-stops), or to any process of the stack (the others follow).
+Ctrl-C or SIGTERM stops everything, sent to this process, to `make` (GNU make passes SIGTERM on to
+its recipe but not SIGINT: it resets its own handler and waits for the recipe, which notices that and
+stops) or to the stack's `dg dev` process. The webserver, daemon and code server `dg dev` starts
+ignore signals of their own (Dagster's design) and stop with it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make dev: {exc}", file=sys.stderr)
         return 1
     if chosen:  # the project's dagster.yaml into a home without one, or one line on what it lacks
-        configure_home(home, prog="make dev")
+        try:
+            configure_home(home, prog="make dev")
+        except DagsterStorageError as exc:
+            stack.release()
+            print(f"make dev: error: {exc}", file=sys.stderr)
+            return 2
     signal.signal(signal.SIGINT, _stop)  # Ctrl-C, and a process manager's stop, shut the stack down
     signal.signal(signal.SIGTERM, _stop)
     watch_make()
