@@ -8,7 +8,8 @@ created; Dagster's implicit job has no tags of ours, so the op adds it to its ru
 
 **A slow instance says so.** A Dagster home whose dagster.yaml is not the project's (an empty
 DAGSTER_HOME gets Dagster's defaults) writes the event log with Dagster's own SQLite storage, a new
-file and engine per statement: the run takes about twice as long. The run's log says so once.
+file and engine per statement: the main job takes about 4 times as long, a daily refresh about 20
+times (BENCHMARKS.md). The run's log says so once.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def note_slow_event_log(context: AssetExecutionContext) -> None:
     if isinstance(storage, SqliteEventLogStorage) and not isinstance(storage, PooledSqliteEventLogStorage):
         context.log.warning(
             "this Dagster instance writes its event log with Dagster's own SQLite storage (a file opened per "
-            "statement): runs take about twice as long. Copy the project's dagster.yaml into DAGSTER_HOME "
+            "statement): runs take several times as long. Copy the project's dagster.yaml into DAGSTER_HOME "
             f"({context.instance.root_directory}) and restart"
         )
 
