@@ -41,21 +41,22 @@ def cmd_symbols(args) -> int:
 
 def _add(args) -> int:
     registry = _registry()
-    before = {row.symbol: row for row in registry.get_many(_stored_forms(args.symbols, args.asset_class))}
+    before = {row.symbol: row for row in registry.get_many(stored_forms(args.symbols, args.asset_class))}
     if args.verify:
         from market_pipeline.cli.lifecycle import verified_add
 
         outcomes = verified_add(registry, args.symbols, args.asset_class, args.start_date)
     else:
         outcomes = registry.add(args.symbols, args.asset_class, args.start_date)
+    after = {row.symbol: row for row in registry.get_many([o.symbol for o in outcomes if o.symbol in before])}
     for outcome in outcomes:
-        old = before.get(outcome.symbol)
-        moved = old is not None and args.start_date is not None and registry.get(outcome.symbol).start_date != old.start_date
-        print(f"{outcome.symbol}: {outcome.action}" + (_start_moved(old, registry.get(outcome.symbol).start_date) if moved else ""))
+        old, new = before.get(outcome.symbol), after.get(outcome.symbol)
+        moved = old is not None and new is not None and new.start_date != old.start_date
+        print(f"{outcome.symbol}: {outcome.action}" + (_start_moved(old, new.start_date) if moved else ""))
     return EXIT_OK
 
 
-def _stored_forms(symbols, asset_class) -> list[str]:
+def stored_forms(symbols, asset_class) -> list[str]:
     """The stored forms of `symbols` ([] for bad input: registry.add refuses it, naming it)."""
     from market_pipeline.polygon.tickers import SymbolError, normalize_symbol
 

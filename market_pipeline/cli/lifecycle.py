@@ -34,13 +34,10 @@ def _verify_client():
 def _refuse_tracked_as_another_class(registry: SymbolRegistry, symbols, asset_class: str, verify) -> None:
     """A symbol tracked under another asset class is refused either way (a class cannot change); with
     --verify the refusal says first what Polygon says (`SPY` asked as a stock: Polygon types it as an ETF)."""
-    from market_pipeline.polygon.tickers import SymbolError, normalize_symbol
+    from market_pipeline.cli.commands import stored_forms
+    from market_pipeline.polygon.tickers import SymbolError
 
-    try:
-        wanted = [normalize_symbol(s, asset_class) for s in symbols]
-    except SymbolError:
-        return  # registry.add refuses the bad input, naming it
-    for row in registry.get_many(list(dict.fromkeys(wanted))):
+    for row in registry.get_many(stored_forms(symbols, asset_class)):  # bad input: registry.add refuses it
         if row.asset_class == asset_class:
             continue
         answer = verify(row.symbol, asset_class)
