@@ -16,6 +16,7 @@
    10 rate_budget 3 concurrent `market-pipeline run`s against a sandbox limited to --rate-limit a
                   minute (30): 429s answered and the most requests in any 60 s
    11 daily_refresh  the `stocks_daily_refresh` run for --scale-symbols (10,000) stocks, checks on
+   12 cli_start   `market-pipeline --help` and the read-only commands, as child processes, start-up included
 
     .venv/bin/python -m benchmarks.run_all                           # defaults
     .venv/bin/python -m benchmarks.run_all --full-size               # + floor/main job/UI path at 1,000 x 20
@@ -43,7 +44,7 @@ from benchmarks.report import MET, MISSED, NOT_MEASURED, Results, Section
 
 SCENARIOS = (
     "floor", "main_job", "ui_path", "requests", "scale", "quality", "memory", "network", "corporate_actions", "rate_budget",
-    "daily_refresh",
+    "daily_refresh", "cli_start",
 )
 
 
@@ -89,6 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _scenario_functions():
     from benchmarks.api_requests import requests_scenario
+    from benchmarks.cli_start import cli_start
     from benchmarks.bench_corporate_actions import scenario as corporate_actions
     from benchmarks.daily_refresh import daily_refresh
     from benchmarks.network import network
@@ -102,6 +104,7 @@ def _scenario_functions():
         "floor": floor, "main_job": main_job, "ui_path": ui_path, "requests": requests_scenario,
         "scale": scale, "quality": quality, "memory": memory, "network": network,
         "corporate_actions": corporate_actions, "rate_budget": rate_budget, "daily_refresh": daily_refresh,
+        "cli_start": cli_start,
     }
 
 
@@ -243,6 +246,13 @@ def evaluate_targets(results: Results, default: Bench, full: Bench | None) -> No
     else:
         t.measured, t.status = "n/a", NOT_MEASURED
 
+    # the command line's start-up
+    started = default.keep.get("cli_start") if default is not None else None
+    if started:
+        t = results.target("CLI start-up", "`--help` < 0.5 s, read-only commands < 1 s, none loading Dagster (quiet machine)")
+        t.measured = "; ".join(f"{label.replace('market-pipeline ', '')} {median:.2f} s" for label, (median, _, _) in started.items())
+        t.status = MET if all(m < target and not dagster for m, target, dagster in started.values()) else MISSED
+
     # corporate actions (issue 11)
     for b in (full, default):
         ca = b.keep.get("corporate_actions") if b is not None else None
@@ -272,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.full_size:
         parameters["full size"] = f"{args.full_symbols} x {args.full_years}, {args.full_repeats} repeat(s)"
-    from benchmarks.analysis import PROFILE_NOTES
-
-    results = Results(machine=machine_info(), parameters=parameters, command=command, appendix=PROFILE_NOTES)
+    results = Results(machine=machine_info(), parameters=parameters, command=command)
     started = time.perf_counter()
     functions = _scenario_functions()
     postgres = None

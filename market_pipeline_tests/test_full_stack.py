@@ -205,6 +205,9 @@ def test_add_symbols_sensor_backfills_then_ui_backfill_of_every_partition(tmp_pa
         assert backfill_runs and {r["status"] for r in backfill_runs} == {"SUCCESS"}
         backfill_run_ids = {r["runId"] for r in backfill_runs}
         assert not backfill_run_ids & sensor_run_ids
+        # the sensor's runs (ohlcv_daily_job) and the backfill's (__ASSET_JOB): one tag finds them all
+        bars_runs = {r["runId"] for r in runs(stack, **{"market_pipeline/asset": "ohlcv_daily"})}
+        assert sensor_run_ids | backfill_run_ids <= bars_runs
 
         store = BarStore(warehouse)
         for symbol in ALL:

@@ -61,6 +61,7 @@ from market_pipeline.refresh.ingest import (
 from market_pipeline.refresh.concurrent import refresh_symbols
 from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, FirstRunReferences, reference_metadata
 from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
+from market_pipeline.defs.bars.run_start import start_run
 from market_pipeline.defs.bars.records import CHECK_BATCH, TABLE_NAME, check_batch, materialization, quarantine_line, tally_line
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
@@ -192,6 +193,7 @@ def _run_partition_keys(context: AssetExecutionContext) -> list[str]:
     ),
 )
 def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: PolygonResource, warehouse: WarehouseResource):
+    start_run(context)  # the tag that finds every run of the bars, and a slow instance named
     try:
         scope: list[str] = []  # the symbols this run refreshes, once known
         yield from _ohlcv_daily(context, config, polygon, warehouse, scope)
