@@ -1,4 +1,4 @@
-"""Requests and time of one weekly `symbol_reference` refresh of N tracked stocks (run by scenario 12).
+"""Requests and time of one weekly `symbol_reference` refresh of N tracked stocks (run by scenario 13).
 
     python -m benchmarks.bench_reference --base-url URL --symbols-file FILE [--cap 300] [--json FILE]
 

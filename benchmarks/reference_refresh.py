@@ -1,4 +1,4 @@
-"""Scenario 12: the weekly `symbol_reference` refresh of --scale-symbols (10,000) tracked stocks at the real
+"""Scenario 13: the weekly `symbol_reference` refresh of --scale-symbols (10,000) tracked stocks at the real
 API's latency (--latency-ms, 150): `python -m benchmarks.bench_reference` in a child process against the
 benchmark's sandbox, which lists every one of them; requests and wall time per case."""
 
@@ -17,7 +17,7 @@ def reference_refresh(bench: Bench) -> Section:
     n, latency = bench.args.scale_symbols, bench.latency_ms
     section = Section(
         "reference_refresh",
-        f"12. The weekly reference refresh of {n:,} tracked stocks ({latency:.0f} ms a request)",
+        f"13. The weekly reference refresh of {n:,} tracked stocks ({latency:.0f} ms a request)",
         f"`python -m benchmarks.bench_reference --cap {FREE_PLAN_CAP}`: a warehouse tracking {n:,} stocks, all of them "
         f"in the sandbox's list of tickers (slowed to {latency:.0f} ms a request), their `symbol_reference` rows "
         "written beforehand; the `symbol_reference_job` run executed in-process as the weekly schedule launches it "

@@ -16,7 +16,8 @@
    10 rate_budget 3 concurrent `market-pipeline run`s against a sandbox limited to --rate-limit a
                   minute (30): 429s answered and the most requests in any 60 s
    11 daily_refresh  the `stocks_daily_refresh` run for --scale-symbols (10,000) stocks, checks on
-   12 reference_refresh  the weekly `symbol_reference` refresh of --scale-symbols (10,000) tracked stocks at
+   12 cli_start   `market-pipeline --help` and the read-only commands, as child processes, start-up included
+   13 reference_refresh  the weekly `symbol_reference` refresh of --scale-symbols (10,000) tracked stocks at
                   --latency-ms: pages of the list of tickers, with list dates known and unknown
 
     .venv/bin/python -m benchmarks.run_all                           # defaults
@@ -47,7 +48,7 @@ from benchmarks.report import MET, MISSED, NOT_MEASURED, Results, Section
 
 SCENARIOS = (
     "floor", "main_job", "ui_path", "requests", "scale", "quality", "memory", "network", "corporate_actions", "rate_budget",
-    "daily_refresh", "reference_refresh",
+    "daily_refresh", "cli_start", "reference_refresh",
 )
 
 
@@ -93,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _scenario_functions():
     from benchmarks.api_requests import requests_scenario
+    from benchmarks.cli_start import cli_start
     from benchmarks.bench_corporate_actions import scenario as corporate_actions
     from benchmarks.daily_refresh import daily_refresh
     from benchmarks.network import network
@@ -107,6 +109,7 @@ def _scenario_functions():
         "floor": floor, "main_job": main_job, "ui_path": ui_path, "requests": requests_scenario,
         "scale": scale, "quality": quality, "memory": memory, "network": network,
         "corporate_actions": corporate_actions, "rate_budget": rate_budget, "daily_refresh": daily_refresh,
+        "cli_start": cli_start,
         "reference_refresh": reference_refresh,
     }
 
@@ -270,6 +273,13 @@ def evaluate_targets(results: Results, default: Bench, full: Bench | None) -> No
     else:
         t.measured, t.status = "n/a", NOT_MEASURED
 
+    # the command line's start-up
+    started = default.keep.get("cli_start") if default is not None else None
+    if started:
+        t = results.target("CLI start-up", "`--help` < 0.5 s, read-only commands < 1 s, none loading Dagster (quiet machine)")
+        t.measured = "; ".join(f"{label.replace('market-pipeline ', '')} {median:.2f} s" for label, (median, _, _) in started.items())
+        t.status = MET if all(m < target and not dagster for m, target, dagster in started.values()) else MISSED
+
     # corporate actions (issue 11)
     for b in (full, default):
         ca = b.keep.get("corporate_actions") if b is not None else None
@@ -299,9 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.full_size:
         parameters["full size"] = f"{args.full_symbols} x {args.full_years}, {args.full_repeats} repeat(s)"
-    from benchmarks.analysis import PROFILE_NOTES
-
-    results = Results(machine=machine_info(), parameters=parameters, command=command, appendix=PROFILE_NOTES)
+    results = Results(machine=machine_info(), parameters=parameters, command=command)
     started = time.perf_counter()
     functions = _scenario_functions()
     postgres = None

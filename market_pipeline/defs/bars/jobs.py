@@ -3,10 +3,12 @@
 from dagster import AssetSelection, define_asset_job
 
 from market_pipeline.defs.bars.partitions import symbols_partitions
+from market_pipeline.defs.bars.run_start import BARS_RUN_TAGS
 
 ohlcv_job = define_asset_job(
     "ohlcv_daily_job",
     selection=AssetSelection.assets("ohlcv_daily"),  # the asset's checks come with it
     partitions_def=symbols_partitions,
+    run_tags=BARS_RUN_TAGS,  # on every run of the job; the UI's __ASSET_JOB runs get it as they start
     description="Fetch and store the daily bars of the selected symbol partitions, then check them.",
 )
