@@ -12,6 +12,7 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
 - bar edits: `drop_bars`, `corrupt_bars`, `revise_bars`, `set_listing_date`, `clear_knobs`;
 - universe: `add_to_universe`;
 - symbol lifecycle (`reference.py`): `delist`, `rename_ticker`, `reuse_ticker`;
+- the list of tickers (`ticker_list.py`): `ticker_list_fault`, `clear_ticker_list_faults`;
 - hostile answers (`wire_faults.py`): `next_url_origin`, `paginate_badly`, `trickle_next`,
   `serve_empty`, `serve_future_bars`, `gzip_bomb`, `clear_wire_faults`;
 - corporate actions (`corporate_actions_routes.py`): `add_split`, `record_split`, `duplicate_split`,
@@ -57,6 +58,7 @@ from market_pipeline.sandbox.protocol import (
 from market_pipeline.sandbox.reference import Lifecycle, LifecycleKnobs
 from market_pipeline.sandbox.corporate_actions_routes import CorporateActionKnobs
 from market_pipeline.sandbox.routes import Endpoints
+from market_pipeline.sandbox.ticker_list import TickerListMixin
 from market_pipeline.sandbox.wire_faults import WireFaultsMixin
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ logger = logging.getLogger(__name__)
 # The server
 
 
-class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaultsMixin, Endpoints):
+class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaultsMixin, TickerListMixin, Endpoints):
     """A Polygon-compatible sandbox on loopback. Use as a context manager or `start()`/`stop()`."""
 
     def __init__(
@@ -105,6 +107,7 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
         self._log: collections.deque[RequestRecord] = collections.deque(maxlen=REQUEST_LOG_SIZE)
         self._edits: dict[str, _TickerEdits] = {}
         self._init_wire_faults()
+        self._init_ticker_list()
         self._universe = {info.ticker: info for info in synthetic.DEFAULT_UNIVERSE}
         self._lifecycle = Lifecycle()
         self._universe.update(self._lifecycle.universe_rows(self._universe))

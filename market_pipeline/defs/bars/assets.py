@@ -261,8 +261,8 @@ def _ohlcv_daily(
                         stop = result
                         break  # closing the refresh stops the fetches: nothing more is requested
                     continue
-                if symbol not in refs and symbol in lookups.resolved:
-                    refs.update(refs_store.get_many([symbol]))
+                if symbol not in refs and symbol in lookups.stored:
+                    refs[symbol] = lookups.stored[symbol]
                 stored.append(result)
                 table_rows += result.rows_inserted
                 # a line per symbol for small runs; big ones log progress (each symbol's materialization
@@ -343,7 +343,7 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
         early = [row.symbol for row in rows if row.symbol in with_bars]
         if early:
             lookups.resolve(early)
-            rows = [lookups.fresh(row) if row.symbol in early else row for row in rows]
+            rows = [lookups.fresh(row) for row in rows]  # those saved with them too
     windows, starts = [], {}
     for row in rows:
         try:
@@ -377,10 +377,11 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
         context.log.info(f"{len(ranged_rows)} range request(s), up to {client.max_in_flight} in flight at once")
     fresh: dict[str, object] = {}
 
-    def resolved_rows():  # each row re-read once its reference is saved, just before it is prepared
+    def resolved_rows():  # each row as its saved reference left it, just before it is prepared
         for row in ranged_rows:
-            if lookups is not None and row.symbol in lookups.pending:
-                lookups.resolve([row.symbol])
+            if lookups is not None:
+                if row.symbol in lookups.pending:
+                    lookups.resolve([row.symbol])
                 row = lookups.fresh(row)
             fresh[row.symbol] = row
             yield row
