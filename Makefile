@@ -10,11 +10,12 @@ PYTEST_ARGS ?=
 
 .PHONY: install run test dev bench validate clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml market_pipeline/devtools/dagster_home_guard.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "market_pipeline needs Python 3.11; set PYTHON=/path/to/python3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m market_pipeline.devtools.dagster_home_guard install
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -105,3 +105,26 @@ def test_make_validate_with_an_unusable_dagster_home_says_so_in_one_line(copy, h
     ours = [line for line in done.stderr.splitlines() if not line.startswith(("make: ", "make["))]  # make's own "Error 2"
     assert ours == [ours[0]] and ours[0].startswith("make validate: error: DAGSTER_HOME=") and needle in ours[0], done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "home, needle",
+    [("relative/dagster", "it is not an absolute path"), ("{tmp}/missing/dagster", "the folder does not exist"),
+     ("/sys/kernel", "a file cannot be created in it (Permission denied)"), ("/etc/hostname", "it is a file, not a folder")],
+)
+@pytest.mark.parametrize(
+    "command", [["dg", "check", "defs"], ["dagster", "instance", "info"], ["dagster-daemon", "run"]],
+    ids=["dg check defs", "dagster instance info", "dagster-daemon run"],
+)
+def test_dagster_commands_with_an_unusable_dagster_home_say_so_in_one_line(copy, tmp_path, home, needle, command):
+    """Dagster reads DAGSTER_HOME before any project code runs: the virtualenv's start-up check
+    (market_pipeline/devtools/dagster_home_guard.py, installed by `make install`) stops the command
+    with one line naming the variable, exit 2, and creates nothing."""
+    home = home.format(tmp=tmp_path)
+    env = newcomer_env(copy, DAGSTER_HOME=home)
+    done = subprocess.run([str(VENV_BIN / command[0]), *command[1:]], cwd=copy, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"{command[0]}: error: DAGSTER_HOME={home} cannot be used: {needle}."), done.stderr
+    assert not (copy / "relative").exists() and not (tmp_path / "missing").exists()
