@@ -4,10 +4,11 @@ agree with the recorded splits? The evaluation is `market_pipeline.corporate_act
 listing is named but does not fail. Crypto never splits: its result passes, marked not applicable.
 """
 
-from dagster import AssetCheckEvaluation, AssetCheckSeverity, MetadataValue
+from dagster import AssetCheckEvaluation, AssetCheckSeverity
 
 from market_pipeline.corporate_actions import evaluate_consistency
 from market_pipeline.defs.bars.checks import OHLCV_KEY, SPLIT_CHECK, _target
+from market_pipeline.defs.metadata import check_metadata
 
 
 def split_evaluation(symbol: str, asset_class: str, bars, splits, instance=None, *, target=None, report=None) -> AssetCheckEvaluation:
@@ -18,10 +19,7 @@ def split_evaluation(symbol: str, asset_class: str, bars, splits, instance=None,
         passed, metadata, description = True, {"applicable": False}, f"{symbol}: crypto has no splits"
     else:
         report = report if report is not None else evaluate_consistency(bars, splits)
-        metadata = {
-            key: (MetadataValue.json(value) if isinstance(value, list) else value)
-            for key, value in report.metadata().items()
-        }
+        metadata = report.metadata()
         passed = report.passed
         description = (
             f"{symbol}: {report.splits_checked} split(s) confirmed by the prices"
@@ -35,7 +33,7 @@ def split_evaluation(symbol: str, asset_class: str, bars, splits, instance=None,
         check_name=SPLIT_CHECK,
         passed=passed,
         severity=AssetCheckSeverity.WARN,
-        metadata={**metadata, "symbol": symbol},
+        metadata=check_metadata(metadata, symbol, passed),
         description=description,
         target_materialization_data=target,
         partition=symbol,

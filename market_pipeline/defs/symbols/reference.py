@@ -19,12 +19,13 @@ from dagster import (
 
 from market_pipeline.polygon.reference import refresh_references
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
+from market_pipeline.defs.schemas import SYMBOL_REFERENCE, table_metadata
 
 POLYGON_POOL = "polygon_api"
 MAX_ROWS_SHOWN = 500
 
 
-def _attention_md(records) -> str:
+def attention_md(records) -> str:
     rows = [r for r in records if r.status != "ok" or r.delisted_on]
     if not rows:
         return "Every tracked symbol matches Polygon's reference data."
@@ -43,6 +44,7 @@ def _attention_md(records) -> str:
     group_name="market_data",
     kinds={"polygon", "sql"},
     pool=POLYGON_POOL,
+    metadata=table_metadata("symbol_reference", SYMBOL_REFERENCE),
     description=(
         "The `symbol_reference` table: per active tracked symbol, Polygon's reference data (name, type, "
         "primary exchange, composite and share-class FIGI, list date, active flag, delisting date) and a "
@@ -63,7 +65,7 @@ def symbol_reference(context: AssetExecutionContext, polygon: PolygonResource, w
             "requests": requests,
             **{f"status_{status}": n for status, n in sorted(counts.items())},
             "delisted": sum(1 for r in records if r.delisted_on and r.active is False and r.asset_class != "crypto"),
-            "attention": MetadataValue.md(_attention_md(records)),
+            "attention": MetadataValue.md(attention_md(records)),
         }
     )
 
