@@ -206,8 +206,8 @@ def test_run_and_stats_print_check_outcomes_and_fail_on_check_exits_3(polygon_en
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith(("AAPL ", "MSFT "))}
     assert "split_consistency FAILED: 2023-03-20" in lines["AAPL"] and "unexplained_returns FAILED: 2023-03-20" in lines["AAPL"]
     assert lines["MSFT"].endswith("checks ok")
-    summary = [line for line in out.splitlines() if line.startswith("checks: ")]
-    assert summary == ["checks: 1 symbol(s) ok, 1 with a failed check (0 ERROR, 2 WARN): AAPL split_consistency "
+    summary = [line for line in out.splitlines() if line.startswith("check results: ")]
+    assert summary == ["check results: 1 symbol(s) ok, 1 with a failed check (0 ERROR, 2 WARN): AAPL split_consistency "
                        "FAILED: 2023-03-20; unexplained_returns FAILED: 2023-03-20"]
     # the run's last log line in the UI says the same
     instance = DagsterInstance.get()
@@ -248,7 +248,7 @@ def test_symbol_reference_is_materialized_by_the_first_run(fresh_home, capsys, m
     monkeypatch.delenv("MARKET_PIPELINE_DB_URL", raising=False)
     assert main(["run"]) == 0
     out = capsys.readouterr().out
-    assert "checks: all 5 symbol(s) ok" in out
+    assert "check results: all 5 symbol(s) ok" in out
     records = DagsterInstance.get().fetch_materializations(AssetKey("symbol_reference"), limit=10).records
     assert len(records) == 1
     metadata = records[0].asset_materialization.metadata

@@ -54,21 +54,21 @@ def symbol_line(outcomes: Sequence[CheckOutcome]) -> str:
 
 
 def summary_line(outcomes: Sequence[CheckOutcome]) -> str:
-    """`checks: 4 symbol(s) ok, 1 failed (1 ERROR, 2 WARN check(s)): AAPL split_consistency ...`."""
+    """`check results: 4 symbol(s) ok, 1 failed (1 ERROR, 2 WARN check(s)): AAPL split_consistency ...`."""
     by_symbol: dict[str, list[CheckOutcome]] = {}
     for o in outcomes:
         by_symbol.setdefault(o.symbol, []).append(o)
     if not by_symbol:
-        return "checks: none evaluated"
+        return "check results: none evaluated"
     bad = {s: [o for o in items if not o.passed] for s, items in by_symbol.items()}
     bad = {s: items for s, items in bad.items() if items}
     ok = len(by_symbol) - len(bad)
     if not bad:
-        return f"checks: all {len(by_symbol)} symbol(s) ok ({len(outcomes)} check(s) passed)"
+        return f"check results: all {len(by_symbol)} symbol(s) ok ({len(outcomes)} check(s) passed)"
     counts = {level: sum(1 for items in bad.values() for o in items if (o.severity or "WARN") == level) for level in SEVERITIES}
     named = "; ".join(f"{s} {symbol_line(items)}" for s, items in sorted(bad.items())[:MAX_NAMED])
     more = f"; and {len(bad) - MAX_NAMED} more symbol(s)" if len(bad) > MAX_NAMED else ""
     return (
-        f"checks: {ok} symbol(s) ok, {len(bad)} with a failed check "
+        f"check results: {ok} symbol(s) ok, {len(bad)} with a failed check "
         f"({counts['ERROR']} ERROR, {counts['WARN']} WARN): {named}{more}"
     )
