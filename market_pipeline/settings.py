@@ -125,12 +125,12 @@ def decode_processes() -> int:
     return int(raw)
 
 
-DEFAULT_CHARTS_PER_RUN = 200
+DEFAULT_CHARTS_PER_RUN = 100
 MAX_CHARTS_PER_RUN = 100_000
 
 
 def charts_per_run() -> int:
-    """How many charts one run draws at most (MARKET_PIPELINE_CHARTS_PER_RUN, default 200; 0: none):
+    """How many charts one run draws at most (MARKET_PIPELINE_CHARTS_PER_RUN, default 100; 0: none):
     the symbols whose history a run changed most first, then those it only appended sessions to, whose
     chart is the oldest. Each costs tens of milliseconds and about 20 kB of event log."""
     raw = _set("MARKET_PIPELINE_CHARTS_PER_RUN")

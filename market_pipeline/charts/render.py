@@ -131,8 +131,8 @@ class _SymbolCanvas:
         for axis in (self.price, self.volume):
             _style(axis)
         self.price.tick_params(labelbottom=False)
-        self.volume.set_ylabel("volume", fontsize=7)
-        self.volume.yaxis.get_offset_text().set_fontsize(7)
+        self.volume.tick_params(labelleft=False, left=False)  # its scale is in the key: fewer texts to draw
+        self.volume.grid(False)
         self.traded = self.price.plot([], [], linewidth=0.9)[0]
         self.adjusted = self.price.plot([], [], color=_BLUE, linewidth=1.1)[0]
         self.dividends = self.price.plot([], [], linestyle="none", marker="^", markersize=4, color=_GREEN)[0]
@@ -182,12 +182,20 @@ class _SymbolCanvas:
             key.append(f"red bands: {sum((b - a).days + 1 for a, b in missing)} missing day(s)")
         self.added.append(self.volume.fill_between(x, volume, step="mid", color="#8fa9d6", linewidth=0))
         self.volume.set_ylim(0, float(volume.max()) * 1.05 or 1.0)
+        key.append(f"volume below (highest {_compact(float(volume.max()))})")
         _date_ticks(self.volume, float(x[0]), float(x[-1]))
         last = pd.Timestamp(bars["date"].iloc[-1]).date()
         self.title.set_text(f"{symbol}  {len(bars)} bars to {last}, last close {close[-1]:g}")
         self.key.set_text("; ".join(key))
         self.subtitle.set_text(subtitle)
         return _png(self.figure)
+
+
+def _compact(value: float) -> str:
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 _LOCK = threading.Lock()

@@ -119,24 +119,26 @@ BAR_COLUMNS = (
 
 def bars_table(frame) -> MetadataValue:
     """A bar frame's rows (date, open, high, low, close, volume, vwap, transactions), newest first."""
-    import pandas as pd
+    import numpy as np
 
-    records = []
-    for row in frame.iloc[::-1].itertuples(index=False):
-        tx = getattr(row, "transactions")
-        vwap = getattr(row, "vwap")
-        records.append({
-            "date": pd.Timestamp(row.date).date().isoformat(),
-            "open": float(row.open), "high": float(row.high), "low": float(row.low), "close": float(row.close),
-            "volume": float(row.volume),
-            "vwap": None if vwap is None or pd.isna(vwap) else float(vwap),
-            "transactions": None if tx is None or pd.isna(tx) else int(tx),
+    frame = frame.iloc[::-1]
+    days = np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]").astype(str).tolist()
+    values = {c: frame[c].to_numpy(dtype="float64", na_value=np.nan).tolist() for c in ("open", "high", "low", "close", "volume", "vwap")}
+    tx = frame["transactions"].astype("Int64")
+    trades = [None if missing else int(v) for v, missing in zip(tx.to_numpy(dtype="int64", na_value=0).tolist(), tx.isna().tolist())]
+    records = [
+        TableRecord({
+            "date": day, **{c: (None if values[c][i] != values[c][i] else values[c][i]) for c in values},
+            "transactions": trades[i],
         })
-    types = {"date": "date", "transactions": "int"}
-    return MetadataValue.table(
-        [TableRecord(r) for r in records],
-        schema=TableSchema(columns=[TableColumn(name, types.get(name, "float"), description=text) for name, text in BAR_COLUMNS]),
-    )
+        for i, day in enumerate(days)
+    ]
+    return MetadataValue.table(records, schema=_BARS_SCHEMA)
+
+
+_BARS_SCHEMA = TableSchema(columns=[
+    TableColumn(name, {"date": "date", "transactions": "int"}.get(name, "float"), description=text) for name, text in BAR_COLUMNS
+])
 
 
 def chart_markdown(chart, title: str) -> MetadataValue:

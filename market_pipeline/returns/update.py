@@ -88,22 +88,22 @@ def update_returns(url: str, requests: Sequence[ReturnsRequest], *, threshold: f
         groups.setdefault(None if since is None else since - dt.timedelta(days=LOOK_BACK_DAYS), []).append(symbol)
     retry: list[str] = []
     for start, names in sorted(groups.items(), key=lambda item: (item[0] is not None, item[0] or dt.date.min)):
-        total = read_bars(names, start, None, "total_return", url=url)
-        split = read_bars(names, start, None, "splits", url=url)
+        total = _closes(read_bars(names, start, None, "total_return", url=url))
+        split = _closes(read_bars(names, start, None, "splits", url=url))
         for symbol in names:
             since, reason = plans[symbol]
-            tr, sp = _closes(total, symbol), _closes(split, symbol)
+            tr, sp = total.get(symbol, _NONE), split.get(symbol, _NONE)
             outcome = _compute(symbol, since, reason, tr, sp, states.get(symbol), prints[symbol], events[symbol], threshold)
             if outcome is None:  # no bar before `since` within the look-back: read its whole history
                 retry.append(symbol)
             else:
                 outcomes[symbol] = outcome
     if retry:
-        total = read_bars(retry, None, None, "total_return", url=url)
-        split = read_bars(retry, None, None, "splits", url=url)
+        total = _closes(read_bars(retry, None, None, "total_return", url=url))
+        split = _closes(read_bars(retry, None, None, "splits", url=url))
         for symbol in retry:
             reason = f"{plans[symbol][1]}, and the bar before is more than {LOOK_BACK_DAYS} days earlier"
-            outcomes[symbol] = _compute(symbol, None, reason, _closes(total, symbol), _closes(split, symbol),
+            outcomes[symbol] = _compute(symbol, None, reason, total.get(symbol, _NONE), split.get(symbol, _NONE),
                                         None, prints[symbol], events[symbol], threshold)
     store.replace([
         SymbolReturns(o.symbol, o.since if o.action == "partial" else None, o.frame, o.state)
@@ -116,13 +116,21 @@ def _empty() -> pd.DataFrame:
     return daily_returns([], [], [])
 
 
-def _closes(frame: pd.DataFrame, symbol: str) -> pd.Series:
-    """One symbol's closes by date from a read_bars frame (empty when it has none)."""
-    try:
-        part = frame.xs(symbol, level="symbol")["close"]
-    except KeyError:
-        return pd.Series([], dtype="float64", index=pd.DatetimeIndex([], name="date"))
-    return part.sort_index()
+_NONE = pd.Series([], dtype="float64", index=pd.DatetimeIndex([], name="date"))
+
+
+def _closes(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """symbol -> its closes by date, from a read_bars frame (rows by symbol, then date)."""
+    if frame.empty:
+        return {}
+    symbols = frame.index.get_level_values("symbol").to_numpy()
+    dates = frame.index.get_level_values("date")
+    close = frame["close"].to_numpy(dtype="float64")
+    cuts = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1
+    out = {}
+    for a, b in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(symbols)]))):
+        out[symbols[a]] = pd.Series(close[a:b], index=dates[a:b])
+    return out
 
 
 def _compute(symbol, since, reason, tr: pd.Series, sp: pd.Series, state, factors_print, event_dates, threshold) -> ReturnsOutcome | None:

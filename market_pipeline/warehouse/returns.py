@@ -130,25 +130,33 @@ class ReturnsStore:
         if not updates:
             return
         computed_at = computed_at or utcnow()
-        rows: list[dict] = []
+        columns: list[list] = [[] for _ in range(5)]  # symbol, date, *values
         for update in updates:
             frame = update.frame
             if frame.empty:
                 continue
-            dates = np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]").astype(object)
-            values = [_nullable(frame[c].to_numpy(dtype="float64")) for c in _VALUES]
-            rows.extend(
-                {"symbol": update.symbol, "date": day, **dict(zip(_VALUES, triple)), "computed_at": computed_at}
-                for day, *triple in zip(dates.tolist(), *values)
-            )
+            days = np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]")
+            columns[0].extend([update.symbol] * len(frame))
+            columns[1].extend(days.astype(object).tolist())
+            for i, c in enumerate(_VALUES, start=2):
+                columns[i].extend(_nullable(frame[c].to_numpy(dtype="float64")))
         with self.engine.begin() as conn:
             for update in updates:
                 where = R.c.symbol == update.symbol
                 if update.since is not None:
                     where = sa.and_(where, R.c.date >= update.since)
                 conn.execute(R.delete().where(where))
-            if rows:
-                conn.execute(R.insert(), rows)
+            if columns[0]:
+                if conn.dialect.name == "sqlite":  # plain DBAPI rows: a few times faster than Core's dicts
+                    stamp = computed_at.isoformat(sep=" ")
+                    conn.exec_driver_sql(
+                        "INSERT INTO daily_returns (symbol, date, total_return, log_return, split_adjusted_return, computed_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        list(zip(columns[0], [d.isoformat() for d in columns[1]], *columns[2:], [stamp] * len(columns[0]))),
+                    )
+                else:
+                    names = ("symbol", "date", *_VALUES)
+                    conn.execute(R.insert(), [{**dict(zip(names, row)), "computed_at": computed_at} for row in zip(*columns)])
             states = [
                 {
                     "symbol": u.symbol, "current_through": u.state.current_through, "factors_print": u.state.factors_print,

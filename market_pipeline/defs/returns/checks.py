@@ -1,11 +1,11 @@
-"""The asset checks on daily_returns, one result per symbol partition (recorded with an explicit
+"""The asset check on daily_returns, one result per symbol partition (recorded with an explicit
 partition, like the ohlcv_daily checks: see market_pipeline.defs.bars.checks).
 
-- `unexplained_returns` (WARN): the returns whose total-return close moved by more than a factor of
-  1 + max_unexplained_return either way with no recorded split, dividend or rename dated between the
-  two bars. Listed with their dates; such a day is worth a look (a missing corporate action, a bad
-  print, or real news).
-- `returns_complete` (ERROR): one return for every stored bar after the first, each with a value.
+`unexplained_returns` (WARN): the returns whose total-return close moved by more than a factor of
+1 + max_unexplained_return either way with no recorded split, dividend or rename dated between the two
+bars. Listed with their dates; such a day is worth a look (a missing corporate action, a bad print, or
+real news). One check, not more: every check evaluation is an event per symbol per run, and a daily
+refresh of 10,000 symbols pays for each (the row count is on the materialization instead).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from market_pipeline.defs.metadata import check_metadata
 
 RETURNS_KEY = AssetKey("daily_returns")
 UNEXPLAINED_CHECK = "unexplained_returns"
-COMPLETE_CHECK = "returns_complete"
-RETURNS_CHECK_KEYS = {AssetCheckKey(RETURNS_KEY, UNEXPLAINED_CHECK), AssetCheckKey(RETURNS_KEY, COMPLETE_CHECK)}
+RETURNS_CHECK_KEYS = {AssetCheckKey(RETURNS_KEY, UNEXPLAINED_CHECK)}
 
 
 def returns_check_specs() -> list[AssetCheckSpec]:
@@ -35,17 +34,11 @@ def returns_check_specs() -> list[AssetCheckSpec]:
                     "rename between the two bars: each is listed with its date. WARN."
                 ),
             ),
-            AssetCheckSpec(
-                COMPLETE_CHECK, asset=RETURNS_KEY, partitions_def=symbols_partitions,
-                description="One daily return for every stored bar after the symbol's first, each with a value. ERROR.",
-            ),
         ]
 
 
-def returns_evaluations(symbol: str, outliers: list[dict], threshold: float, counts: tuple[int, int], bars: int,
-                        selected: set, target=None) -> list[AssetCheckEvaluation]:
-    """The selected returns checks of one symbol: its unexplained returns, and its stored returns
-    (`counts`: rows, rows without a value) against its `bars`."""
+def returns_evaluations(symbol: str, outliers: list[dict], threshold: float, selected: set, target=None) -> list[AssetCheckEvaluation]:
+    """The selected returns check of one symbol: its unexplained returns."""
     out = []
     if AssetCheckKey(RETURNS_KEY, UNEXPLAINED_CHECK) in selected:
         passed = not outliers
@@ -57,17 +50,6 @@ def returns_evaluations(symbol: str, outliers: list[dict], threshold: float, cou
         out.append(_evaluation(symbol, UNEXPLAINED_CHECK, passed, AssetCheckSeverity.WARN, description, {
             "threshold": f"a factor of {1 + threshold:g} either way",
             "unexplained_returns": outliers,
-        }, target))
-    if AssetCheckKey(RETURNS_KEY, COMPLETE_CHECK) in selected:
-        rows, nulls = counts
-        expected = max(bars - 1, 0)
-        passed = rows == expected and nulls == 0
-        description = (
-            f"{symbol}: {rows} return(s) for {bars} bar(s)" if passed
-            else f"{symbol}: {rows} return(s) for {bars} bar(s) (expected {expected}), {nulls} without a value"
-        )
-        out.append(_evaluation(symbol, COMPLETE_CHECK, passed, AssetCheckSeverity.ERROR, description, {
-            "returns": rows, "bars": bars, "without_value": nulls,
         }, target))
     return out
 

@@ -62,7 +62,7 @@ def changed_from(result):
 
 def returns_batch(context, config, url: str, batch, selected_checks: set, views, *, materialize: bool = True, whole: bool = False):
     """Update the returns of a batch of (SymbolResult, tracked row) and yield their materializations
-    and check evaluations. `whole`: recompute whole histories (the asset selected on its own);
+    and check evaluations (the row count is the symbol's returns in the table). `whole`: recompute whole histories (the asset selected on its own);
     `materialize` False: only the checks, on the returns as stored."""
     if not batch:
         return
@@ -103,8 +103,7 @@ def returns_batch(context, config, url: str, batch, selected_checks: set, views,
         for (result, _), outcome in zip(batch, outcomes):
             outliers = outcome.state.outliers if outcome.state is not None else []
             yield from views.checked(returns_evaluations(
-                result.symbol, outliers, config.max_unexplained_return, counts.get(result.symbol, (0, 0)),
-                result.rows_stored, selected_checks, targets.get(result.symbol),
+                result.symbol, outliers, config.max_unexplained_return, selected_checks, targets.get(result.symbol),
             ))
 
 
