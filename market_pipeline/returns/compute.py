@@ -29,7 +29,7 @@ RETURN_COLUMNS = ("total_return", "log_return", "split_adjusted_return")
 def daily_returns(dates, total_return_close, split_adjusted_close) -> pd.DataFrame:
     """The returns of consecutive bars (ordered by date): a frame of `date` (datetime64) and
     RETURN_COLUMNS, one row per bar after the first, NaN where a close is not positive."""
-    days = np.asarray(pd.to_datetime(pd.Series(dates)).to_numpy(), dtype="datetime64[ns]")
+    days = dates if isinstance(dates, np.ndarray) and dates.dtype == "datetime64[ns]" else _datetimes(dates)
     tr = np.asarray(total_return_close, dtype="float64")
     split = np.asarray(split_adjusted_close, dtype="float64")
     if not (len(days) == len(tr) == len(split)):
@@ -43,6 +43,10 @@ def daily_returns(dates, total_return_close, split_adjusted_close) -> pd.DataFra
     return pd.DataFrame(
         {"date": days[1:], "total_return": tr_ratio - 1.0, "log_return": log, "split_adjusted_return": split_ratio - 1.0}
     )
+
+
+def _datetimes(values) -> np.ndarray:
+    return np.asarray(pd.to_datetime(pd.Series(values)).to_numpy(), dtype="datetime64[ns]")
 
 
 def _ratio(close: np.ndarray) -> np.ndarray:
@@ -74,7 +78,7 @@ def unexplained_returns(
     if not big.any():
         return []
     days = np.asarray(returns["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]")
-    before = np.asarray(pd.to_datetime(pd.Series(previous_dates)).to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]")
+    before = _datetimes(previous_dates).astype("datetime64[D]")
     events = np.array(sorted({np.datetime64(d, "D") for d in event_dates if d is not None}), dtype="datetime64[D]")
     out = []
     for i in np.flatnonzero(big).tolist():

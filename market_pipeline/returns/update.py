@@ -116,35 +116,37 @@ def _empty() -> pd.DataFrame:
     return daily_returns([], [], [])
 
 
-_NONE = pd.Series([], dtype="float64", index=pd.DatetimeIndex([], name="date"))
+_NONE = (np.array([], dtype="datetime64[ns]"), np.array([], dtype="float64"))
 
 
-def _closes(frame: pd.DataFrame) -> dict[str, pd.Series]:
-    """symbol -> its closes by date, from a read_bars frame (rows by symbol, then date)."""
+def _closes(frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """symbol -> (its bar dates as datetime64[ns], its closes), from a read_bars frame (rows by symbol,
+    then date)."""
     if frame.empty:
         return {}
     symbols = frame.index.get_level_values("symbol").to_numpy()
-    dates = frame.index.get_level_values("date")
+    dates = np.asarray(frame.index.get_level_values("date").to_numpy(), dtype="datetime64[ns]")
     close = frame["close"].to_numpy(dtype="float64")
     cuts = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1
-    out = {}
-    for a, b in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(symbols)]))):
-        out[symbols[a]] = pd.Series(close[a:b], index=dates[a:b])
-    return out
+    return {
+        symbols[a]: (dates[a:b], close[a:b])
+        for a, b in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [len(symbols)])).tolist())
+    }
 
 
-def _compute(symbol, since, reason, tr: pd.Series, sp: pd.Series, state, factors_print, event_dates, threshold) -> ReturnsOutcome | None:
-    dates = tr.index.to_numpy()
-    if not tr.index.equals(sp.index):  # a bar written between the two reads: both on the dates of the first
-        sp = sp.reindex(tr.index)
+def _compute(symbol, since, reason, tr, sp, state, factors_print, event_dates, threshold) -> ReturnsOutcome | None:
+    dates, tr_close = tr
+    sp_dates, sp_close = sp
+    if not np.array_equal(dates, sp_dates):  # a bar written between the two reads: both on the dates of the first
+        sp_close = pd.Series(sp_close, index=sp_dates).reindex(dates).to_numpy()
     first = 0
     if since is not None:
         first = int(np.searchsorted(dates, np.datetime64(since, "ns"), side="left"))
         if first == 0 and len(dates) and state is not None and state.current_through is not None:
             return None  # the bar before `since` is older than the look-back
         first = max(first - 1, 0)  # the bar before the first recomputed one
-    frame = daily_returns(dates[first:], tr.to_numpy()[first:], sp.to_numpy()[first:])
-    found = unexplained_returns(frame, dates[first:-1] if len(dates) > first else [], event_dates, threshold)
+    frame = daily_returns(dates[first:], tr_close[first:], sp_close[first:])
+    found = unexplained_returns(frame, dates[first:-1], event_dates, threshold)
     if since is not None and state is not None:
         kept = [o for o in state.outliers if o.get("date", "") < since.isoformat()]
         found = kept + found

@@ -89,9 +89,9 @@ def _severity(name: str) -> AssetCheckSeverity:
     return AssetCheckSeverity.ERROR if name == "ERROR" else AssetCheckSeverity.WARN
 
 
-def _target(instance, symbol: str, asset_key: AssetKey = OHLCV_KEY) -> AssetCheckEvaluationTargetMaterializationData | None:
+def _target(instance, symbol: str) -> AssetCheckEvaluationTargetMaterializationData | None:
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[symbol]), limit=1
+        AssetRecordsFilter(asset_key=OHLCV_KEY, asset_partitions=[symbol]), limit=1
     ).records
     if not records:
         return None
@@ -101,16 +101,14 @@ def _target(instance, symbol: str, asset_key: AssetKey = OHLCV_KEY) -> AssetChec
     )
 
 
-def materialization_targets(
-    instance, symbols: list[str], asset_key: AssetKey = OHLCV_KEY
-) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+def materialization_targets(instance, symbols: list[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
     """The latest materialization of each symbol's partition, in one event-log query (the checks of a
     batch of symbols point at the materializations just recorded); a symbol the query's top rows miss
     (another run materialised some of them since) is looked up on its own."""
     if not symbols:
         return {}
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(symbols)), limit=len(symbols)
+        AssetRecordsFilter(asset_key=OHLCV_KEY, asset_partitions=list(symbols)), limit=len(symbols)
     ).records
     found: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
     for record in records:  # newest first: the first record of a partition is its latest
@@ -121,7 +119,7 @@ def materialization_targets(
             )
     for symbol in symbols:
         if symbol not in found:
-            target = _target(instance, symbol, asset_key)
+            target = _target(instance, symbol)
             if target is not None:
                 found[symbol] = target
     return found

@@ -172,7 +172,7 @@ class RunViews:
         """Pass the evaluations on, a failed one with a chart of the days it names; keep every outcome."""
         for evaluation in evaluations:
             if isinstance(evaluation, AssetCheckEvaluation) and evaluation.partition:
-                days = named_days(evaluation)
+                days = [] if evaluation.passed else named_days(evaluation)
                 if not evaluation.passed:
                     evaluation = self._with_days_chart(evaluation, days)
                 outcome = outcome_of(evaluation, days)

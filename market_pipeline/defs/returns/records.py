@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dagster import AssetMaterialization, AssetSpec, MetadataValue, TableColumn, TableSchema
 
-from market_pipeline.defs.bars.checks import OHLCV_KEY, materialization_targets
+from market_pipeline.defs.bars.checks import OHLCV_KEY
 from market_pipeline.defs.metadata import table
 from market_pipeline.defs.returns.checks import RETURNS_KEY, returns_evaluations
 from market_pipeline.returns.update import ReturnsOutcome, ReturnsRequest, update_returns
@@ -99,11 +99,12 @@ def returns_batch(context, config, url: str, batch, selected_checks: set, views,
             )
         yield AssetMaterialization(asset_key=RETURNS_KEY, partition=result.symbol, metadata=metadata)
     if selected_checks:
-        targets = materialization_targets(context.instance, symbols, RETURNS_KEY)
+        # no target materialization looked up (a query per batch): Dagster takes an evaluation recorded in
+        # the run of the partition's latest materialization (or after it) as evaluating that one
         for (result, _), outcome in zip(batch, outcomes):
             outliers = outcome.state.outliers if outcome.state is not None else []
             yield from views.checked(returns_evaluations(
-                result.symbol, outliers, config.max_unexplained_return, selected_checks, targets.get(result.symbol),
+                result.symbol, outliers, config.max_unexplained_return, selected_checks,
             ))
 
 
