@@ -141,11 +141,12 @@ class ReturnsStore:
             for i, c in enumerate(_VALUES, start=2):
                 columns[i].extend(_nullable(frame[c].to_numpy(dtype="float64")))
         with self.engine.begin() as conn:
-            for update in updates:
-                where = R.c.symbol == update.symbol
-                if update.since is not None:
-                    where = sa.and_(where, R.c.date >= update.since)
-                conn.execute(R.delete().where(where))
+            whole = [{"s": u.symbol} for u in updates if u.since is None]
+            partial = [{"s": u.symbol, "d": u.since} for u in updates if u.since is not None]
+            if whole:  # one executemany per kind, not a statement per symbol
+                conn.execute(R.delete().where(R.c.symbol == sa.bindparam("s")), whole)
+            if partial:
+                conn.execute(R.delete().where(R.c.symbol == sa.bindparam("s"), R.c.date >= sa.bindparam("d")), partial)
             if columns[0]:
                 if conn.dialect.name == "sqlite":  # plain DBAPI rows: a few times faster than Core's dicts
                     stamp = computed_at.isoformat(sep=" ")
