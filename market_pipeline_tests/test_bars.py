@@ -99,9 +99,14 @@ def test_the_one_pass_range_frame_is_what_split_and_parse_give(case):
     elif case == "integral_floats":
         overrides = {i: {"v": 1000.0 + i, "n": 7.0} for i in range(len(days))}
     rows = _range_rows(asset_class, days, overrides)
-    if case == "unordered_and_duplicated":
-        rows = rows[10:] + rows[:10] + [dict(rows[3], c=99.0)]
     last = days[-1]
+    if case == "unordered_and_duplicated":  # the one pass declines: each row is looked at
+        rows = rows[10:] + rows[:10] + [dict(rows[3])] + [dict(rows[5], c=99.0)]
+        assert usable_range_frame(rows, asset_class, last) is None
+        usable, aside = split_bars(rows, asset_class, last, "range")
+        assert dates(parse_aggregate_results(usable, asset_class)) == [d for d in days if d != days[5]]
+        assert [(a.date, a.reason) for a in aside] == [(days[5], "conflicting duplicates")] * 2
+        return
     usable, aside = split_bars(rows, asset_class, last, "range")
     assert aside == []
     pd_testing = pytest.importorskip("pandas").testing

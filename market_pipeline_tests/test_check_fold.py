@@ -32,16 +32,17 @@ def _history(rng: np.random.Generator, asset_class: str) -> tuple[pd.DataFrame, 
     days = np.unique(np.concatenate((days, chosen)))
     n = len(days)
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    basis = np.ones(n)  # the as-traded price of a share of today's basis: splits step it
     splits: list[Split] = []
     for k in range(int(rng.integers(0, 4))):
         day = days[int(rng.integers(0, n))] if rng.random() < 0.8 else np.datetime64("2026-05-30") + int(rng.integers(0, 40))
         ratio = float(rng.choice([2.0, 3.0, 0.1, 1.5]))
         if rng.random() < 0.7:  # shown in the prices
-            close[days >= day] /= ratio
+            basis[days < day] *= ratio
         status = "duplicate" if rng.random() < 0.2 else "active"
         splits.append(Split("X", f"E{k}", day.astype(object), 1.0, ratio, "forward_split", status=status, reason="dup" if status == "duplicate" else None))
-    if n > 40 and rng.random() < 0.5:  # an unrecorded split
-        close[int(rng.integers(1, n)):] *= 3
+    if n > 40 and rng.random() < 0.5:  # an unrecorded split (a 1-for-3 reverse split)
+        basis[: int(rng.integers(1, n))] /= 3
     for _ in range(int(rng.integers(0, 4))):  # stale runs, some crossing any cut
         a = int(rng.integers(0, n))
         close[a : a + int(rng.integers(2, 12))] = close[a]
@@ -50,9 +51,14 @@ def _history(rng: np.random.Generator, asset_class: str) -> tuple[pd.DataFrame, 
         close[a : a + int(rng.integers(20, 80))] = close[a]
     opens = close * (1 + rng.normal(0, 0.005, n))
     opens[1:] = np.where(rng.random(n - 1) < 0.9, close[:-1] * (1 + rng.normal(0, 0.005, n - 1)), opens[1:])
+    if rng.random() < 0.3:  # a squeeze: a run of large moves, some near a split ratio
+        a = int(rng.integers(1, n))
+        close[a : a + 4] *= rng.choice([2.0, 0.5, 2.4, 0.63], size=len(close[a : a + 4]))
+        opens[a : a + 4] = close[a : a + 4] * (1 + rng.normal(0, 0.01, len(close[a : a + 4])))
+    close, opens = close * basis, opens * basis
     high = np.maximum(opens, close) * 1.01
     low = np.minimum(opens, close) * 0.99
-    volume = rng.integers(0, 3, n) * 1000.0 if rng.random() < 0.3 else np.full(n, 1e6)
+    volume = rng.integers(0, 3, n) * 1000.0 if rng.random() < 0.3 else 1e6 * np.exp(rng.normal(0, 0.3, n)) / basis
     vwap = np.where(rng.random(n) < 0.2, np.nan, (high + low) / 2)
     for column, bad in ((close, np.nan), (opens, -1.0), (high, 0.0), (low, np.inf), (volume, -5.0), (vwap, 1e9)):
         column[rng.random(n) < 0.02] = bad
@@ -121,3 +127,17 @@ def test_the_basis_changes_with_the_split_list_and_the_thresholds():
     assert fold_basis("stock", CheckThresholds(), [split, split]) != base  # a duplicated listing
     assert fold_basis("stock", CheckThresholds(large_move=0.2), [split]) != base
     assert fold_basis("crypto", CheckThresholds(), [split]) != base
+
+
+def test_the_random_histories_exercise_every_finding_of_the_split_check():
+    """The property above covers evidence-backed unrecorded splits, unconfirmed splits and large moves."""
+    found = {"jumps": 0, "unconfirmed": 0, "large": 0, "checked": 0}
+    for seed in range(60):
+        frame, splits = _history(np.random.default_rng(seed), "stock")
+        report = evaluate_consistency(frame, splits)
+        jumps, unconfirmed, large = report.counts()
+        found["jumps"] += jumps > 0
+        found["unconfirmed"] += unconfirmed > 0
+        found["large"] += large > 0
+        found["checked"] += report.splits_checked > 0
+    assert min(found.values()) >= 5, found

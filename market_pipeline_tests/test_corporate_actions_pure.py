@@ -24,13 +24,14 @@ D = dt.date.fromisoformat
 
 def as_traded(start: str, end: str, splits: dict[str, float], price: float = 100.0) -> pd.DataFrame:
     """Flat bars (open = close = price on today's basis) shown as traded: before each split date the
-    price is divided by the split's price factor (a 4-for-1 traded 4x higher before it)."""
+    price is divided by the split's price factor (a 4-for-1 traded 4x higher before it) and the share
+    volume multiplied by it (a quarter of the shares changed hands)."""
     dates = pd.bdate_range(start, end)
     factor = np.ones(len(dates))
     for day, price_factor in splits.items():
         factor[dates < pd.Timestamp(day)] /= price_factor
     close = price * factor
-    return pd.DataFrame({"date": dates, "open": close, "high": close, "low": close, "close": close})
+    return pd.DataFrame({"date": dates, "open": close, "high": close, "low": close, "close": close, "volume": 1e6 / factor})
 
 
 def splits_of(payload, ticker):
@@ -158,7 +159,8 @@ def test_unrecorded_split_fails_the_check_until_recorded():
     bars = as_traded("2023-03-01", "2023-04-14", {"2023-03-20": 2.0}, price=56.0)
     report = evaluate_consistency(bars, [])
     assert not report.passed and [j["date"] for j in report.unexplained_jumps] == ["2023-03-20"]
-    assert report.metadata()["unexplained_jump_dates"] == ["2023-03-20"]
+    assert report.metadata()["unexplained_jump_dates"] == "2023-03-20"
+    assert report.severity == "ERROR"
     late = parse_split({"id": "R", "ticker": "X", "execution_date": "2023-03-20", "split_from": 2, "split_to": 1})
     assert evaluate_consistency(bars, [late]).passed
 

@@ -59,6 +59,7 @@ def test_late_split_changes_the_views_on_the_next_run_without_refetching_history
     assert check_passed(split["INTC"]) and check_metadata(split["INTC"])["splits_checked"] == "1"
     # AAPL's unrecorded one: the as-traded close doubles overnight, the check names the date
     assert not check_passed(split["AAPL"])
+    assert split["AAPL"].event.dagster_event.event_specific_data.severity.value == "ERROR"
     assert check_metadata(split["AAPL"])["unexplained_jump_dates"] == "2023-03-20"
     assert check_passed(split["BTCUSD"])
     before_raw = close_on(warehouse_url, "ohlcv_daily", "AAPL", "2023-03-17")

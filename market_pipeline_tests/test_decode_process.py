@@ -54,17 +54,21 @@ def wait_ready(decoder: DecodeProcess, seconds: float = 60.0) -> None:
 
 
 def test_pages_put_together_are_the_answer_parsed_whole():
-    """Two pages overlapping by a date, one of them with an unusable bar: the bars and the bars set
-    aside are those of the whole answer checked and parsed at once (the last bar of a date wins)."""
-    first = [bar(0), bar(1), bar(2, close=11.0)]
-    second = [bar(2, close=12.0), bar(3, c=float("nan")), bar(4), bar(1, close=13.0)]
+    """Two pages overlapping by dates, one of them with an unusable bar: the bars and the bars set
+    aside are those of the whole answer checked and parsed at once: a date both pages bring with
+    different bars is set aside whole (`conflicting duplicates`), one they bring identical is kept once."""
+    first = [bar(0), bar(1), bar(2, close=11.0), bar(5)]
+    second = [bar(2, close=12.0), bar(3, c=float("nan")), bar(4), bar(1, close=13.0), bar(5)]
     pages = [decode_range_page(body(first, next_url="x"), "stock", LAST, PATH), decode_range_page(body(second), "stock", LAST, PATH)]
     assert pages[0].next_url == "x" and pages[1].next_url is None
     frame, aside = combine_pages(pages)
     usable, expected_aside = split_bars(first + second, "stock", LAST, "range")
     assert_frame_equal(frame, parse_aggregate_results(usable, "stock"))
-    assert aside == expected_aside and len(aside) == 1 and "close" in aside[0].reason
-    assert frame["close"].tolist() == [10.0, 13.0, 12.0, 10.0]  # dates 0, 1 (last sent), 2 (last sent), 4
+    assert sorted(aside, key=repr) == sorted(expected_aside, key=repr) and len(aside) == 5
+    assert sorted(a.reason for a in aside if "close" in a.reason) == ["non-finite or non-numeric close (close=nan)"]
+    conflicting = sorted((a.date.day, json.loads(a.raw)["c"]) for a in aside if a.reason == "conflicting duplicates")
+    assert conflicting == [(3, 10.0), (3, 13.0), (4, 11.0), (4, 12.0)]  # days 1 and 2 of January: every copy
+    assert frame["close"].tolist() == [10.0, 10.0, 10.0]  # dates 0, 4 and 5 (sent twice, identical)
 
 
 @pytest.mark.parametrize(

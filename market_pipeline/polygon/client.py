@@ -210,17 +210,21 @@ class PolygonClient:
         return fetched.bars
 
     def fetch_daily_bars(
-        self, symbol: str, asset_class: str, start: dt.date, end: dt.date, *, last_session: dt.date | None = None
+        self, symbol: str, asset_class: str, start: dt.date, end: dt.date, *, last_session: dt.date | None = None,
+        listed_on: dt.date | None = None,
     ) -> FetchedBars:
         """Every page of one symbol's daily bars, split into usable bars and bars set aside with a
-        reason (`market_pipeline.polygon.validate_bars`; bars after `last_session`, default `end`,
-        are set aside too). Pagination that does not end is a PolygonError: nothing is returned."""
+        reason (`market_pipeline.polygon.validate_bars`: bars outside `start`..`end`, or before
+        `listed_on` when given, and bars after `last_session`, default `end`, are set aside too; a
+        date two pages both bring is kept once, or set aside when they differ). Pagination that does
+        not end is a PolygonError: nothing is returned."""
         ticker = polygon_ticker(symbol, asset_class)
         url = f"{self.base_url}/v2/aggs/ticker/{ticker}/range/1/day/{start.isoformat()}/{end.isoformat()}"
         params = {"adjusted": self._adjusted(asset_class), "sort": "asc", "limit": 50000}
         url = f"{url}?{urlencode(params)}"  # the whole first URL, so a next_url repeating it is seen
         guard = PageGuard(url, self.base_url, what=symbol, max_pages=self.max_pages)
-        read = functools.partial(self._range_page, asset_class=asset_class, last_session=last_session or end)
+        span = (max(start, listed_on) if listed_on else start, end)
+        read = functools.partial(self._range_page, asset_class=asset_class, last_session=last_session or end, span=span)
         pages: list[RangePage] = []
         while True:
             page = self._get_json(url, None, what=symbol, endpoint="aggs_range", read=read)
@@ -231,7 +235,7 @@ class PolygonClient:
                 url = guard.follow(page.next_url)
             except PaginationError as exc:
                 raise PolygonError(str(exc)) from None
-        return FetchedBars(*combine_pages(pages))
+        return FetchedBars(*combine_pages(pages, asset_class))
 
     def grouped_daily(self, asset_class: str, day: dt.date) -> pd.DataFrame:
         """Every ticker's bar of one date for the stock (stock/etf) or crypto market, with a `symbol`
@@ -256,7 +260,7 @@ class PolygonClient:
             if not isinstance(row, dict) or not isinstance(row.get("T"), str):
                 continue  # a row without a ticker belongs to no symbol
             usable.append(row)
-        usable, aside = split_bars(usable, asset_class, last_session or day, "grouped")
+        usable, aside = split_bars(usable, asset_class, last_session or day, "grouped", span=(day, day))
         try:
             return FetchedBars(parse_grouped_results(usable, asset_class), aside)
         except BarParseError as exc:
@@ -343,14 +347,14 @@ class PolygonClient:
             return read(content, path, what)
         return self._decode(content, status, response, path, what, endpoint)
 
-    def _range_page(self, content: bytes, path: str, what: str, *, asset_class: str, last_session) -> RangePage:
+    def _range_page(self, content: bytes, path: str, what: str, *, asset_class: str, last_session, span=None) -> RangePage:
         """A range answer's page: decoded by the decoding process when one is attached and ready
         (`decoding`), else on this thread under `cpu_gate`; its problem raised as a PolygonError."""
         decoder = self._decoder
-        page = decoder.decode(content, asset_class, last_session, path) if decoder is not None else None
+        page = decoder.decode(content, asset_class, last_session, path, span) if decoder is not None else None
         if page is None:
             with self.cpu_gate:  # the decoding of the bars' big answers (see cpu_gate)
-                page = decode_range_page(content, asset_class, last_session, path)
+                page = decode_range_page(content, asset_class, last_session, path, span)
         if page.problem is not None:
             raise PolygonError(f"{what}: {page.problem}", status=200, transient=page.transient)
         return page

@@ -67,14 +67,16 @@ class DecodeProcess:
         """Whether pages go to the worker now (started, not broken, not closed)."""
         return self._pool is not None and self._started.done() and not self._started.cancelled() and self._started.exception() is None
 
-    def decode(self, content: bytes, asset_class: str, last_session: dt.date | None, path: str) -> RangePage | None:
+    def decode(
+        self, content: bytes, asset_class: str, last_session: dt.date | None, path: str, span: tuple[dt.date, dt.date] | None = None,
+    ) -> RangePage | None:
         """The page decoded by a worker; None when the caller should decode it itself (not started
         yet, or the workers are gone)."""
         pool = self._pool
         if pool is None or not self.ready:
             return None
         try:
-            page = pool.submit(decode_range_page, content, asset_class, last_session, path).result(timeout=self.timeout)
+            page = pool.submit(decode_range_page, content, asset_class, last_session, path, span).result(timeout=self.timeout)
         except (BrokenProcessPool, CancelledError, RuntimeError, OSError, TimeoutError) as exc:
             # RuntimeError: the pool was shut down meanwhile; OSError: a pipe to a dead worker;
             # TimeoutError: a worker that hangs (stopped, swapping) must not hang the run with it

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from market_pipeline import calendars
-from market_pipeline.corporate_actions.consistency import ConsistencyReport
+from market_pipeline.corporate_actions.consistency import RULES_VERSION as SPLIT_RULES_VERSION, ConsistencyReport
 from market_pipeline.corporate_actions.consistency_fold import SplitFold, extend_splits, finish_splits, splits_digest
 from market_pipeline.corporate_actions.events import Split
 from market_pipeline.quality.fold import FOLD_VERSION, MAX_RANGES, QualityFold, extend_quality, finish_quality
@@ -62,11 +62,12 @@ def validation_thresholds(settings) -> ValidationThresholds:
 
 
 def fold_basis(asset_class: str, settings, splits: Sequence[Split]) -> str:
-    """Everything a state depends on besides its bars: the fold's version, the asset class, the
-    thresholds that shape the state, the calendar's version and the symbol's split list."""
+    """Everything a state depends on besides its bars: the fold's version, the split rule's version,
+    the asset class, the thresholds that shape the state, the calendar's version and the symbol's
+    split list."""
     t = validation_thresholds(settings)
     return (
-        f"fold{FOLD_VERSION}|{asset_class}|{t.large_move!r}|{t.stale_sessions}|{t.vwap_tolerance!r}|{t.max_examples}|"
+        f"fold{FOLD_VERSION}|splits-rule{SPLIT_RULES_VERSION}|{asset_class}|{t.large_move!r}|{t.stale_sessions}|{t.vwap_tolerance!r}|{t.max_examples}|"
         f"{MAX_RANGES}|xcals{exchange_calendars.__version__}|splits:{splits_digest(splits)}"
     )
 
@@ -112,7 +113,7 @@ def _extend(state: CheckState, days, cols, *, asset_class, now, settings, splits
         state.quality, days, cols, asset_class=asset_class, today=calendars.local_date(asset_class, now),
         last_expected=last_expected, cut=cut, thresholds=validation_thresholds(settings),
     )
-    return CheckState(quality, extend_splits(state.splits, days, cols["open"], cols["close"], splits))
+    return CheckState(quality, extend_splits(state.splits, days, cols["open"], cols["close"], splits, cols["volume"]))
 
 
 @dataclass

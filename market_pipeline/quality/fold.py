@@ -38,7 +38,7 @@ from market_pipeline.quality.validation import (
     _large_moves,
 )
 
-FOLD_VERSION = 1
+FOLD_VERSION = 2  # the state's shape (its JSON): a state of another version is not read
 MAX_RANGES = 10  # missing ranges listed (as detect_gaps)
 
 

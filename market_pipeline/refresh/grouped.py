@@ -4,6 +4,7 @@ them), stored in batches with set-based statements. Plain Python; the Dagster as
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -20,10 +21,10 @@ from market_pipeline.refresh.ingest import (
     DEFAULT_REFETCH_SESSIONS,
     SymbolResult,
     _store_and_complete,
+    record_quarantined,
     refresh_symbol,
 )
 from market_pipeline.warehouse.corporate_actions import CorporateActionStore
-from market_pipeline.warehouse.quarantine import QuarantineStore
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
 from market_pipeline.warehouse.store import BarStore, normalize_bars
 
@@ -157,8 +158,10 @@ def _store_grouped_batch(store, registry, batch, target, shared, run_id, set_asi
     symbols = [tracked.symbol for tracked, _, _ in batch]
     try:
         registry.mark_in_progress_many(symbols, run_id)
-        quarantine = QuarantineStore(store.url)
-        quarantined = {s: quarantine.record(s, list(set_aside.get(s, [])), run_id) for s in symbols}
+        results = {tracked.symbol: SymbolResult(tracked.symbol, tracked.asset_class, "completed") for tracked, _, _ in batch}
+        for symbol in symbols:
+            record_quarantined(store, results[symbol], set_aside.get(symbol, []), run_id)
+        quarantined = {symbol: results[symbol].quarantined for symbol in symbols}
         frames = {  # the bars arrive windowed and ordered (_windows_by_symbol)
             tracked.symbol: normalize_bars(bars) if bars is not None and not bars.empty else _grouped_window(bars, start, target)
             for tracked, start, bars in batch
@@ -173,9 +176,9 @@ def _store_grouped_batch(store, registry, batch, target, shared, run_id, set_asi
         return
     for tracked, start, _ in batch:
         symbol, bars, done = tracked.symbol, frames[tracked.symbol], written[tracked.symbol]
-        result = SymbolResult(
-            symbol, tracked.asset_class, "completed", path="grouped", requests=shared, requests_shared=True,
-            fetch_from=start.isoformat(), fetch_to=target.isoformat(), quarantined=quarantined[symbol],
+        result = dataclasses.replace(
+            results[symbol], path="grouped", requests=shared, requests_shared=True,
+            fetch_from=start.isoformat(), fetch_to=target.isoformat(),
             rows_fetched=len(bars), rows_upserted=done.rows_upserted, rows_inserted=done.rows_inserted,
             rows_changed=done.rows_changed,
         )
@@ -196,7 +199,7 @@ def _store_grouped(store, registry, tracked, bars, start, target, shared, run_id
     )
     try:
         registry.mark_in_progress(symbol, run_id)
-        result.quarantined = QuarantineStore(store.url).record(symbol, list(set_aside), run_id)
+        record_quarantined(store, result, set_aside, run_id)
         bars = _grouped_window(bars, start, target)
         _store_and_complete(store, registry, result, bars, run_id, history_from=None)
     except Exception as exc:  # a database fault: record it, let the caller fail the run

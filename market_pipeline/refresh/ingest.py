@@ -13,13 +13,16 @@ import datetime as dt
 from dataclasses import dataclass, field, fields
 
 import pandas as pd
+import sqlalchemy as sa
 
 from market_pipeline.polygon.bars import empty_bars
 from market_pipeline.polygon.client import FetchedBars, PolygonClient, PolygonError
+from market_pipeline.polygon.validate_bars import CONFLICTING, OUTSIDE_RANGE
 from market_pipeline.reference.freshness import last_trading_session
 from market_pipeline.warehouse.quarantine import QuarantineStore
 from market_pipeline.warehouse.corporate_actions import CorporateActionStore
 from market_pipeline.warehouse.registry import SymbolRegistry, TrackedSymbol
+from market_pipeline.warehouse.schema import symbol_reference
 from market_pipeline.warehouse.store import BarStore, normalize_bars
 
 DEFAULT_HISTORY_DAYS = 730  # what Polygon's free plan serves: about two years
@@ -51,6 +54,8 @@ class SymbolResult:
     requests: int = 0
     requests_shared: bool = False  # `requests` were the grouped requests shared by every grouped symbol
     quarantined: int = 0  # wire bars of this fetch set aside in ohlcv_quarantine
+    quarantined_outside_range: int = 0  # of them: `outside the requested range`
+    quarantined_conflicting: int = 0  # of them: `conflicting duplicates`
     note: str | None = None
     error: str | None = None
     transient: bool = False
@@ -96,6 +101,7 @@ class PreparedFetch:
     stored_from: dt.date | None  # the stored history's re-fetch start (None: nothing stored yet)
     last_session: dt.date  # bars after this date are set aside
     run_id: str | None
+    listed_on: dt.date | None = None  # the reference's listing date: bars before it are set aside
 
 
 @dataclass
@@ -174,7 +180,8 @@ def prepare_symbol(
         if getattr(tracked, "bars_basis", "as_traded") == "adjusted" and asset_class != "crypto":
             result.note = "whole history re-fetched as traded (stored adjusted before the 0003 upgrade)"
         return PreparedFetch(
-            tracked, result, plan.start, plan.end, plan.full, stored_from, completed_session or today, run_id
+            tracked, result, plan.start, plan.end, plan.full, stored_from, completed_session or today, run_id,
+            listed_on(store, symbol),
         )
     except PolygonError as exc:
         result.error, result.transient = str(exc), exc.transient
@@ -189,7 +196,8 @@ def fetch_symbol(client: PolygonClient, prepared: PreparedFetch) -> FetchOutcome
     before = client.requests_this_thread
     try:
         fetched = client.fetch_daily_bars(
-            tracked.symbol, tracked.asset_class, prepared.start, prepared.end, last_session=prepared.last_session
+            tracked.symbol, tracked.asset_class, prepared.start, prepared.end, last_session=prepared.last_session,
+            listed_on=prepared.listed_on,
         )
         return FetchOutcome(fetched, None, client.requests_this_thread - before)
     except Exception as exc:
@@ -205,7 +213,7 @@ def store_symbol(store: BarStore, registry: SymbolRegistry, prepared: PreparedFe
         if outcome.error is not None:
             raise outcome.error
         fetched = outcome.fetched
-        result.quarantined = QuarantineStore(store.url).record(symbol, fetched.set_aside, run_id)
+        record_quarantined(store, result, fetched.set_aside, run_id)
         if prepared.stored_from is None and fetched.bars.empty:
             aside = f" ({result.quarantined} set aside in ohlcv_quarantine)" if result.quarantined else ""
             raise PolygonError(f"no bars from Polygon for {symbol} {prepared.start}..{prepared.end}{aside}")
@@ -217,6 +225,19 @@ def store_symbol(store: BarStore, registry: SymbolRegistry, prepared: PreparedFe
     except Exception as exc:  # a database fault: record it, let the caller fail the run
         result.error, result.transient = f"{symbol}: {type(exc).__name__}: {exc}", True
     return _finish(registry, result, run_id)
+
+
+def listed_on(store: BarStore, symbol: str) -> dt.date | None:
+    """The symbol's listing date as its stored reference gives it (None: not known)."""
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(symbol_reference.c.list_date).where(symbol_reference.c.symbol == symbol)).scalar()
+
+
+def record_quarantined(store: BarStore, result: SymbolResult, set_aside, run_id: str | None) -> None:
+    """Store the fetch's set-aside bars in ohlcv_quarantine and count them on `result`, by reason."""
+    result.quarantined = QuarantineStore(store.url).record(result.symbol, list(set_aside), run_id)
+    result.quarantined_outside_range = sum(bar.reason == OUTSIDE_RANGE for bar in set_aside)
+    result.quarantined_conflicting = sum(bar.reason == CONFLICTING for bar in set_aside)
 
 
 def _finish(registry: SymbolRegistry, result: SymbolResult, run_id: str | None) -> SymbolResult:

@@ -125,8 +125,11 @@ def price_steps(splits: tuple[SplitListing, ...], ticker: str, adjusted: bool) -
 
 
 def as_traded_bars(ticker: str, start: dt.date, end: dt.date, splits: tuple[SplitListing, ...] | None = None):
-    """`synthetic.synthetic_bars` as traded (the default splits unless `splits` is given)."""
-    frame = synthetic.synthetic_bars(ticker, start, end)
+    """`synthetic.synthetic_bars` as traded (the default splits unless `splits` is given), of the price
+    series the default sandbox serves for `ticker` (FB's is META's: one security)."""
+    from market_pipeline.sandbox.reference import Lifecycle
+
+    frame = synthetic.synthetic_bars(Lifecycle().series_ticker(ticker), start, end)
     steps = price_steps(default_splits() if splits is None else splits, ticker, adjusted=False)
     if steps:
         multiplier = _multiplier(frame["date"].to_numpy().astype("datetime64[D]"), steps)

@@ -103,9 +103,11 @@ class CorporateActionKnobs:
         return ca.price_steps(self._book.splits, ticker, adjusted)
 
     def _series(self, ticker: str, adjusted: bool) -> synthetic.Series:
-        """The rendered series served for `ticker`: as traded, or adjusted by the listed splits."""
+        """The rendered series served for `ticker` (a renamed security's names: one series, see
+        `reference.Lifecycle.series_ticker`): as traded, or adjusted by the listed splits."""
+        source = self._lifecycle.series_ticker(ticker)
         steps = ca.price_steps(self._book.splits, ticker, adjusted)
-        return ca.scaled_series(ticker, steps) if steps else synthetic.ticker_series(ticker)
+        return ca.scaled_series(source, steps) if steps else synthetic.ticker_series(source)
 
     def _corporate_actions(self, request: _Request) -> Response:
         kind = "splits" if request.endpoint.startswith("splits") else "dividends"

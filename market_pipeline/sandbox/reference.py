@@ -9,18 +9,22 @@ The default market holds, besides the plain universe (every ticker its own activ
 on the series' first day):
 
 - `FB` -> `META` on 2022-06-09 (one security, FIGI BBG000MM2P62): FB's bars end on 2022-06-08,
-  META's start on 2022-06-09;
+  META's start on 2022-06-09, and both are one price series (META's): the history stitched across
+  the rename is continuous;
 - `TWTR`, delisted after its last session 2022-10-27: no bars after it, `active:false`, `delisted_utc`;
 - `RUSE`, a reused ticker: one company until 2020-06-30 (delisted), another from 2023-03-01 with a
   different FIGI.
 
-Knobs (`SandboxServer.delist`, `rename_ticker`, `reuse_ticker`) change the lifecycle per ticker.
+Knobs (`SandboxServer.delist`, `rename_ticker`, `reuse_ticker`) change the lifecycle per ticker;
+`stitch_unrelated_series` makes a renamed security's names unrelated price series again (each its
+own), to show what a stitched history with a false jump looks like.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 
 import numpy as np
@@ -41,6 +45,11 @@ class Security:
     list_date: dt.date = FAR_PAST
     delisted_on: dt.date | None = None  # last trading day
     market: str = "stocks"
+    one_series: bool = True  # its names serve one price series (the latest name's); False: each its own
+
+    def series_of(self, ticker: str) -> str:
+        """The ticker whose simulated prices `ticker` serves while this security holds it."""
+        return self.names[-1][1] if self.one_series else ticker
 
     @property
     def share_class_figi(self) -> str:
@@ -101,6 +110,15 @@ class Lifecycle:
         """The date spans with bars for `ticker`; None when the ticker has no managed history."""
         holders = self.holders(ticker)
         return [span for _, span in holders] if holders else None
+
+    @functools.cached_property
+    def _series_names(self) -> dict[str, str]:
+        return {ticker: s.series_of(ticker) for s in self.securities for _, ticker in s.names if len(s.names) > 1}
+
+    def series_ticker(self, ticker: str) -> str:
+        """The ticker whose simulated prices `ticker` serves: a renamed security's latest name (one
+        price series under all its names), else the ticker itself."""
+        return self._series_names.get(ticker, ticker)
 
     def trades_on(self, ticker: str, day: dt.date) -> bool:
         spans = self.spans(ticker)
@@ -170,6 +188,16 @@ class LifecycleKnobs:
             row = synthetic.TickerInfo(new, info.name if info else new, "stocks", info.type if info else "CS",
                                        info.primary_exchange if info else "XNYS")
             self._universe = {**self._universe, new: row}
+
+    def stitch_unrelated_series(self, ticker: str, unrelated: bool = True) -> None:
+        """The renamed security holding `ticker` serves each of its names as its own, unrelated price
+        series (False: one series again): a history stitched across the rename then jumps."""
+        with self._lock:
+            holders = self._lifecycle.holders(ticker)
+            if not holders or len(holders[-1][0].names) < 2:
+                raise ValueError(f"{ticker} is not a name of a renamed security: rename it first (rename_ticker)")
+            security = holders[-1][0]
+            self._lifecycle = self._lifecycle.replace(dataclasses.replace(security, one_series=not unrelated))
 
     def reuse_ticker(self, ticker: str, on: dt.date | str, name: str | None = None) -> None:
         """From `on`, `ticker` belongs to a different security (another composite FIGI)."""

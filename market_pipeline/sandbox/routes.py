@@ -103,7 +103,9 @@ class Endpoints:
             "resultsCount": len(indices),
             "adjusted": adjusted,
         }
-        return self._aggregate_body(request, head, _joined(series, indices, edited), len(indices), next_url)
+        results, count = self._wire_results(ticker, series, indices, _joined(series, indices, edited), "cursor" not in request.query)
+        head["queryCount"] = head["resultsCount"] = count
+        return self._aggregate_body(request, head, results, count, next_url)
 
     def _selection(
         self, series: synthetic.Series, ticker: str, from_ms: int, to_ms: int
@@ -134,6 +136,7 @@ class Endpoints:
             return _error(403, request.request_id, "NOT_AUTHORIZED", MSG_TIMEFRAME)
         adjusted = request.query.get("adjusted", "true").lower() != "false"
         rows = [] if day > self._last_served(crypto) else self._grouped_rows(day, crypto, adjusted)
+        rows += self._wire_grouped_rows(crypto) if rows else []
         head = {"queryCount": len(rows), "resultsCount": len(rows), "adjusted": adjusted}
         return self._aggregate_body(request, head, b",".join(rows), len(rows), None)
 
@@ -148,7 +151,7 @@ class Endpoints:
             edits = self._edits.get(ticker, _NO_EDITS)
             if (edits is _NO_EDITS and day_index is not None and synthetic.is_crypto_ticker(ticker) == crypto
                     and not self._split_steps(ticker, adjusted)):
-                fragment = synthetic.bar_fragment(ticker, day_index)  # the usual case, from a small cache
+                fragment = synthetic.bar_fragment(self._lifecycle.series_ticker(ticker), day_index)  # the usual case, from a small cache
                 if fragment is not None and self._lifecycle.trades_on(ticker, day):
                     rows.append(synthetic.grouped_row(ticker, fragment, int(grid.t_range[day_index]), int(grid.t_grouped[day_index])))
                 if fragment is not None:

@@ -10,16 +10,30 @@ never ends, bodies that trickle, empty answers and bars after the last completed
 - `trickle_next(n, bytes_per_second)`: the next n responses send their body slowly;
 - `serve_empty(ticker)`: the range endpoint answers with no bars at all for the ticker;
 - `serve_future_bars(ticker, n)`: the range endpoint adds n bars after the last completed session
-  (ignoring `to`), as a broken server would.
+  (ignoring `to`), as a broken server would;
+- `serve_stray_bars(ticker, dates)`: the first page of the ticker's range answers also carries a bar
+  of each date (1970, 2100: any date, inside the series or not), whatever the range asked;
+- `duplicate_bars(ticker, dates, conflicting)`: range answers give the bar of each date twice, the
+  copy identical or with its close (and high) at 999.0;
+- `overlap_pages(ticker, conflicting)`: every page after the first starts again with the previous
+  page's last bar, identical or with its close at 999.0;
+- `grouped_stray_bars(ticker, dates)`: every grouped-daily answer of the ticker's market also
+  carries its bar of each date (a bar of another date than the one asked).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import json
 import threading
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
+
+from market_pipeline import calendars
+from market_pipeline.sandbox import market as synthetic
+from market_pipeline.sandbox.protocol import _as_dates
 
 PAGINATION_FAULTS = ("self_loop", "cursor_cycle", "endless")
 VALID_CURSOR = base64.urlsafe_b64encode(b"limit=50000&sort=asc").decode().rstrip("=")
@@ -34,6 +48,10 @@ class WireFaultsMixin:
         self._trickles: list[float] = []
         self._empty: set[str] = set()
         self._future: dict[str, int] = {}
+        self._strays: dict[str, tuple[dt.date, ...]] = {}
+        self._duplicates: dict[str, dict[dt.date, bool]] = {}  # date -> conflicting
+        self._overlaps: dict[str, bool] = {}  # ticker -> conflicting
+        self._grouped_strays: dict[str, tuple[dt.date, ...]] = {}
 
     # ---- knobs -----------------------------------------------------------------------------
 
@@ -76,6 +94,31 @@ class WireFaultsMixin:
             else:
                 self._future.pop(ticker, None)
 
+    def serve_stray_bars(self, ticker: str, dates) -> None:
+        """The first page of `ticker`'s range answers also carries a bar dated each of `dates`
+        (whatever the range asked; [] or None: none)."""
+        with self._wire_lock:
+            days = tuple(_as_dates(dates)) if dates else ()
+            (self._strays.__setitem__(ticker, days) if days else self._strays.pop(ticker, None))
+
+    def duplicate_bars(self, ticker: str, dates, conflicting: bool = True) -> None:
+        """`ticker`'s range answers give the bar of each date twice: the copy has its close (and
+        high) at 999.0 when `conflicting`, else it is identical."""
+        with self._wire_lock:
+            self._duplicates[ticker] = {**self._duplicates.get(ticker, {}), **dict.fromkeys(_as_dates(dates), conflicting)}
+
+    def overlap_pages(self, ticker: str, conflicting: bool | None = False) -> None:
+        """Every page of `ticker`'s range answers after the first starts with the previous page's last
+        bar again (its close at 999.0 when `conflicting`); None: pages no longer overlap."""
+        with self._wire_lock:
+            (self._overlaps.pop(ticker, None) if conflicting is None else self._overlaps.__setitem__(ticker, conflicting))
+
+    def grouped_stray_bars(self, ticker: str, dates) -> None:
+        """Every grouped-daily answer of `ticker`'s market also carries its bar of each of `dates`."""
+        with self._wire_lock:
+            days = tuple(_as_dates(dates)) if dates else ()
+            (self._grouped_strays.__setitem__(ticker, days) if days else self._grouped_strays.pop(ticker, None))
+
     def clear_wire_faults(self) -> None:
         """Forget every knob of this module (pending trickles included)."""
         with self._wire_lock:
@@ -85,6 +128,10 @@ class WireFaultsMixin:
             self._trickles.clear()
             self._empty.clear()
             self._future.clear()
+            self._strays.clear()
+            self._duplicates.clear()
+            self._overlaps.clear()
+            self._grouped_strays.clear()
 
     # ---- hooks the server calls --------------------------------------------------------------
 
@@ -132,7 +179,60 @@ class WireFaultsMixin:
             next_url = origin + parts.path + (f"?{parts.query}" if parts.query else "")
         return next_url
 
+    def _wire_results(self, ticker: str, series, indices: np.ndarray, joined, first_page: bool) -> tuple[bytes, int]:
+        """The range page's `results` bytes and bar count after the stray, duplicate and overlap knobs
+        (`joined`: the page's bars as the server renders them)."""
+        with self._wire_lock:
+            strays = self._strays.get(ticker, ()) if first_page else ()
+            duplicates = self._duplicates.get(ticker, {})
+            overlap = None if first_page else self._overlaps.get(ticker)
+        if not strays and not duplicates and overlap is None:
+            return joined, len(indices)
+        # bar objects hold no nested object: "},{" is only ever between two of them
+        fragments = [b"{" + f + b"}" for f in bytes(joined)[1:-1].split(b"},{")] if len(indices) else []
+        out = []
+        if overlap is not None and len(indices) and indices[0] > 0:
+            previous = series.fragment(int(indices[0]) - 1)
+            out.append(_altered(previous) if overlap else previous)
+        for i, fragment in zip(indices.tolist(), fragments):
+            out.append(fragment)
+            day = series.grid.dates[i].astype(object)
+            if day in duplicates:
+                out.append(_altered(fragment) if duplicates[day] else fragment)
+        out += [_stray(series, day) for day in strays]
+        return b",".join(out), len(out)
+
+    def _wire_grouped_rows(self, crypto: bool) -> list[bytes]:
+        """Extra grouped-daily rows: the bars of other dates `grouped_stray_bars` asks for."""
+        with self._wire_lock:
+            strays = dict(self._grouped_strays)
+        rows = []
+        for ticker, days in strays.items():
+            if synthetic.is_crypto_ticker(ticker) != crypto:
+                continue
+            series = synthetic.ticker_series(self._lifecycle.series_ticker(ticker))
+            for day in days:
+                i = int(np.searchsorted(series.grid.dates, np.datetime64(day, "D")))
+                if i < len(series.grid.dates) and series.grid.dates[i] == np.datetime64(day, "D"):
+                    rows.append(synthetic.grouped_row(ticker, series.fragment(i), int(series.grid.t_range[i]), int(series.grid.t_grouped[i])))
+        return rows
+
     def _wire_trickle(self) -> float | None:
         """Bytes per second for this response's body, or None to send it at once."""
         with self._wire_lock:
             return self._trickles.pop(0) if self._trickles else None
+
+
+def _altered(fragment: bytes) -> bytes:
+    """The bar with its close at 999.0 (and its high raised to it): a conflicting copy."""
+    bar = json.loads(fragment)
+    bar["c"] = 999.0
+    bar["h"] = max(bar["h"], 999.0)
+    return json.dumps(bar, separators=(",", ":")).encode()
+
+
+def _stray(series, day: dt.date) -> bytes:
+    """A bar dated `day` (any date: 1970, 2100) with the values of the series' first bar."""
+    bar = json.loads(series.fragment(0))
+    bar["t"] = calendars.ms_at_local_midnight(day, "crypto" if series.crypto else "stock")
+    return json.dumps(bar, separators=(",", ":")).encode()

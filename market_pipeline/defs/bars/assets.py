@@ -58,7 +58,7 @@ from market_pipeline.refresh.ingest import (
 from market_pipeline.refresh.concurrent import refresh_symbols
 from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, FirstRunReferences, reference_metadata
 from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
-from market_pipeline.defs.bars.records import CHECK_BATCH, TABLE_NAME, check_batch, materialization, tally_line
+from market_pipeline.defs.bars.records import CHECK_BATCH, TABLE_NAME, check_batch, materialization, quarantine_line, tally_line
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
 from market_pipeline.defs.corporate_actions.ops import read_corporate_actions
@@ -299,7 +299,7 @@ def _ohlcv_daily(
                 f"{len(stored)} symbol(s) stored ({sum(r.path == 'grouped' for r in stored)} from grouped-daily bars): "
                 f"{sum(r.rows_fetched for r in stored)} bars fetched, {sum(r.rows_inserted for r in stored)} new, "
                 f"{sum(r.rows_changed for r in stored)} changed by late corrections, "
-                f"{sum(r.quarantined for r in stored)} quarantined; {client.stats.requests} request(s) "
+                f"{quarantine_line(stored)}; {client.stats.requests} request(s) "
                 f"({', '.join(f'{k} {v}' for k, v in sorted(client.stats.by_endpoint.items())) or 'none'})"
             )
             written = views.reference_materialization(refs_store, [row.symbol for row in rows])

@@ -67,9 +67,11 @@ check_specs = [
     ),
     _partitioned_check(
         SPLIT_CHECK,
-        "Stocks and ETFs: every recorded split shows in the as-traded prices (the overnight move across "
-        "its execution date matches its ratio), and no overnight move looks like an unrecorded split "
-        "(the dates are named). Duplicated listings are named and applied once; they do not fail.",
+        "Stocks and ETFs: every recorded split shows in the as-traded prices (the move across its "
+        "execution date matches its ratio), and no move carries every mark of an unrecorded split (a "
+        "split ratio, share volume stepping by its inverse while dollar volume holds, no reversal). "
+        "Fails with ERROR naming the dates; large moves without that evidence are listed, never failed. "
+        "Duplicated listings are named and applied once; they do not fail.",
     ),
 ]
 CHECK_KEYS = {spec.key for spec in check_specs}

@@ -42,8 +42,11 @@ def materialization(result: SymbolResult, table_rows: int, extra: dict | None = 
             "requests": result.requests,
             # grouped: `requests` were shared by every symbol of the market stored from them
             "requests_shared": result.requests_shared,
-            # wire bars of this fetch set aside in ohlcv_quarantine (non-finite, missing, misdated, future)
+            # wire bars of this fetch set aside in ohlcv_quarantine (non-finite, missing, misdated, future,
+            # outside the requested range, conflicting duplicates)
             "quarantined": result.quarantined,
+            "quarantined_outside_range": result.quarantined_outside_range,
+            "quarantined_conflicting": result.quarantined_conflicting,
             **({"note": result.note} if result.note else {}),
             **(extra or {}),
         },
@@ -94,6 +97,19 @@ def check_batch(context, config, warehouse, batch, selected_checks, now, tally: 
         CheckStateStore(store.url).put_many(saved, computed_at)
     except Exception as exc:  # only caches: symbol_stats and the next run recompute what they miss
         context.log.warning(f"could not cache the checks of {len(entries)} symbol(s): {type(exc).__name__}: {exc}")
+
+
+def quarantine_line(results) -> str:
+    """The run summary's words on the bars set aside: `12 quarantined (2 outside the requested range,
+    4 conflicting duplicates)`."""
+    total = sum(r.quarantined for r in results)
+    parts = [
+        f"{n} {reason}" for n, reason in (
+            (sum(r.quarantined_outside_range for r in results), "outside the requested range"),
+            (sum(r.quarantined_conflicting for r in results), "conflicting duplicates"),
+        ) if n
+    ]
+    return f"{total} quarantined" + (f" ({', '.join(parts)})" if parts else "")
 
 
 def tally_line(tally: Counter) -> str:
