@@ -202,33 +202,42 @@ def test_run_and_stats_print_check_outcomes_and_fail_on_check_exits_3(polygon_en
 
     polygon_env.add_split("AAPL", "2023-03-20", 2, 1, recorded=False)
     SymbolRegistry(warehouse_url).add(["AAPL", "MSFT"], "stock", START)
-    assert main(["run", "--fail-on-check", "warn"]) == 3
+    assert main(["run", "--fail-on-check", "error"]) == 3  # split_consistency fails with ERROR
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith(("AAPL ", "MSFT "))}
-    assert "split_consistency FAILED: 2023-03-20" in lines["AAPL"] and "unexplained_returns FAILED: 2023-03-20" in lines["AAPL"]
+    aapl_checks = "split_consistency FAILED (ERROR): 2023-03-20; unexplained_returns FAILED: 2023-03-20"
+    assert lines["AAPL"].endswith(aapl_checks)
     assert lines["MSFT"].endswith("checks ok")
     summary = [line for line in out.splitlines() if line.startswith("check results: ")]
-    assert summary == ["check results: 1 symbol(s) ok, 1 with a failed check (0 ERROR, 2 WARN): AAPL split_consistency "
-                       "FAILED: 2023-03-20; unexplained_returns FAILED: 2023-03-20"]
+    assert summary == ["check results: 1 symbol(s) ok, 1 with a failed check (1 ERROR, 1 WARN): AAPL split_consistency "
+                       "FAILED (ERROR): 2023-03-20; unexplained_returns FAILED: 2023-03-20"]
     # the run's last log line in the UI says the same
     instance = DagsterInstance.get()
     run = instance.get_runs(filters=RunsFilter(job_name="ohlcv_daily_job"), limit=1)[0]
     messages = [e.user_message for e in instance.all_logs(run.run_id) if e.dagster_event is None]
     assert messages[-1] == summary[0]
-
-    assert main(["run", "--fail-on-check", "error"]) == 0  # both failures are WARN
     assert main(["run"]) == 0  # by default the exit code says whether every bar was stored
     capsys.readouterr()
     assert main(["stats"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[-1] == "CHECKS"
-    assert [line for line in table if line.startswith("AAPL ")][0].endswith("split_consistency FAILED: 2023-03-20; unexplained_returns FAILED: 2023-03-20")
+    assert [line for line in table if line.startswith("AAPL ")][0].endswith(aapl_checks)
     assert main(["stats", "--json"]) == 0
     checks = json.loads(capsys.readouterr().out)
     aapl, msft = checks["AAPL"]["checks"], checks["MSFT"]["checks"]
     assert set(msft) == {"validation_rate", "date_gaps", "freshness", "split_consistency", "unexplained_returns"}
     assert all(c["passed"] for c in msft.values())
-    assert aapl["split_consistency"] == {**aapl["split_consistency"], "passed": False, "severity": "WARN", "summary": "2023-03-20", "asset": "ohlcv_daily"}
+    assert aapl["split_consistency"] == {**aapl["split_consistency"], "passed": False, "severity": "ERROR", "summary": "2023-03-20", "asset": "ohlcv_daily"}
+
+    # the split is listed late; MSFT's last bar is revised to +80% (a large move, not a split): a WARN only
+    polygon_env.record_split("AAPL", "2023-03-20")
+    last = BarStore(warehouse_url).read_bars("MSFT")["date"].iloc[-1]
+    polygon_env.revise_bars("MSFT", [last], 1.8)
+    assert main(["run", "--fail-on-check", "error"]) == 0
+    out = capsys.readouterr().out
+    assert f"check results: 1 symbol(s) ok, 1 with a failed check (0 ERROR, 1 WARN): MSFT unexplained_returns FAILED: {last.date()}" in out
+    assert main(["run", "--fail-on-check", "warn"]) == 3
+    capsys.readouterr()
 
     # the returns of what was stored, on the command line
     assert main(["returns", "AAPL", "--start", "2023-03-17", "--end", "2023-03-21", "--json"]) == 0
