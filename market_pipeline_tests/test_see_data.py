@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 
 import numpy as np
@@ -22,6 +21,7 @@ from market_pipeline.devtools import runner
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline.warehouse.engine import get_engine
 from market_pipeline_tests.dagster_helpers import check_passed, latest_check_records
+from market_pipeline_tests.test_main_job import fresh_home  # noqa: F401  (a fixture: a fresh project home)
 
 START = "2022-12-01"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -187,14 +187,6 @@ def _assert_check_metadata_is_text_or_tables(instance) -> None:
                 assert (value.records if isinstance(value, TableMetadataValue) else value.value), (name, key)
             if not check_passed(record) and name == "split_consistency":
                 assert "days_chart" in metadata and png_in(metadata["days_chart"].value).startswith(PNG_SIGNATURE)
-
-
-@pytest.fixture
-def fresh_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("MARKET_PIPELINE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    yield tmp_path / "home"
-    os.environ.pop("DAGSTER_HOME", None)  # ensure_dagster_home exported it
 
 
 def test_run_and_stats_print_check_outcomes_and_fail_on_check_exits_3(polygon_env, fresh_home, warehouse_url, capsys):
