@@ -1,5 +1,6 @@
 """The `symbol_stats` asset: per-symbol record counts, date range, validation rate and gaps."""
 
+import datetime as dt
 
 from dagster import (
     AllPartitionMapping,
@@ -11,14 +12,12 @@ from dagster import (
     asset,
 )
 
-import datetime as dt
-
 from market_pipeline.defs.bars.checks import CheckSettings
 from market_pipeline.defs.metadata import chart_markdown
-from market_pipeline.reference.freshness import evaluate_freshness
 from market_pipeline.defs.resources import WarehouseResource
 from market_pipeline.defs.schemas import SYMBOL_STATS, table_metadata
 from market_pipeline.quality.report import all_table_rows
+from market_pipeline.reference.freshness import evaluate_freshness
 from market_pipeline.warehouse.stats_table import replace_stats
 
 MAX_ROWS_SHOWN = 500
