@@ -273,3 +273,20 @@ def test_every_warehouse_asset_names_its_table_and_describes_its_columns():
     # lineage: tracked_symbols -> ohlcv_daily -> daily_returns, corporate_actions -> daily_returns
     assert {d.asset_key.to_user_string() for d in specs["daily_returns"].deps} == {"ohlcv_daily", "corporate_actions"}
     assert "tracked_symbols" in {d.asset_key.to_user_string() for d in specs["ohlcv_daily"].deps}
+
+
+def test_the_weekly_corporate_actions_sweep_recomputes_the_returns_it_changes(polygon_env, warehouse_url, instance):
+    from dagster import materialize
+
+    from market_pipeline.defs.corporate_actions.assets import corporate_actions
+    from market_pipeline.defs.resources import PolygonResource, WarehouseResource
+
+    track(warehouse_url, instance, {"INTC": "stock", "MSFT": "stock"})
+    assert runner.materialize_symbols(instance, ["INTC", "MSFT"]).ok
+    first = latest(instance, "daily_returns", "MSFT")
+    polygon_env.withdraw_split("INTC", "2023-03-20")  # the provider takes INTC's split back
+    result = materialize([corporate_actions], instance=instance, resources={"polygon": PolygonResource(), "warehouse": WarehouseResource()})
+    assert result.success
+    assert latest(instance, "daily_returns", "INTC")["recomputed"].value == "the whole history: its adjustment factors changed"
+    assert_returns_match_views(warehouse_url, "INTC")
+    assert latest(instance, "daily_returns", "MSFT") == first  # its factors did not change: not touched
