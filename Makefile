@@ -27,20 +27,22 @@ run: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## the Dagster UI and daemon on http://127.0.0.1:3000 (sandbox when POLYGON_API_KEY is unset)
+## the Dagster UI and daemon on http://127.0.0.1:3000 (sandbox when POLYGON_API_KEY is unset);
+## DEV_ARGS="--verbose" logs the daemon at INFO, DEV_ARGS="--port 3001" serves another port
+DEV_ARGS ?=
 dev: install
-	$(BIN)/python -m market_pipeline.devtools.devstack
+	exec $(BIN)/python -m market_pipeline.devtools.devstack $(DEV_ARGS)
 
 ## benchmarks (never part of `make test`); writes BENCHMARKS.md
 bench: install
 	$(BIN)/python -m benchmarks.run_all
 
-## dg check defs and dg list defs: every definition under market_pipeline/defs/ loads (on a
-## throwaway Dagster home: dagster.yaml's event log lives under DAGSTER_HOME, which must be set)
+## dg check defs and dg list defs: every definition under market_pipeline/defs/ loads (without
+## DAGSTER_HOME, on a temporary Dagster home with the project's dagster.yaml, as Dagster does)
 validate: install
-	@home=$$(mktemp -d) && status=0 && \
-	  { DAGSTER_HOME=$$home $(BIN)/dg check defs && DAGSTER_HOME=$$home $(BIN)/dg list defs || status=$$?; } && \
-	  rm -rf "$$home" && exit $$status
+	@$(BIN)/python -m market_pipeline.devtools.instance check "make validate"
+	$(BIN)/dg check defs
+	$(BIN)/dg list defs
 
 clean:
 	rm -rf .market_pipeline .pytest_cache

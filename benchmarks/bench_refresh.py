@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_refresh [--symbols 1000] [--windows 1 3] [--missed 1 3]
                                                  [--history-sessions 60] [--checks] [--kept-states] [--no-range]
-                                                 [--json FILE]
+                                                 [--dagster-defaults] [--json FILE]
 
 For each (re-fetch window, missed sessions): a fresh SQLite warehouse holding N stocks whose
 history (synthetic, written straight into the warehouse) ends `missed` sessions before the target, a
@@ -133,7 +133,8 @@ def _warm(sandbox, sessions: int) -> None:
         sandbox._grouped_rows(day, False, False)
 
 
-def scenario(sandbox, symbols, window, missed, history_sessions, checks, compare_range, workdir: Path, kept_states: bool = False) -> dict:
+def scenario(sandbox, symbols, window, missed, history_sessions, checks, compare_range, workdir: Path, kept_states: bool = False,
+             dagster_defaults: bool = False) -> dict:
     from dagster import instance_for_test
 
     from market_pipeline.defs.bars.partitions import symbols_partitions
@@ -157,7 +158,9 @@ def scenario(sandbox, symbols, window, missed, history_sessions, checks, compare
         os.environ["MARKET_PIPELINE_DB_URL"] = path_url
         home = workdir / f"dagster-{label}"
         home.mkdir()
-        with instance_for_test(temp_dir=str(home), overrides=project_event_log_storage(home)) as instance:
+        # the project's dagster.yaml's event log, or Dagster's own (an instance without the project's dagster.yaml)
+        overrides = {} if dagster_defaults else project_event_log_storage(home)
+        with instance_for_test(temp_dir=str(home), overrides=overrides) as instance:
             instance.add_dynamic_partitions(symbols_partitions.name, symbols)
             _warm(sandbox, window + missed)
             sandbox.reset_counts()
@@ -184,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         help="with --checks: the checks' states as the previous day's refresh kept them (default: none, "
         "as on the first refresh after an upgrade or a full re-fetch: every history is read whole)",
     )
+    parser.add_argument(
+        "--dagster-defaults", action="store_true",
+        help="Dagster's default instance (what a DAGSTER_HOME without the project's dagster.yaml gives) instead of "
+        "the project's pooled event log",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     options = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -203,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 workdir = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
                 try:
                     row = scenario(sandbox, symbols, window, missed, options.history_sessions, options.checks,
-                                   not options.no_range, workdir, options.kept_states)
+                                   not options.no_range, workdir, options.kept_states, options.dagster_defaults)
                 finally:
                     shutil.rmtree(workdir, ignore_errors=True)
                 results.append(row)

@@ -237,6 +237,7 @@ class Measured:
     max_rss_mb: float  # the child's own peak resident set (wait4's ru_maxrss)
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system CPU of the child and the children it waited for (wait4)
 
     def check(self) -> "Measured":
         if self.returncode != 0:
@@ -268,7 +269,8 @@ def run_measured(argv: Sequence[str], env: dict[str, str], timeout: float = 7200
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Measured(list(argv), seconds, process.returncode, usage.ru_maxrss / 1024.0, out.read(), err.read())
+        return Measured(list(argv), seconds, process.returncode, usage.ru_maxrss / 1024.0, out.read(), err.read(),
+                        usage.ru_utime + usage.ru_stime)
 
 
 def python_module(module: str, *args: str) -> list[str]:

@@ -91,11 +91,17 @@ class Bench:
         return env, name
 
     def run_main_job(
-        self, home: Path, db_url: str | None = None, symbols: list[str] | None = None, dagster_postgres: bool = False
+        self, home: Path, db_url: str | None = None, symbols: list[str] | None = None, dagster_postgres: bool = False,
+        empty_dagster_home: bool = False,
     ) -> dict:
-        """`market-pipeline run` in a child process against the sandbox; wall time, peak RSS, bars, runs, requests."""
+        """`market-pipeline run` in a child process against the sandbox; wall time, CPU, peak RSS, bars,
+        runs, requests. `empty_dagster_home`: DAGSTER_HOME set to an empty folder (Dagster's default
+        instance, as Dagster's docs have users set it) instead of the project's home."""
         before = self.sandbox.counts()
         env = pipeline_env(home, self.sandbox.url, db_url if db_url and db_url.startswith("postgresql") else None)
+        if empty_dagster_home:
+            (home / "empty-dagster-home").mkdir(parents=True, exist_ok=True)
+            env["DAGSTER_HOME"] = str(home / "empty-dagster-home")
         dagster_db = None
         if dagster_postgres:
             extra, dagster_db = self.dagster_postgres_env(home)
@@ -109,15 +115,21 @@ class Bench:
         after = self.sandbox.counts()
         match = _RUNS_RE.search(measured.stdout)
         url = db_url or sqlite_url(home)
+        def sent(*endpoints: str) -> int:
+            return sum(after.get(e, 0) - before.get(e, 0) for e in endpoints)
+
         return {
             "seconds": measured.seconds,
+            "cpu_seconds": measured.cpu_seconds,
             "bars": stored_bars(url),
             "runs": int(match.group(1)) if match else -1,
             "rss_mb": measured.max_rss_mb,
             "requests": after["total"] - before["total"],
-            "range_requests": after["aggs_range"] - before["aggs_range"],
-            "grouped_requests": after["grouped_stocks"] + after["grouped_crypto"]
-            - before["grouped_stocks"] - before["grouped_crypto"],
+            "range_requests": sent("aggs_range"),
+            "grouped_requests": sent("grouped_stocks", "grouped_crypto"),
+            "reference_requests": sent("tickers", "ticker_detail", "ticker_events"),
+            "reference_pages": sent("tickers"),
+            "corporate_action_requests": sent("splits", "dividends", "splits_v3", "dividends_v3"),
         }
 
 

@@ -29,9 +29,10 @@ def main() -> None:
     parser.add_argument("--mode", choices=("bare", "library"), default="bare")
     parser.add_argument("--in-flight", type=int, default=1, help="bare mode: requests in flight at once (threads)")
     parser.add_argument(
-        "--with-reference", action="store_true",
-        help="bare mode with --in-flight: also GET each symbol's ticker details before its bars, the request "
-        "`ohlcv_daily` sends for a symbol's first run (the floor for the job's own requests)",
+        "--job-requests", action="store_true",
+        help="bare mode with --in-flight: also send the other requests `ohlcv_daily` sends on these symbols' "
+        "first run (their corporate-action batches and the pages of the list of tickers holding their "
+        "reference data), in flight with the bars: the floor for the job's own requests",
     )
     args = parser.parse_args()
 
@@ -126,25 +127,58 @@ def _bare_in_flight(args, symbols, today, store, phases) -> tuple[int, int]:
             raise SystemExit("the floor expects one page per symbol (start the sandbox without page_size)")
         return symbol, parse_aggregate_results(body.get("results"), asset_class)
 
-    def fetch_with_reference(item):
-        symbol, asset_class = item
-        details = session_of_thread().get(f"{args.base_url}/v3/reference/tickers/{polygon_ticker(symbol, asset_class)}", timeout=60)
-        details.raise_for_status()
-        details.json()
+    def get_json(url: str, params: dict) -> dict:
+        response = session_of_thread().get(url, params=params, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def list_pages(_item) -> int:
+        """The job's walk through the list of tickers for these symbols (one page after another)."""
+        from market_pipeline.reference.listing import ListWalk, parse_list_page
+
+        walk = ListWalk("stocks", [polygon_ticker(s, a) for s, a in symbols if a != "crypto"])
+        pages = 0
+        while (params := walk.next_query()) is not None:
+            walk.take(parse_list_page(get_json(f"{args.base_url}/v3/reference/tickers", params)))
+            pages += 1
+        return pages
+
+    def corporate_actions(item) -> int:
+        _, path, batch = item
+        get_json(f"{args.base_url}{path}", {"limit": 5000, "ticker.any_of": ",".join(batch)})
+        return 1
+
+    extra = []
+    if args.job_requests:
+        from market_pipeline.polygon.corporate_actions import BATCH_SIZE, V1
+
+        equities = sorted(s for s, a in symbols if a != "crypto")
+        batches = [equities[i : i + BATCH_SIZE] for i in range(0, len(equities), BATCH_SIZE)]
+        extra = [("ca", V1[kind], batch) for kind in ("splits", "dividends") for batch in batches] + [("pages",)]
+
+    def work(item):
+        if item[0] == "ca":
+            return item, corporate_actions(item)
+        if item[0] == "pages":
+            return item, list_pages(item)
         return fetch(item)
 
-    bars = 0
+    bars = sent = 0
     with ThreadPoolExecutor(max_workers=args.in_flight) as pool:
         t0 = time.perf_counter()
-        for symbol, frame in pool.map(fetch_with_reference if args.with_reference else fetch, symbols):
+        for first, second in pool.map(work, extra + list(symbols)):
+            if isinstance(first, tuple):  # one of the job's other requests
+                sent += second
+                continue
             t1 = time.perf_counter()
-            store.upsert_bars(symbol, frame)
+            store.upsert_bars(first, second)
             t2 = time.perf_counter()
             phases["http"] += t1 - t0  # waiting for the next frame (fetch, decode, parse overlap)
             phases["upsert"] += t2 - t1
-            bars += len(frame)
+            bars += len(second)
+            sent += 1
             t0 = time.perf_counter()
-    return bars, len(symbols) * (2 if args.with_reference else 1)
+    return bars, sent
 
 
 if __name__ == "__main__":

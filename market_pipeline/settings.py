@@ -161,6 +161,37 @@ def step_retry_delay() -> float:
     return value
 
 
+def _number(raw: str) -> float:
+    """`raw` as a finite number; -1.0 for anything else (below every setting's range)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return -1.0
+    return value if math.isfinite(value) else -1.0
+
+
+# The largest real answer, 50,000 daily bars, is about 5 MB of JSON; a whole market's grouped-daily
+# day about 1.5 MB. An answer that decodes to more is refused as it is read (a decompression bomb,
+# a broken server), so a run's memory stays bounded.
+DEFAULT_MAX_ANSWER_MB = 25.0
+MAX_MAX_ANSWER_MB = 4096.0
+
+
+def max_answer_mb() -> float:
+    """The most megabytes (10^6 bytes) one Polygon answer may decode to (POLYGON_MAX_ANSWER_MB,
+    default 25: five times the largest real answer); past it the request fails at once."""
+    raw = _set("POLYGON_MAX_ANSWER_MB")
+    if raw is None:
+        return DEFAULT_MAX_ANSWER_MB
+    value = _number(raw)
+    if not 0 < value <= MAX_MAX_ANSWER_MB:
+        raise SettingsError(
+            f"POLYGON_MAX_ANSWER_MB={raw!r} is not a number of megabytes above 0 (at most 4096): set e.g. "
+            f"POLYGON_MAX_ANSWER_MB={DEFAULT_MAX_ANSWER_MB:g} (the largest real answer is about 5 MB)"
+        )
+    return value
+
+
 DEFAULT_BACKFILL_INTERVAL_SECONDS = 2.0
 MAX_BACKFILL_INTERVAL_SECONDS = 3600.0
 
@@ -171,11 +202,8 @@ def backfill_interval_seconds() -> float:
     raw = _set("MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS")
     if raw is None:
         return DEFAULT_BACKFILL_INTERVAL_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and 0 < value <= MAX_BACKFILL_INTERVAL_SECONDS):
+    value = _number(raw)
+    if not 0 < value <= MAX_BACKFILL_INTERVAL_SECONDS:
         raise SettingsError(
             f"MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS={raw!r} is not a number of seconds above 0 (at most 3600): "
             "set e.g. MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS=2 (30 is Dagster's own)"
@@ -259,6 +287,7 @@ def validate() -> None:
     requests_per_minute()
     max_in_flight()
     decode_processes()
+    max_answer_mb()
     step_retry_delay()
     backfill_interval_seconds()
     charts_per_run()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import pandas as pd
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
@@ -12,6 +11,7 @@ from dagster._core.storage.event_log.base import AssetRecordsFilter
 from market_pipeline.calendars import latest_completed_session
 from market_pipeline.sandbox import as_traded_bars
 from market_pipeline.polygon.tickers import polygon_ticker
+from market_pipeline_tests import waiting
 
 OHLCV = AssetKey("ohlcv_daily")
 
@@ -52,13 +52,7 @@ def materialization_metadata(instance: DagsterInstance, partition: str) -> dict:
     return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
-    """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(poll)
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.5, progress=None):
+    """Poll `predicate` until it returns something truthy (returned); `timeout` is stretched by the
+    machine's load, and restarts whenever `progress()` changes (market_pipeline_tests.waiting)."""
+    return waiting.wait_for(predicate, timeout, what, poll, progress)

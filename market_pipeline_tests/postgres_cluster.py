@@ -178,6 +178,9 @@ class PostgresCluster:
         return os.path.join(self.bindir, name)
 
     def _run(self, args: list, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+        from market_pipeline_tests.waiting import scaled
+
+        timeout = scaled(timeout)  # initdb and pg_ctl take longer on a busy machine
         kwargs: dict = {}
         if self._as_other_user:
             kwargs.update(user=self._uid, group=self._gid, extra_groups=[])

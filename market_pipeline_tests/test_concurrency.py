@@ -27,6 +27,7 @@ from market_pipeline_tests.test_postgres_deployment import (
     track,
     wait_for_waiting_writers,
 )
+from market_pipeline_tests.waiting import scaled
 
 START = dt.date(2024, 1, 2)
 
@@ -89,7 +90,7 @@ def test_concurrent_runs_over_different_symbols_share_dagster_storage_on_postgre
     # create it from `default_limit` (Dagster 1.13 can then fail one of them on PostgreSQL)
     subprocess.run(
         [str(VENV_BIN / "dagster"), "instance", "concurrency", "set", "polygon_api", "1"],
-        env=env, check=True, capture_output=True, timeout=120,
+        env=env, check=True, capture_output=True, timeout=scaled(120),
     )
     procs = [start_cli(env, "run", symbol) for symbol in symbols]
     for proc in procs:
@@ -131,7 +132,7 @@ def test_threads_writing_through_one_store(any_warehouse_url, writers_per_symbol
 
     def write(i: int, symbol: str) -> None:
         try:
-            barrier.wait(timeout=60)
+            barrier.wait(timeout=scaled(60))
             results[i] = store.upsert_bars(symbol, frame_with_nulls("2020-01-01", 1500))
         except Exception as exc:  # surfaced below
             errors.append(exc)
@@ -140,7 +141,7 @@ def test_threads_writing_through_one_store(any_warehouse_url, writers_per_symbol
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=scaled(120))
     assert not errors and len(results) == len(symbols)
     with get_engine(any_warehouse_url).connect() as conn:
         counts = dict(

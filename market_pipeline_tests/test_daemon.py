@@ -22,6 +22,7 @@ from market_pipeline.devtools import daemon as project_daemon
 from market_pipeline.devtools.dev import PROJECT_DAEMON_MODULE, with_project_daemon
 from market_pipeline.sandbox import SANDBOX_API_KEY
 from market_pipeline_tests.dagster_helpers import wait_for
+from market_pipeline_tests.waiting import scaled
 
 PROJECT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("market-pipeline"))
@@ -53,7 +54,7 @@ def test_interval_setting_default_and_values(monkeypatch):
 def test_a_bad_interval_is_refused_in_one_line_and_nothing_starts(tmp_path, command, raw):
     dagster_home = tmp_path / "dagster"
     env = {**os.environ, VARIABLE: raw, "DAGSTER_HOME": str(dagster_home), "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=scaled(120))
     assert done.returncode == 2
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert len(lines) == 1, lines
@@ -133,7 +134,7 @@ def test_market_pipeline_daemon_runs_dagsters_daemon_with_the_interval(tmp_path,
         output = (tmp_path / "daemon.log").read_text()
         assert "the backfill daemon iterates every 1 s (MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS" in output
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        process.wait(timeout=scaled(60))
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

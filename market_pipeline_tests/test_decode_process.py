@@ -24,6 +24,7 @@ from market_pipeline.polygon.decode_process import DecodeProcess
 from market_pipeline.polygon.range_pages import combine_pages, decode_range_page
 from market_pipeline.polygon.validate_bars import split_bars
 from market_pipeline.sandbox import SANDBOX_API_KEY
+from market_pipeline_tests.waiting import scaled
 
 FAST_RETRY = RetryPolicy(max_attempts=3, max_total_wait=5.0, backoff_base=0.01, backoff_max=0.02)
 NY_MIDNIGHT_MS = 1_704_171_600_000  # 2024-01-02 00:00 America/New_York
@@ -44,7 +45,7 @@ def body(rows, **extra) -> bytes:
 
 
 def wait_ready(decoder: DecodeProcess, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + scaled(seconds)
     while not decoder.ready:
         assert time.monotonic() < deadline, "the decoding process did not start"
         time.sleep(0.05)
@@ -157,7 +158,7 @@ def test_a_worker_does_not_outlive_a_killed_run_process(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + scaled(20)
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     left = [pid for pid in workers if _alive(pid)]
@@ -177,9 +178,9 @@ def test_a_hung_worker_is_given_up_and_killed(caplog):
         os.kill(pid, signal.SIGSTOP)
         started = time.monotonic()
         assert decoder.decode(content, "stock", LAST, PATH) is None
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < scaled(10)
         assert not decoder.ready and decoder.decode(content, "stock", LAST, PATH) is None
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + scaled(10)
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         alive = _alive(pid)

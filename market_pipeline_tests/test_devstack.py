@@ -14,6 +14,7 @@ import pytest
 from market_pipeline.devtools.stack import descendants, free_port
 from market_pipeline.sandbox import SANDBOX_API_KEY
 from market_pipeline_tests.dagster_helpers import wait_for
+from market_pipeline_tests.waiting import scaled
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def _env(tmp_path, sandbox, dagster_home=None) -> dict:
 
 def _second(env, port) -> subprocess.CompletedProcess:
     started = time.monotonic()
-    done = subprocess.run([*DEVSTACK, "--port", str(port)], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([*DEVSTACK, "--port", str(port)], env=env, capture_output=True, text=True, timeout=scaled(60))
     done.elapsed = time.monotonic() - started
     return done
 
@@ -58,7 +59,7 @@ def test_second_make_dev_refuses_and_sigterm_stops_the_first(tmp_path, sandbox):
 
         # the same port: refused in one line, nothing started
         same_port = _second(env, port)
-        assert same_port.returncode != 0 and same_port.elapsed < 30
+        assert same_port.returncode != 0 and same_port.elapsed < scaled(30)
         lines = [line for line in (same_port.stdout + same_port.stderr).splitlines() if line.strip()]
         assert len(lines) == 1 and "Dagster home" in lines[0] and "already run" in lines[0], lines
         # another port, but the same Dagster home: a second daemon would run the schedules twice
@@ -73,8 +74,8 @@ def test_second_make_dev_refuses_and_sigterm_stops_the_first(tmp_path, sandbox):
         # SIGTERM (a process manager's stop) ends it within seconds, cleanly
         first.send_signal(signal.SIGTERM)
         started = time.monotonic()
-        first.wait(timeout=60)
-        assert time.monotonic() - started < 20
+        first.wait(timeout=scaled(60))
+        assert time.monotonic() - started < scaled(20)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)

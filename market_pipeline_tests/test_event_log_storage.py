@@ -27,6 +27,7 @@ from dagster._core.storage.event_log.base import AssetRecordsFilter
 
 from market_pipeline.storage import PooledSqliteEventLogStorage
 from market_pipeline.storage.config import project_event_log_storage
+from market_pipeline_tests.waiting import scaled
 
 KEY = AssetKey("many")
 PARTS = DynamicPartitionsDefinition(name="parts")
@@ -167,7 +168,7 @@ def test_buffered_events_reach_other_readers_without_a_further_event(tmp_path):
         assert storage._buffer, "a materialization waits for its batch"
         reader = PooledSqliteEventLogStorage(base_dir=base)
         try:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + scaled(10)
             count = lambda: len(reader.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records)
             while count() < len(SYMBOLS) + 1 and time.monotonic() < deadline:
                 time.sleep(0.05)

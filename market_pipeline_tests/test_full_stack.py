@@ -25,10 +25,10 @@ import pytest
 from market_pipeline import calendars
 from market_pipeline.polygon.bars import BAR_COLUMNS
 from market_pipeline.sandbox import SANDBOX_API_KEY, as_traded_bars
-from market_pipeline.devtools.stack import DagsterStack, descendants, group_members
+from market_pipeline.devtools.stack import BACKFILL_TERMINAL, DagsterStack, descendants, group_members
 from market_pipeline.warehouse import BarStore, get_engine
 from market_pipeline.warehouse.stats_table import read_stats
-from market_pipeline_tests.dagster_helpers import wait_for
+from market_pipeline_tests.waiting import scaled, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,7 @@ query Stats {
 
 def cli(env: dict, *args: str) -> str:
     command = [str(Path(sys.executable).with_name("market-pipeline")), *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=scaled(120))
     assert done.returncode == 0, f"{' '.join(args)}: {done.stdout}{done.stderr}"
     return done.stdout
 
@@ -148,7 +148,7 @@ def test_add_symbols_sensor_backfills_then_ui_backfill_of_every_partition(tmp_pa
         "PYTHONWARNINGS": "ignore",
     }
     stack = DagsterStack(tmp_path / "dagster", env, log_path=tmp_path / "dagster-dev.log")
-    stack.start(timeout=120)
+    stack.start(timeout=scaled(180))
     leader = stack.process.pid
     try:
         # the daemon is the project's (backfills iterate every MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS), not dagster's
@@ -169,17 +169,25 @@ def test_add_symbols_sensor_backfills_then_ui_backfill_of_every_partition(tmp_pa
             cli(env, "symbols", "add", *names, "--asset-class", asset_class, "--start-date", START)
 
         # 2. the sensor adds their partitions and backfills them, with nothing else touched
+        seen: dict = {}
+
         def partitions_and_runs_done():
             node = stack.graphql(ASSET_NODE, {"key": KEY})["assetNodeOrError"]
+            seen["partitions"] = len(node["partitionKeys"])
             if sorted(node["partitionKeys"]) != sorted(ALL):
                 return False
             requested = runs(stack, **{"market_pipeline/trigger": "new_symbols"})
             statuses = {r["status"] for r in requested}
             assert not statuses & {"FAILURE", "CANCELED"}, requested
+            seen["runs"] = sorted((r["runId"], r["status"]) for r in requested)
             done = {s for s, row in listed(env).items() if row["backfill_status"] == "completed"}
+            seen["done"] = len(done)
             return requested and statuses == {"SUCCESS"} and done == set(ALL) and requested
 
-        sensor_runs = wait_for(partitions_and_runs_done, 90, "the sensor's backfill runs")
+        # each step (partitions added, a run requested, started, finished, symbols completed) restarts the clock
+        sensor_runs = wait_for(
+            partitions_and_runs_done, 90, "the sensor's backfill runs", progress=lambda: tuple(sorted(seen.items()))
+        )
         sensor_run_ids = {r["runId"] for r in sensor_runs}
         counts_after_sensor = sandbox.request_counts()
         assert counts_after_sensor["aggs_range"] == len(ALL)  # one range request per new symbol
@@ -187,11 +195,19 @@ def test_add_symbols_sensor_backfills_then_ui_backfill_of_every_partition(tmp_pa
         # 3. "Materialize all" -> launch a backfill of every partition, through the UI's mutation
         backfill_id = stack.launch_partition_backfill("ohlcv_daily")
         # 4. it completes; every symbol is in the warehouse as the sandbox serves it
-        assert stack.wait_backfill(backfill_id, timeout=150) == "COMPLETED_SUCCESS"
+        def backfill_done():
+            status = stack.backfill_status(backfill_id)
+            seen["backfill"] = (status, tuple(sorted((r["runId"], r["status"]) for r in runs(stack, **{"dagster/backfill": backfill_id}))))
+            return status if status in BACKFILL_TERMINAL else None
+
+        assert wait_for(backfill_done, 120, "the UI's backfill", poll=1.0, progress=lambda: seen.get("backfill")) == "COMPLETED_SUCCESS"
         backfill_runs = runs(stack, **{"dagster/backfill": backfill_id})
         assert backfill_runs and {r["status"] for r in backfill_runs} == {"SUCCESS"}
         backfill_run_ids = {r["runId"] for r in backfill_runs}
         assert not backfill_run_ids & sensor_run_ids
+        # the sensor's runs (ohlcv_daily_job) and the backfill's (__ASSET_JOB): one tag finds them all
+        bars_runs = {r["runId"] for r in runs(stack, **{"market_pipeline/asset": "ohlcv_daily"})}
+        assert sensor_run_ids | backfill_run_ids <= bars_runs
 
         store = BarStore(warehouse)
         for symbol in ALL:

@@ -27,7 +27,8 @@ from market_pipeline.refresh.ingest import refresh_symbol
 from market_pipeline.sandbox import SANDBOX_API_KEY
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline.warehouse.rate_limit import SharedRateLimiter, max_in_window
-from market_pipeline_tests.dagster_helpers import materialization_metadata, served
+from market_pipeline_tests.dagster_helpers import materialization_metadata, served, wait_for
+from market_pipeline_tests.waiting import scaled
 
 START = "2024-01-02"
 SYMBOLS = [f"Z{chr(65 + i)}A" for i in range(16)]  # ZAA, ZBA, ... ZPA: 16 stocks of the sandbox's universe
@@ -70,7 +71,7 @@ def test_the_client_carries_the_setting(polygon_env, monkeypatch):
 def test_a_bad_setting_stops_the_code_location_loading(tmp_path):
     env = {**os.environ, "POLYGON_MAX_IN_FLIGHT": "abc", "MARKET_PIPELINE_HOME": str(tmp_path / "home")}
     done = subprocess.run(
-        [sys.executable, "-c", "import market_pipeline.definitions"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", "import market_pipeline.definitions"], env=env, capture_output=True, text=True, timeout=scaled(120)
     )
     assert done.returncode != 0
     assert "POLYGON_MAX_IN_FLIGHT='abc' is not a whole number of 1 or more" in done.stderr
@@ -148,11 +149,12 @@ def test_eight_in_flight_stores_what_one_at_a_time_stores(sandbox, tmp_path, mon
         with instance_for_test() as instance:
             runs[in_flight] = _materialize(instance, f"sqlite:///{tmp_path / f'w{in_flight}.sqlite'}", sandbox, in_flight, monkeypatch)
     assert runs[1]["peak"] == 1
-    # the reference lookups run ahead of the bars in their own threads, on the same in-flight slots
+    # the reference reads run beside the bars in their own threads, on the same in-flight slots
     assert runs[2]["peak"] == 2 and runs[2]["counts"] == runs[1]["counts"]
     assert 1 < runs[8]["peak"] <= 8
-    assert runs[1]["counts"] == runs[8]["counts"]  # the same requests: one reference and one range per symbol
-    assert runs[8]["counts"]["aggs_range"] == len(SYMBOLS) and runs[8]["counts"]["ticker_detail"] == len(SYMBOLS)
+    assert runs[1]["counts"] == runs[8]["counts"]  # the same requests: one range per symbol, one list page
+    assert runs[8]["counts"]["aggs_range"] == len(SYMBOLS) and runs[8]["counts"]["tickers"] == 1
+    assert runs[8]["counts"]["ticker_detail"] == 0
     assert runs[1]["status"] == runs[8]["status"]
     for symbol in SYMBOLS:
         one, eight = runs[1]["bars"][symbol], runs[8]["bars"][symbol]
@@ -306,7 +308,9 @@ def test_an_interrupt_cancels_the_queued_fetches_and_sends_nothing_more(sandbox,
     assert first.status == "completed"
     with pytest.raises(KeyboardInterrupt):
         results.throw(KeyboardInterrupt)
-    time.sleep(1.0)  # the fetches running when it was thrown finish
+    # the fetches running when it was thrown finish: every request that reached the sandbox is answered
+    wait_for(lambda: len([r for r in sandbox.request_log() if r.endpoint == "aggs_range"]) == sandbox.request_counts()["aggs_range"],
+             30, "the requests on the wire to be answered", poll=0.05)
     sent = sandbox.request_counts()["aggs_range"]
     assert 1 < sent <= 1 + 2 + 2  # the first, the next ones (two threads) that ran before and at the throw
     time.sleep(1.0)  # nothing queued starts, nothing is retried

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from market_pipeline.devtools import dagster_patches
+from market_pipeline_tests.waiting import scaled
 
 POOL = "polygon_api"
 ROUNDS = 25
@@ -28,14 +29,14 @@ def race_claims(storage) -> list[int]:
         results: list = []
 
         def claim(run_id: str) -> None:
-            barrier.wait(timeout=30)
+            barrier.wait(timeout=scaled(30))
             results.append(storage._claim_concurrency_slot(POOL, run_id, "ohlcv_daily"))
 
         threads = [threading.Thread(target=claim, args=(r,)) for r in run_ids]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(timeout=60)
+            t.join(timeout=scaled(60))
         claimed_per_round.append(sum(1 for r in results if r.name == "CLAIMED"))
         for run_id in run_ids:
             storage.free_concurrency_slots_for_run(run_id)

@@ -34,11 +34,12 @@ from market_pipeline_tests.dagster_helpers import (
     materializations,
     served,
 )
+from market_pipeline_tests.waiting import scaled
 
 pytestmark = pytest.mark.postgres
 
 VENV_BIN = Path(sys.executable).parent
-WAIT_SECONDS = 120  # upper bound on waiting for another process (a hang fails instead of blocking the suite)
+WAIT_SECONDS = 120  # upper bound on waiting for another process on a quiet machine (a hang fails instead of blocking the suite)
 
 
 # ---- helpers shared with test_concurrency -------------------------------------------------------
@@ -69,7 +70,7 @@ def start_cli(env: dict, *argv: str) -> subprocess.Popen:
 
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
     try:
-        out, _ = proc.communicate(timeout=WAIT_SECONDS * 2)
+        out, _ = proc.communicate(timeout=scaled(WAIT_SECONDS * 2))
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
@@ -86,7 +87,7 @@ def wait_for_waiting_writers(cluster, dbname: str, count: int, *, procs=(), excl
     """Pids of `count` market_pipeline backends of `dbname` waiting on a lock (and running `query_like`)."""
     watcher = admin_connection(cluster, dbname, "test_watcher")
     watcher.autocommit = True
-    deadline = time.monotonic() + WAIT_SECONDS
+    deadline = time.monotonic() + scaled(WAIT_SECONDS)
     try:
         with watcher.cursor() as cur:
             while True:

@@ -15,6 +15,7 @@ from market_pipeline.warehouse.rate_limit import (
     SharedRateLimiter,
     requests_in_window,
 )
+from market_pipeline_tests.waiting import scaled
 
 ORIGIN = "http://127.0.0.1:1"
 
@@ -95,7 +96,7 @@ def test_processes_and_threads_share_one_budget(engine, sqlite_url, request):
     threads = [threading.Thread(target=thread_taker) for _ in range(2)]
     for t in threads:
         t.start()
-    stamps = [s for _ in workers for s in queue.get(timeout=120)]
+    stamps = [s for _ in workers for s in queue.get(timeout=scaled(120))]
     for w in workers:
         w.join(60)
     for t in threads:

@@ -34,6 +34,7 @@ from market_pipeline.sandbox import SANDBOX_API_KEY, as_traded_bars
 from market_pipeline.devtools.stack import DagsterStack, descendants
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline_tests.dagster_helpers import wait_for
+from market_pipeline_tests.waiting import scaled
 
 PROJECT = Path(__file__).resolve().parents[1]
 START = dt.date(2025, 6, 2)
@@ -167,7 +168,7 @@ def test_killed_cli_run_leaves_no_symbol_in_progress_and_a_rerun_completes(tmp_p
 
     rerun = subprocess.run(
         [str(Path(sys.executable).with_name("market-pipeline")), "run", *SYMBOLS],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env, capture_output=True, text=True, timeout=scaled(120),
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     if ending == "next_cli_run":
@@ -253,7 +254,7 @@ def test_daemon_releases_symbols_of_killed_and_terminated_runs_and_retries_kille
     url = env["MARKET_PIPELINE_DB_URL"]
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         registry = track(url, instance)  # the partitions exist: tracked_symbols_sensor has nothing to do
-    stack = DagsterStack(dagster_home, env, log_path=tmp_path / "dagster-dev.log").start(timeout=120)
+    stack = DagsterStack(dagster_home, env, log_path=tmp_path / "dagster-dev.log").start(timeout=scaled(180))
     span = (list(SYMBOLS)[0], list(SYMBOLS)[-1])
     try:
         # 1. a run worker (and its step process) killed mid-symbol; run retries off for this run
@@ -261,7 +262,7 @@ def test_daemon_releases_symbols_of_killed_and_terminated_runs_and_retries_kille
         killed = stack.launch_run(partition_range=span, tags={"dagster/max_retries": "0"})
         victim = wait_for(lambda: in_progress(registry, killed), 90, "a symbol in progress in the launched run")
         kill_tree(worker_pid(stack, killed))
-        assert stack.wait_run(killed, 60) == "FAILURE"  # the code server saw its run worker die
+        assert stack.wait_run(killed, scaled(60)) == "FAILURE"  # the code server saw its run worker die
         row = wait_for(lambda: released(registry, victim.symbol, killed, "ended before this symbol finished"), 60,
                        "the failure sensor to release the symbol")
         assert row.last_run_id == killed
@@ -274,7 +275,7 @@ def test_daemon_releases_symbols_of_killed_and_terminated_runs_and_retries_kille
         victim = wait_for(lambda: in_progress(registry, terminated), 90, "a symbol in progress in the second run")
         result = stack.graphql(TERMINATE, {"runId": terminated, "policy": "SAFE_TERMINATE"})["terminateRun"]
         assert result["__typename"] == "TerminateRunSuccess", result
-        assert stack.wait_run(terminated, 60) == "CANCELED"
+        assert stack.wait_run(terminated, scaled(60)) == "CANCELED"
         row = wait_for(lambda: released(registry, victim.symbol, terminated, "cancelled"), 60, "the canceled sensor")
         assert in_progress(registry) is None
         # the op itself stopped on the interrupt (issue 15): marked "interrupted", its step not retried
@@ -289,14 +290,14 @@ def test_daemon_releases_symbols_of_killed_and_terminated_runs_and_retries_kille
         wait_for(lambda: in_progress(registry, retried), 90, "a symbol in progress in the third run")
         kill_tree(worker_pid(stack, retried))
         sandbox.latency_ms = 0
-        assert stack.wait_run(retried, 60) == "FAILURE"
+        assert stack.wait_run(retried, scaled(60)) == "FAILURE"
 
         def retry_run():
             results = stack.graphql(RUNS, {"filter": {"tags": [{"key": "dagster/parent_run_id", "value": retried}]}})
             return results["runsOrError"]["results"]
 
         (retry,) = wait_for(retry_run, 90, "the automatic retry of the killed run", poll=1.0)
-        assert stack.wait_run(retry["runId"], 120) == "SUCCESS"
+        assert stack.wait_run(retry["runId"], scaled(120)) == "SUCCESS"
         rows = {r.symbol: r for r in registry.list()}
         assert {s: r.backfill_status for s, r in rows.items()} == dict.fromkeys(SYMBOLS, "completed")
         assert {r.last_run_id for r in rows.values()} == {retry["runId"]}

@@ -1,6 +1,7 @@
 """The `symbol_reference` asset and its weekly schedule against the sandbox, on SQLite and PostgreSQL:
 mismatches on already-tracked symbols are reported (status, text, UI metadata), a reused ticker keeps
-its stored identity, an unknown ticker gets a status, and a refresh costs one request per symbol."""
+its stored identity, an unknown ticker gets a status; a refresh reads the list of tickers where it pays and
+looks up only what the list cannot tell (delisted, unknown, reused, list dates)."""
 
 import datetime as dt
 
@@ -43,7 +44,10 @@ def test_refresh_reports_mismatches_on_tracked_symbols(polygon_env, instance, wa
     sandbox.reset_counts()
     meta = refresh(instance)
     counts = sandbox.request_counts()
-    assert counts["ticker_detail"] == 7 and meta["requests"] == counts["total"]
+    # one list page for the six stocks and ETFs (list dates known since the first refresh); lookups for
+    # what the active list does not have (TWTR, ZZZQ), for the reused RUSE's new list date, and the lone pair
+    assert counts["tickers"] == 1 and counts["ticker_detail"] == 4 and meta["requests"] == counts["total"] == 6
+    assert meta["list_pages"] == 1 and meta["single_lookups"] == 4 and meta["list_dates_pending"] == 0
     assert counts["ticker_events"] == 1  # TWTR's first inactive answer: a delisting, not a rename
 
     records = {s: r.record for s, r in refs.get_many().items()}
@@ -63,8 +67,10 @@ def test_refresh_reports_mismatches_on_tracked_symbols(polygon_env, instance, wa
     assert "| AAPL |" not in meta["attention"]
 
     sandbox.reset_counts()
-    refresh(instance)  # the same delisting again: no second probe
-    assert sandbox.request_counts()["ticker_events"] == 0 and sandbox.request_counts()["total"] == 7
+    refresh(instance)  # the same delisting and reuse again: no second probe, no lookup for either
+    counts = sandbox.request_counts()
+    assert counts["ticker_events"] == 0 and counts["tickers"] == 1 and counts["ticker_detail"] == 2  # ZZZQ, BTCUSD
+    assert refs.get("TWTR").record.delisted_on == dt.date(2022, 10, 27) and refs.get("RUSE").record.status == "mismatch"
 
 
 def test_weekly_schedule_requests_one_run_per_tick():

@@ -13,6 +13,7 @@ from market_pipeline.polygon.tickers import SymbolError
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline.warehouse.engine import get_engine
 from market_pipeline_tests.test_warehouse import bars
+from market_pipeline_tests.waiting import scaled
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def test_console_script_exit_code(db):
     """The installed `market-pipeline` entry point, as a user runs it."""
     done = subprocess.run(
         [sys.executable, "-m", "market_pipeline.cli.main", "symbols", "add", "A$B", "--asset-class", "stock"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=scaled(60),
     )
     assert done.returncode == 2
     assert done.stderr.startswith("market-pipeline: error: invalid stock symbol")

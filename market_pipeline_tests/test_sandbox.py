@@ -23,6 +23,7 @@ import requests
 from market_pipeline import calendars
 from market_pipeline.sandbox import SANDBOX_API_KEY, SandboxServer, synthetic_bars
 from market_pipeline.sandbox.market import CORRUPTIONS, SYNTHETIC_SUFFIX
+from market_pipeline_tests.waiting import scaled
 
 UTC = dt.timezone.utc
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "polygon_fixtures"
@@ -572,7 +573,7 @@ def test_serve_forever_runs_in_the_foreground_until_sigterm():
         )
         assert response.status_code == 200
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=scaled(30)) == 0
     finally:
         if process.poll() is None:
             process.kill()

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from market_pipeline.sandbox import SANDBOX_API_KEY
+from market_pipeline_tests.waiting import scaled
 
 
 def free_port() -> int:
@@ -27,7 +28,7 @@ def test_sandbox_command_serves_until_terminated():
     )
     try:
         url = f"http://127.0.0.1:{port}/v2/aggs/ticker/AAPL/range/1/day/2024-01-02/2024-01-05"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while True:
             try:
                 response = requests.get(url, headers={"Authorization": f"Bearer {SANDBOX_API_KEY}"}, timeout=2)
@@ -43,6 +44,6 @@ def test_sandbox_command_serves_until_terminated():
         assert time.monotonic() - began >= 0.15  # every answer is slowed to the real API's latency
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+        output, _ = process.communicate(timeout=scaled(30))
     assert process.returncode == 0
     assert str(port) in output and SANDBOX_API_KEY in output  # it tells the user the URL and its key

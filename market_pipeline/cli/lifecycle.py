@@ -31,6 +31,21 @@ def _verify_client():
     return resource.get_client(logger=quiet)
 
 
+def _refuse_tracked_as_another_class(registry: SymbolRegistry, symbols, asset_class: str, verify) -> None:
+    """A symbol tracked under another asset class is refused either way (a class cannot change); with
+    --verify the refusal says first what Polygon says (`SPY` asked as a stock: Polygon types it as an ETF)."""
+    from market_pipeline.cli.commands import stored_forms
+    from market_pipeline.polygon.tickers import SymbolError
+
+    for row in registry.get_many(stored_forms(symbols, asset_class)):  # bad input: registry.add refuses it
+        if row.asset_class == asset_class:
+            continue
+        answer = verify(row.symbol, asset_class)
+        said = answer if isinstance(answer, str) else f"Polygon does not know {row.symbol} as {asset_class}" if answer is False else None
+        if said:
+            raise SymbolError(f"{said} ({row.symbol} is already tracked as {row.asset_class})")
+
+
 def verified_add(registry: SymbolRegistry, symbols, asset_class: str, start_date):
     """Add after asking Polygon about each new symbol: unknown tickers, asset-class mismatches (SPY
     is an ETF), inactive crypto pairs and unreadable answers are refused in one line, nothing added.
@@ -51,6 +66,7 @@ def verified_add(registry: SymbolRegistry, symbols, asset_class: str, start_date
 
     with polygon_endpoint(out=sys.stderr):
         with _verify_client() as client:
+            _refuse_tracked_as_another_class(registry, symbols, asset_class, verify)
             outcomes = registry.add(symbols, asset_class, start_date, verify=verify)
     refs = ReferenceStore(registry.url)
     for record in records.values():

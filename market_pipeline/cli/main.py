@@ -4,24 +4,22 @@ Exit codes: 0 success; 1 a run or symbol failed; 2 bad input (nothing was change
 (`run --fail-on-check`).
 Every command works from the project folder without DAGSTER_HOME set (it then uses the project's
 git-ignored home folder, as `make` does) and honours DAGSTER_HOME and MARKET_PIPELINE_DB_URL.
+
+Start-up stays light: this module imports only the standard library and the settings; each command
+imports what it uses when it runs (Dagster and the code location only for `run` and `daemon`, which
+run them), so `--help` and the read-only commands answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 
-import sqlalchemy as sa
-
-from market_pipeline.polygon.tickers import SymbolError
-from market_pipeline.warehouse.engine import WarehouseConfigError
-
 from market_pipeline import settings
 from market_pipeline.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
-from market_pipeline.devtools.instance import DagsterStorageError
-from market_pipeline.polygon.client import PolygonError
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):
@@ -151,30 +149,46 @@ def main(argv: list[str] | None = None) -> int:
 
         handler = getattr(commands, f"cmd_{args.command}")
         return handler(args)
-    except (UsageError, SymbolError, WarehouseConfigError, settings.SettingsError) as exc:
+    except (UsageError, settings.SettingsError) as exc:
         print(f"market-pipeline: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except DagsterStorageError as exc:
-        print(f"market-pipeline: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except PolygonError as exc:  # e.g. `symbols add --verify` with Polygon unreachable: nothing was added
-        print(f"market-pipeline: error: Polygon did not answer: {exc}; nothing was changed", file=sys.stderr)
-        return EXIT_FAILED
-    except sa.exc.DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        if _read_only(reason):
-            message = f"the warehouse refused a write ({reason}): this command needs a MARKET_PIPELINE_DB_URL with write access"
-        else:  # the warehouse server is down or unreachable
-            message = f"cannot reach the warehouse ({reason}); check MARKET_PIPELINE_DB_URL"
-        print(f"market-pipeline: error: {message}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `market-pipeline symbols list | head`: the reader has gone, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as exc:
+        known = _known_error(exc)
+        if known is None:
+            raise
+        code, message = known
+        print(f"market-pipeline: error: {message}", file=sys.stderr)
+        return code
 
 
-def _read_only(reason: str) -> bool:
-    reason = reason.lower()
-    return any(word in reason for word in ("readonly", "read-only", "read only", "permission denied"))
+def _raised(exc: Exception, module: str, name: str) -> bool:
+    """`exc` is `module.name`: a class of a module a command imported (none raised what was never imported)."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(exc, getattr(loaded, name))
+
+
+def _known_error(exc: Exception) -> tuple[int, str] | None:
+    """The exit code and one-line message of an error a command reports, else None (a bug: a traceback)."""
+    if _raised(exc, "market_pipeline.polygon.tickers", "SymbolError") or _raised(
+        exc, "market_pipeline.warehouse.engine", "WarehouseConfigError"
+    ):
+        return EXIT_USAGE, str(exc)
+    if _raised(exc, "market_pipeline.devtools.instance", "DagsterStorageError"):
+        return EXIT_FAILED, str(exc)
+    if _raised(exc, "market_pipeline.polygon.client", "PolygonError"):  # e.g. `symbols add --verify` offline
+        return EXIT_FAILED, f"Polygon did not answer: {exc}; nothing was changed"
+    if _raised(exc, "market_pipeline.warehouse.engine", "WarehouseSchemaError"):
+        return EXIT_FAILED, str(exc)
+    if _raised(exc, "sqlalchemy.exc", "DBAPIError"):
+        from market_pipeline.warehouse.faults import cli_message  # full disk, read-only, unreachable, ...
+
+        return EXIT_FAILED, cli_message(exc)
+    return None
 
 
 if __name__ == "__main__":

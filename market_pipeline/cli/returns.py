@@ -1,5 +1,6 @@
-"""`market-pipeline returns SYMBOL... [--start] [--end] [--json | --csv FILE]`: print or export stored
-daily returns (the numbers of read_returns and the `daily_returns` table)."""
+"""`market-pipeline returns SYMBOL... [--start] [--end] [--json | --csv FILE [--force]]`: print or
+export stored daily returns (the numbers of read_returns and the `daily_returns` table). `--csv FILE`
+is written as `bars` writes it (never replaces FILE without --force, never half-written)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import sys
 
 from market_pipeline import settings
+from market_pipeline.cli.bars import _csv_target, _write_csv
 from market_pipeline.cli.errors import EXIT_OK, UsageError
 
 COLUMNS = ("total_return", "log_return", "split_adjusted_return")
@@ -22,12 +24,16 @@ def add_parser(sub, parser_class) -> None:
     out = returns.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print JSON records")
     out.add_argument("--csv", metavar="FILE", help="write CSV to FILE ('-' for standard output)")
+    returns.add_argument("--force", action="store_true", help="with --csv FILE: replace FILE if it exists")
 
 
 def cmd_returns(args) -> int:
     from market_pipeline.returns.read import read_returns  # pandas: only for this command
     from market_pipeline.warehouse.reader import ReadError
 
+    if args.force and not args.csv:
+        raise UsageError("--force only applies to --csv FILE (it allows replacing FILE)")
+    target = _csv_target(args.csv, args.force) if args.csv and args.csv != "-" else None
     try:
         frame = read_returns(args.symbols, args.start, args.end, url=settings.db_url())
     except ReadError as exc:
@@ -41,11 +47,12 @@ def cmd_returns(args) -> int:
         )
     flat = frame.reset_index()
     flat["date"] = flat["date"].dt.strftime("%Y-%m-%d")
+    if args.csv == "-":
+        flat.to_csv(sys.stdout, index=False)
+        return EXIT_OK
     if args.csv:
-        target = sys.stdout if args.csv == "-" else args.csv
-        flat.to_csv(target, index=False)
-        if args.csv != "-":
-            print(f"{len(flat)} return(s) of {len(found)} symbol(s) written to {args.csv}")
+        _write_csv(flat, target, args.force)
+        print(f"{len(flat)} return(s) of {len(found)} symbol(s) written to {args.csv}")
         return EXIT_OK
     if args.json:
         print(json.dumps({"returns": json.loads(flat.to_json(orient="records"))}, indent=1))

@@ -6,7 +6,8 @@ Fields left unset are read from the environment when a run uses the resource, so
 enters run configuration: POLYGON_API_KEY (or MASSIVE_API_KEY), POLYGON_BASE_URL,
 POLYGON_REQUESTS_PER_MINUTE, POLYGON_MAX_IN_FLIGHT (requests one op may have in flight at once;
 the plan's budget, not this number, sets the pace), POLYGON_DECODE_PROCESSES (processes decoding the
-bars' answers of a run with many range requests).
+bars' answers of a run with many range requests), POLYGON_MAX_ANSWER_MB (the most one answer may
+decode to).
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ class PolygonResource(ConfigurableResource):
         default=120.0, description="Overall time one request may take, body included (a trickling server is cut off)"
     )
     max_pages: int = Field(default=1000, description="A paginated answer longer than this is a failure, not a history")
+    max_answer_mb: float | None = Field(
+        default=None,
+        description=(
+            "Megabytes one answer may decode to (a larger one fails at once: a decompression bomb or a broken "
+            "server); default POLYGON_MAX_ANSWER_MB or 25 (the largest real answer is about 5 MB)"
+        ),
+    )
 
     def get_client(self, logger: logging.Logger | None = None) -> PolygonClient:
         rpm = self.requests_per_minute if self.requests_per_minute is not None else settings.requests_per_minute()
@@ -72,6 +80,12 @@ class PolygonResource(ConfigurableResource):
             raise settings.SettingsError(
                 f"PolygonResource decode_processes={decoders} is not a whole number of 0 or more: set e.g. "
                 "decode_processes=1 (or 0 to decode in the run's own process)"
+            )
+        max_mb = self.max_answer_mb if self.max_answer_mb is not None else settings.max_answer_mb()
+        if not max_mb > 0:
+            raise settings.SettingsError(
+                f"PolygonResource max_answer_mb={max_mb} is not a number of megabytes above 0: set e.g. "
+                f"max_answer_mb={settings.DEFAULT_MAX_ANSWER_MB:g}"
             )
         base_url = (self.base_url or settings.polygon_base_url()).rstrip("/")
         # the plan's rate holds for the whole deployment: every process using this warehouse shares one budget
@@ -93,6 +107,7 @@ class PolygonResource(ConfigurableResource):
             logger=logger,
             request_deadline=self.request_deadline_seconds,
             max_pages=self.max_pages,
+            max_answer_bytes=int(max_mb * 1_000_000),
             max_in_flight=in_flight,
             decode_processes=decoders,
             decode_from=self.decode_in_process_from,

@@ -69,7 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     if args[0] == "run" and "--help" not in args:
-        settings.ensure_dagster_home()  # the project's home (and dagster.yaml) when DAGSTER_HOME is unset
+        from market_pipeline.devtools.instance import DagsterStorageError, prepare_dagster_home
+
+        try:  # the project's home (and dagster.yaml) when DAGSTER_HOME is unset
+            prepare_dagster_home(PROG)
+        except DagsterStorageError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
     apply_backfill_interval(seconds)
     print(
         f"{PROG}: the backfill daemon iterates every {seconds:g} s (MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS; "

@@ -4,7 +4,12 @@ With no POLYGON_API_KEY the built-in sandbox serves synthetic bars on a loopback
 lifetime of the stack, and the code location talks to it (no pacing, as the sandbox has no limit).
 Schedules (stocks_daily_refresh, crypto_daily_refresh) and sensors (tracked_symbols_sensor and the
 run-failure sensors) are on from the start: add a symbol with `market-pipeline symbols add` and
-watch its backfill run. Ctrl-C stops everything.
+watch its backfill run. The daemon logs at WARNING (`--verbose`: INFO, a line per sensor tick).
+
+Ctrl-C or SIGTERM stops everything, sent to this process, to `make` (GNU make passes SIGTERM on to
+its recipe but not SIGINT: it resets its own handler and waits for the recipe, which notices that and
+stops) or to the stack's `dg dev` process. The webserver, daemon and code server `dg dev` starts
+ignore signals of their own (Dagster's design) and stop with it.
 """
 
 from __future__ import annotations
@@ -13,8 +18,12 @@ import argparse
 import os
 import signal
 import sys
+import threading
+import time
 
 from market_pipeline import settings
+from market_pipeline.devtools.instance import DagsterStorageError, configure_home, dagster_home
+from market_pipeline.devtools.processes import caught_signals, command_name
 from market_pipeline.devtools.stack import DagsterStack, StackError
 
 
@@ -23,17 +32,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address the UI listens on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=3000, help="port of the UI (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the UI to come up (default: %(default)s)")
+    parser.add_argument("--verbose", action="store_true", help="log the daemon at INFO (every sensor tick) instead of WARNING")
     args = parser.parse_args(argv)
-    home = settings.ensure_dagster_home()
+    chosen = bool((os.environ.get("DAGSTER_HOME") or "").strip())
+    try:
+        settings.validate()
+        home = dagster_home()
+    except (settings.SettingsError, DagsterStorageError) as exc:
+        print(f"make dev: error: {exc}", file=sys.stderr)
+        return 2
     env = dict(os.environ, DAGSTER_HOME=str(home))
-    stack = DagsterStack(home, env, host=args.host, port=args.port)
+    stack = DagsterStack(home, env, host=args.host, port=args.port, daemon_log_level="info" if args.verbose else "warning")
     try:
         stack.claim()  # before anything starts: one stack per port and per Dagster home
     except StackError as exc:
         print(f"make dev: {exc}", file=sys.stderr)
         return 1
+    if chosen:  # the project's dagster.yaml into a home without one, or one line on what it lacks
+        try:
+            configure_home(home, prog="make dev")
+        except DagsterStorageError as exc:
+            stack.release()
+            print(f"make dev: error: {exc}", file=sys.stderr)
+            return 2
     signal.signal(signal.SIGINT, _stop)  # Ctrl-C, and a process manager's stop, shut the stack down
     signal.signal(signal.SIGTERM, _stop)
+    watch_make()
     sandbox = None
     try:
         if not settings.polygon_api_key():
@@ -72,6 +96,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 STOP_TIMEOUT = 10.0  # seconds for dg dev to stop on its own before its processes are terminated
+FATAL_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+def watch_make(poll: float = 0.25) -> None:
+    """When `make dev` started this process: stop when make is told to stop.
+
+    GNU make passes SIGTERM on to its recipe, but not SIGINT or SIGHUP (it expects the terminal to
+    have sent those to the whole process group): it resets its handler for the signal to the
+    default and waits for the recipe to end. So a `kill -INT <make's pid>` would leave the stack
+    running and make waiting for ever. Make's handlers are visible in /proc: once one of them is
+    gone, this process sends itself SIGTERM and stops as on Ctrl-C."""
+    parent = os.getppid()
+    if command_name(parent) != "make":
+        return
+    watched = (caught_signals(parent) or set()) & FATAL_SIGNALS
+    if not watched:
+        return
+
+    def watch():
+        while True:
+            time.sleep(poll)
+            caught = caught_signals(parent)
+            if caught is None or watched - caught:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=watch, name="watch-make", daemon=True).start()
 
 
 class _Stop(BaseException):

@@ -87,3 +87,23 @@ def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
         time.sleep(0.1)
         alive = [p for p in alive if _alive(p)]
     return alive
+
+
+def caught_signals(pid: int) -> set[int] | None:
+    """The signals process `pid` has handlers for (/proc/PID/status `SigCgt`), None when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            mask = int(line.split()[1], 16)
+            return {bit + 1 for bit in range(64) if mask >> bit & 1}
+    return None
+
+
+def command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

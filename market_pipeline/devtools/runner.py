@@ -113,6 +113,7 @@ def recover_dead_runs(instance: DagsterInstance, registry: SymbolRegistry, out=N
     run would wait for the `polygon_api` slot forever. Without `make dev`, no daemon does this."""
     from dagster import DagsterRunStatus, RunsFilter
 
+    from market_pipeline.defs.bars.released import release_run
     from market_pipeline.defs.bars.sensors import free_pool_slots
 
     out = out or sys.stderr
@@ -127,7 +128,7 @@ def recover_dead_runs(instance: DagsterInstance, registry: SymbolRegistry, out=N
             continue
         reason = f"the market-pipeline process (pid {pid}) that ran it is gone"
         instance.report_run_failed(run, reason)
-        symbols = registry.fail_in_progress_for_run(run.run_id, reason)
+        symbols = release_run(instance, registry, run.run_id, reason)
         print(f"Run {run.run_id} died with its process; marked failed ({', '.join(symbols) or 'no symbol in progress'}).", file=out)
         recovered.append(run.run_id)
     storage = instance.event_log_storage
@@ -137,6 +138,49 @@ def recover_dead_runs(instance: DagsterInstance, registry: SymbolRegistry, out=N
             if run is None or run.is_finished:
                 free_pool_slots(instance, run_id)
     return recovered
+
+
+def release_ended_runs(instance: DagsterInstance, registry: SymbolRegistry, out=None) -> dict[str, str]:
+    """Symbols left `in_progress` by runs of this instance that have ended (a run stopped by a full
+    disk that could not record its symbols, a run whose process died and was marked failed) are
+    marked `failed` with the reason the run recorded for each. When the warehouse still cannot be
+    written, each is reported on `out` (stderr) instead: symbol -> reason of those is returned."""
+    import sqlalchemy as sa
+
+    from market_pipeline.defs.bars.released import run_errors
+    from market_pipeline.warehouse.faults import describe
+
+    out = out or sys.stderr
+    by_run: dict[str, list[str]] = {}
+    for symbol, run_id in registry.in_progress().items():
+        if run_id:
+            by_run.setdefault(run_id, []).append(symbol)
+    unrecorded: dict[str, str] = {}
+    for run_id, symbols in by_run.items():
+        run = instance.get_run_by_id(run_id)
+        if run is None or not run.is_finished:  # another instance's run, or one still going
+            continue
+        errors = run_errors(instance, run_id)
+        reason = _end_message(instance, run)
+        try:
+            registry.fail_in_progress_for_run(run_id, reason, errors)
+        except sa.exc.DBAPIError as exc:
+            for symbol in sorted(symbols):
+                why = errors.get(symbol) or f"run {run_id} ended before this symbol finished: {reason}"
+                unrecorded[symbol] = why
+                print(f"market-pipeline: {symbol} failed: {why} (not recorded in the warehouse: {describe(exc)})", file=out)
+    return unrecorded
+
+
+def _end_message(instance: DagsterInstance, run) -> str:
+    """How the run ended, in its own words (its failure or cancellation event), else its status."""
+    from dagster import DagsterEventType
+
+    for kind in (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED):
+        records = instance.get_records_for_run(run.run_id, of_type=kind).records
+        if records and (records[-1].event_log_entry.message or "").strip():
+            return records[-1].event_log_entry.message.strip()
+    return f"the run ended {run.status.value.lower()}"
 
 
 def reconcile_partitions(instance: DagsterInstance, registry: SymbolRegistry) -> tuple[list[str], list[str]]:

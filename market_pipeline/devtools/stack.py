@@ -83,6 +83,7 @@ class DagsterStack:
         *,
         workspace: Path | None = None,
         log_path: Path | None = None,
+        daemon_log_level: str = "warning",
     ):
         self.home = Path(home)
         self.env = dict(os.environ if env is None else env)
@@ -90,6 +91,7 @@ class DagsterStack:
         self.port = port or free_port(host)
         self.workspace = Path(workspace or settings.project_dir() / "workspace.yaml")
         self.log_path = log_path  # None: the stack writes to this process's stdout/stderr
+        self.daemon_log_level = daemon_log_level  # the webserver logs at INFO (its start line names the URL)
         self.dagster_home = self._resolve_dagster_home()
         self.location_name: str | None = None
         self.repository_name: str | None = None
@@ -121,7 +123,7 @@ class DagsterStack:
         # `dg dev` with the project's daemon (devtools/dev.py): backfills iterate every
         # MARKET_PIPELINE_BACKFILL_INTERVAL_SECONDS instead of Dagster's 30 s
         return [sys.executable, "-m", "market_pipeline.devtools.dev", "-w", str(self.workspace.resolve()),
-                "-h", self.host, "-p", str(self.port)]
+                "-h", self.host, "-p", str(self.port), "--daemon-log-level", self.daemon_log_level]
 
     def claim(self) -> None:
         """Take the Dagster home's lock and check the port; StackError (nothing started) if either is taken."""

@@ -7,9 +7,15 @@
   never a shortened history (`market_pipeline.polygon.pagination`).
 - Each request has an overall deadline (`request_deadline`): the body is streamed and a server that
   trickles it is cut off, then retried like a timeout.
+- Each answer may decode to at most `max_answer_bytes` (POLYGON_MAX_ANSWER_MB): the body is read and
+  decompressed a chunk at a time (urllib3 inflates at most a chunk per read), and one that grows past
+  the limit fails the request at once, not retried; a gzip bomb costs a chunk of memory, not its size.
 - Requests are paced before they are sent (`requests_per_minute`; 0 means no pacing), retried with
   tenacity on 429, 5xx, connection errors, timeouts and truncated bodies (exponential backoff with
   jitter, honouring `Retry-After`, bounded attempts and total wait), and final on 400/401/403/404.
+- A `Retry-After` longer than the client's longest wait (`RetryPolicy.backoff_max`) fails the request
+  at once, naming the wait asked for (`PolygonError.stops_run`), and the client sends nothing more
+  until that wait has passed: each later request fails at once with the same reason, unsent.
 - Thread-safe: several threads may fetch through one client at once (`max_in_flight` of them: the
   HTTP connection pool keeps that many keep-alive connections). `stats` is updated under a lock, and
   `requests_this_thread` counts each thread's own requests (a fetch reports what it sent itself).
@@ -52,17 +58,24 @@ log = logging.getLogger("market_pipeline.polygon")
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_REQUEST_DEADLINE = 120.0  # seconds for one request, body included
+DEFAULT_MAX_ANSWER_BYTES = 25_000_000  # settings.DEFAULT_MAX_ANSWER_MB
 CHUNK_BYTES = 65536
 
 
 class PolygonError(Exception):
-    """A request Polygon did not answer with data. `transient` says whether a later try may work."""
+    """A request Polygon did not answer with data. `transient` says whether a later try may work;
+    `stops_run`, when set, why every later request of the run would fail the same way (Polygon asked
+    for a wait longer than the client's longest: the run should stop, not go on asking)."""
 
-    def __init__(self, message: str, *, status: int | None = None, transient: bool = False, retry_after: float | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, transient: bool = False, retry_after: float | None = None,
+        stops_run: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.transient = transient
         self.retry_after = retry_after
+        self.stops_run = stops_run
 
 
 class MissingApiKey(PolygonError):
@@ -112,6 +125,7 @@ class PolygonClient:
         limiter=None,
         request_deadline: float = DEFAULT_REQUEST_DEADLINE,
         max_pages: int = MAX_PAGES,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         max_in_flight: int = 1,
         decode_processes: int = 0,
         decode_from: int = 32,
@@ -120,6 +134,7 @@ class PolygonClient:
         included); the deployment-wide budget `warehouse.rate_limit.SharedRateLimiter` in the pipeline.
         None: this process's own pacer at `requests_per_minute`. A limiter whose `wait` takes a `stop`
         event is handed the client's, so `stop()` cuts its waiting short.
+        `max_answer_bytes`: the most one answer's body may decode to; past it the request fails at once.
         `max_in_flight`: how many requests callers may send through this client at once (threads).
         `decode_processes`: worker processes decoding range answers inside `decoding(n)` when at least
         `decode_from` range requests are coming (0: always on the fetch threads)."""
@@ -129,6 +144,7 @@ class PolygonClient:
         self.timeout = (connect_timeout, read_timeout)
         self.request_deadline = request_deadline
         self.max_pages = max_pages
+        self.max_answer_bytes = max(1, int(max_answer_bytes))
         self.retry = retry or RetryPolicy()
         self.pacer = limiter if limiter is not None else shared_pacer(self.base_url, requests_per_minute)
         self._pacer_takes_stop = "stop" in inspect.signature(self.pacer.wait).parameters
@@ -150,6 +166,7 @@ class PolygonClient:
         self._slots = threading.BoundedSemaphore(self.max_in_flight)
         self._thread = threading.local()
         self._stopped = threading.Event()
+        self._refused: tuple[float, str] | None = None  # (until, why): Polygon asked for a longer wait
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "market_pipeline/0.1"
         # one keep-alive connection per thread in flight (urllib3 would otherwise discard the extras)
@@ -341,6 +358,7 @@ class PolygonClient:
     def _attempt(self, url: str, params: dict | None, what: str, endpoint: str, read=None):
         headers = self._headers(url)
         self._refuse_when_stopped(what)
+        self._refuse_when_asked_to_wait(what)
         with self._slots:  # taken before pacing: the budget counts a request when it is really sent
             content, status, response, path = self._send(url, params, headers, what, endpoint)
         if read is not None and status == 200:
@@ -386,6 +404,8 @@ class PolygonClient:
             text = _error_text(response, content)
             transient = status in TRANSIENT_STATUSES
             retry_after = _retry_after(response) if transient else None
+            if retry_after is not None and retry_after > self.retry.backoff_max:
+                raise self._asked_to_wait(what, status, retry_after)
             hint = {
                 401: " (check POLYGON_API_KEY)",
                 403: " (your plan does not cover this; check the start date or upgrade the plan)",
@@ -406,11 +426,28 @@ class PolygonClient:
         if self._stopped.is_set():
             raise Stopped(f"{what}: not sent: the run is stopping")
 
+    def _asked_to_wait(self, what: str, status: int, seconds: float) -> PolygonError:
+        """A Retry-After past the longest wait: this request fails now, and every request until then."""
+        why = (
+            f"Polygon answered HTTP {status} asking to wait {_duration(seconds)} before the next request (Retry-After), "
+            f"longer than the longest wait of {self.retry.backoff_max:g} s (backoff_max_seconds): not retried; "
+            "run again once that wait has passed"
+        )
+        with self._stats_lock:
+            self._refused = (time.monotonic() + seconds, why)
+        return PolygonError(f"{what}: {why}", status=status, retry_after=seconds, stops_run=why)
+
+    def _refuse_when_asked_to_wait(self, what: str) -> None:
+        refused = self._refused
+        if refused is not None and time.monotonic() < refused[0]:
+            raise PolygonError(f"{what}: not sent: {refused[1]}", stops_run=refused[1])
+
     def _read_body(self, response: requests.Response, started: float, what: str, path: str) -> bytes:
-        """The whole body, read as it arrives; cut off when the request's overall deadline passes
-        (a server trickling its body would otherwise hold the run: each read has only the read timeout)."""
+        """The whole body, read and decompressed a chunk at a time as it arrives; cut off when the
+        request's overall deadline passes (a server trickling its body would otherwise hold the run:
+        each read has only the read timeout) or when it decodes to more than `max_answer_bytes`."""
         deadline = started + self.request_deadline
-        raw, chunks = response.raw, []
+        raw, chunks, size = response.raw, [], 0
         try:
             while True:
                 if time.monotonic() > deadline:
@@ -422,12 +459,34 @@ class PolygonClient:
                 chunk = raw.read1(CHUNK_BYTES, decode_content=True)
                 if not chunk:
                     break
+                size += len(chunk)
+                if size > self.max_answer_bytes:
+                    raise PolygonError(self._too_large(response, what, path), status=response.status_code)
                 chunks.append(chunk)
         except PolygonError:
             raise
         except Exception as exc:  # a read timeout, a reset or a broken body mid-stream
             raise PolygonError(f"{what}: reading the answer from {path} failed ({type(exc).__name__})", transient=True) from None
         return b"".join(chunks)
+
+
+    def _too_large(self, response: requests.Response, what: str, path: str) -> str:
+        encoding = response.headers.get("Content-Encoding")
+        wire = f" ({encoding}-compressed on the wire)" if encoding else ""
+        return (
+            f"{what}: the answer from {path}{wire} decodes to more than {self.max_answer_bytes / 1e6:g} MB, the most one "
+            "answer may hold (POLYGON_MAX_ANSWER_MB; the largest real answer, 50,000 bars, is about 5 MB): "
+            "not read further, not retried"
+        )
+
+
+def _duration(seconds: float) -> str:
+    """`90 s`, `1000000000 s (about 31.7 years)`: the server's number as it sent it, and its size."""
+    text = f"{seconds:.0f} s" if float(seconds).is_integer() else f"{seconds:g} s"
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{text} (about {seconds / size:.3g} {unit})"
+    return text
 
 
 def _refuse_set_aside(what: str, fetched: FetchedBars) -> None:

@@ -3,17 +3,14 @@
 Uses the client's `_get_json` transport (pacing, retries, the key only in the header). Every
 function here turns Polygon's answers into `market_pipeline.reference` records: a 404 or a failed
 request gives a record with a clear status, never an exception (a missing API key still raises).
-`refresh_references` looks several symbols up at once (the client's `max_in_flight`).
+Many symbols at once (a first run, the weekly refresh): `market_pipeline.polygon.reference_list`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from contextlib import closing
 
 from market_pipeline.polygon.client import MissingApiKey, PolygonClient, PolygonError
-from market_pipeline.polygon.inflight import in_flight
 from market_pipeline.reference.events import TickerEvents, parse_ticker_events, rename_detected
 from market_pipeline.reference.mismatch import classify, compare_identity
 from market_pipeline.reference.records import ReferenceRecord, error_record, not_found_record, parse_ticker_details
@@ -80,31 +77,3 @@ def lookup(client: PolygonClient, symbol: str, asset_class: str, stored: Referen
                 f"move its history with `market-pipeline symbols rename {symbol} {change.ticker}`",
             )
     return record
-
-
-def refresh_references(client: PolygonClient, store, rows: Iterable, *, log=None) -> list[ReferenceRecord]:
-    """Look up and store the reference of each tracked row (`store`: a warehouse ReferenceStore).
-    One lookup per symbol, paced by the client like every other request; up to the client's
-    `max_in_flight` lookups at once (HTTP in threads, every `store.save` on the calling thread, in
-    the order of `rows`)."""
-    rows = list(rows)
-    stored = store.get_many([r.symbol for r in rows])
-
-    def look(row):  # any thread: HTTP only
-        previous = stored.get(row.symbol)
-        try:
-            return lookup(client, row.symbol, row.asset_class, previous.record if previous else None)
-        except Exception as exc:  # a missing key (or a bug): raised again on the calling thread
-            return exc
-
-    records = []
-    # leaving early (an error here) cancels the lookups not started; the client stays usable
-    with closing(in_flight(rows, look, max_in_flight=getattr(client, "max_in_flight", 1))) as looked:
-        for row, record in looked:
-            if isinstance(record, Exception):
-                raise record
-            store.save(record)
-            if log is not None and record.status != "ok":
-                log.warning(f"{row.symbol}: reference {record.status}: {record.status_text}")
-            records.append(record)
-    return records

@@ -21,6 +21,7 @@ from market_pipeline.refresh.ingest import (
     DEFAULT_REFETCH_SESSIONS,
     SymbolResult,
     _store_and_complete,
+    failed,
     record_quarantined,
     refresh_symbol,
 )
@@ -95,6 +96,7 @@ def refresh_grouped(
                 tracked.symbol, tracked.asset_class, "failed", path="grouped", requests=shared, requests_shared=True,
                 fetch_from=start.isoformat(), fetch_to=target.isoformat(),
                 error=f"{tracked.symbol}: grouped daily bars: {error}", transient=error.transient,
+                stop_reason=failed(SymbolResult(tracked.symbol, tracked.asset_class, "failed"), error).stop_reason,
             )
             _record_failure(registry, result, run_id)
             yield result
@@ -202,8 +204,8 @@ def _store_grouped(store, registry, tracked, bars, start, target, shared, run_id
         record_quarantined(store, result, set_aside, run_id)
         bars = _grouped_window(bars, start, target)
         _store_and_complete(store, registry, result, bars, run_id, history_from=None)
-    except Exception as exc:  # a database fault: record it, let the caller fail the run
-        result.error, result.transient = f"{symbol}: {type(exc).__name__}: {exc}", True
+    except Exception as exc:  # a database fault: record it, let the caller fail the run (or stop it)
+        failed(result, exc, store)
         _record_failure(registry, result, run_id)
     return result
 

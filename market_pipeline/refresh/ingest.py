@@ -59,6 +59,9 @@ class SymbolResult:
     note: str | None = None
     error: str | None = None
     transient: bool = False
+    # the error will fail every later symbol of the run too (`stop_reason` says why: a full disk, a
+    # read-only or unreachable warehouse, Polygon asking for a wait longer than the client's longest)
+    stop_reason: str | None = None
     # every bar stored for the symbol, when they are exactly the bars just written (a whole history):
     # the checks use it instead of reading the rows back
     stored_bars: pd.DataFrame | None = field(default=None, repr=False, compare=False)
@@ -183,10 +186,8 @@ def prepare_symbol(
             tracked, result, plan.start, plan.end, plan.full, stored_from, completed_session or today, run_id,
             listed_on(store, symbol),
         )
-    except PolygonError as exc:
-        result.error, result.transient = str(exc), exc.transient
-    except Exception as exc:  # a database fault: record it, let the caller fail the run
-        result.error, result.transient = f"{symbol}: {type(exc).__name__}: {exc}", True
+    except Exception as exc:
+        failed(result, exc, store)
     return _finish(registry, result, run_id)
 
 
@@ -220,11 +221,27 @@ def store_symbol(store: BarStore, registry: SymbolRegistry, prepared: PreparedFe
         _store_and_complete(
             store, registry, result, fetched.bars, run_id, history_from=prepared.start if prepared.full else None
         )
-    except PolygonError as exc:
-        result.error, result.transient = str(exc), exc.transient
-    except Exception as exc:  # a database fault: record it, let the caller fail the run
-        result.error, result.transient = f"{symbol}: {type(exc).__name__}: {exc}", True
+    except Exception as exc:
+        failed(result, exc, store)
     return _finish(registry, result, run_id)
+
+
+def failed(result: SymbolResult, exc: Exception, store: BarStore | None = None) -> SymbolResult:
+    """Record why the symbol failed on its result: a Polygon error as it is; any other exception is
+    a database fault (transient: a step retry may get through), and one that will fail every later
+    write (`warehouse.faults.lost`: a full disk, a read-only or unreachable warehouse) stops the run."""
+    if isinstance(exc, PolygonError):
+        result.error, result.transient = str(exc), exc.transient
+        result.stop_reason = exc.stops_run
+        return result
+    from market_pipeline.warehouse.faults import UNREACHABLE, describe, lost
+
+    reason = lost(exc, store.engine if store is not None else None)
+    if reason is not None:  # only a server that may come back is worth a step retry
+        result.error, result.transient, result.stop_reason = f"{result.symbol}: {reason}", reason.startswith(UNREACHABLE), reason
+    else:
+        result.error, result.transient = f"{result.symbol}: {type(exc).__name__}: {describe(exc)}", True
+    return result
 
 
 def listed_on(store: BarStore, symbol: str) -> dt.date | None:
@@ -244,7 +261,7 @@ def _finish(registry: SymbolRegistry, result: SymbolResult, run_id: str | None) 
     if result.status == "failed":
         try:
             registry.mark_failed(result.symbol, result.error or "unknown error", run_id)
-        except Exception:  # the database itself is gone; the run-status sensor marks it later
+        except Exception:  # the database itself is gone; the op (or the run-status sensor) marks it later
             pass
     return result
 

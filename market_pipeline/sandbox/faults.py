@@ -60,10 +60,11 @@ class FaultKnobs:
 
     # ---- fault schedules -------------------------------------------------------------------
 
-    def fail_next(self, n: int = 1, status: int = 503, body: str = DEFAULT_FAILURE_BODY) -> None:
-        """The next n requests fail with `status` and `body` (HTML when it starts with '<')."""
+    def fail_next(self, n: int = 1, status: int = 503, body: str = DEFAULT_FAILURE_BODY, retry_after: float | None = None) -> None:
+        """The next n requests fail with `status` and `body` (HTML when it starts with '<'), with a
+        `Retry-After: retry_after` header when it is given."""
         with self._lock:
-            self._failures.extend([(status, body)] * n)
+            self._failures.extend([(status, body, retry_after)] * n)
 
     def fail_ticker(self, ticker: str, status: int | None = 503) -> None:
         """Every range request for `ticker` answers `status` (404: "Ticker not found."; None: heal it)."""
@@ -131,13 +132,16 @@ class FaultKnobs:
     def _injected_failure(self, request_id: str) -> Response | None:
         with self._lock:
             if self._failures:
-                status, body = self._failures.popleft()
+                status, body, retry_after = self._failures.popleft()
             elif self.error_rate and self._rng.random() < self.error_rate:
-                status, body = self._rng.choice((500, 502, 503, 504)), DEFAULT_FAILURE_BODY
+                status, body, retry_after = self._rng.choice((500, 502, 503, 504)), DEFAULT_FAILURE_BODY, None
             else:
                 return None
         kind = "text/html" if body.lstrip().startswith("<") else "application/json"
-        return Response(status, body.encode(), request_id, content_type=kind)
+        response = Response(status, body.encode(), request_id, content_type=kind)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
+        return response
 
     def _admit(self) -> bool:
         """Sliding 60 s window over admitted requests; False when the limit is reached."""

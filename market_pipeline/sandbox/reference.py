@@ -222,9 +222,44 @@ def detail_row(info: synthetic.TickerInfo | None, ticker: str, lifecycle: Lifecy
             return None
         row = info.detail_row()
         if info.market != "crypto":
-            row.update(cik=_cik(ticker), composite_figi=default_figi(ticker), share_class_figi="BBG" + _digest(ticker)[9:18])
+            row.update(_identity(ticker))
         row["list_date"] = (listing or FAR_PAST).isoformat()
         return row
+    row = _security_row(info, ticker, security, day)
+    if security.market != "crypto" or info is None:  # a crypto pair's answer has no list date
+        row["list_date"] = security.list_date.isoformat()
+        if "delisted_utc" in row:  # after list_date, as before
+            row["delisted_utc"] = row.pop("delisted_utc")
+    return row
+
+
+def list_rows(info: synthetic.TickerInfo, lifecycle: Lifecycle, day: dt.date) -> list[dict]:
+    """The `/v3/reference/tickers` rows of one universe ticker as of `day`: one per security that has
+    traded under it by then (an active one, and inactive ones with `delisted_utc`). Like the detail
+    row without `list_date` (the list has none), with `last_updated_utc`."""
+    ticker = info.ticker
+    holders = lifecycle.holders(ticker)
+    if not holders:
+        row = info.reference_row()
+        if info.market != "crypto":
+            updated = row.pop("last_updated_utc")
+            row.update(_identity(ticker), last_updated_utc=updated)
+        return [row]
+    rows = []
+    for security, (start, _end) in holders:
+        if start > day:
+            continue  # not listed under this ticker yet
+        row = _security_row(info, ticker, security, day)
+        delisted = row.pop("delisted_utc", None)
+        row["last_updated_utc"] = synthetic.REFERENCE_UPDATED
+        if delisted is not None:
+            row["delisted_utc"] = delisted
+        rows.append(row)
+    return rows
+
+
+def _security_row(info: synthetic.TickerInfo | None, ticker: str, security: Security, day: dt.date) -> dict:
+    """What Polygon says of `security` under `ticker` on `day`: active, or inactive with `delisted_utc`."""
     active = security.active_on(day) and security.ticker_on(day) == ticker
     if security.market == "crypto" and info is not None:
         row = info.detail_row()
@@ -244,12 +279,16 @@ def detail_row(info: synthetic.TickerInfo | None, ticker: str, lifecycle: Lifecy
         "cik": security.cik,
         "composite_figi": security.figi,
         "share_class_figi": security.share_class_figi,
-        "list_date": security.list_date.isoformat(),
     }
     if not active:
         end = security.span(ticker)[1]
         row["delisted_utc"] = _iso(end if end != dt.date.max else day)
     return row
+
+
+def _identity(ticker: str) -> dict:
+    """The CIK and FIGIs of a universe ticker without a managed history."""
+    return {"cik": _cik(ticker), "composite_figi": default_figi(ticker), "share_class_figi": "BBG" + _digest(ticker)[9:18]}
 
 
 def _cik(ticker: str) -> str:

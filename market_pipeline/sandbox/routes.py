@@ -15,8 +15,6 @@ from market_pipeline.sandbox.protocol import (
     MSG_BAD_TIME,
     MSG_TIMEFRAME,
     MSG_TO_BEFORE_FROM,
-    REFERENCE_DEFAULT_LIMIT,
-    REFERENCE_MAX_LIMIT,
     Response,
     _BadRequest,
     _error,
@@ -188,32 +186,6 @@ class Endpoints:
         return Response(200, b"".join(parts), request.request_id)
 
     # ---- reference -------------------------------------------------------------------------
-
-    def _tickers(self, request: _Request) -> Response:
-        params = decode_cursor(request.query["cursor"]) if "cursor" in request.query else request.query
-        limit = _parse_limit(params.get("limit"), REFERENCE_DEFAULT_LIMIT, REFERENCE_MAX_LIMIT)
-        infos = sorted(self._universe.values(), key=lambda info: info.ticker)
-        if params.get("ticker"):
-            infos = [info for info in infos if info.ticker == params["ticker"]]
-        if params.get("market"):
-            infos = [info for info in infos if info.market == params["market"]]
-        today = self.now().astimezone(calendars.UTC).date()
-        wanted_active = params.get("active", "true").lower() != "false"
-        infos = [info for info in infos if self._lifecycle.is_active(info.ticker, today) == wanted_active]
-        if params.get("page_marker"):
-            infos = [info for info in infos if info.ticker > params["page_marker"]]
-        page = infos[:limit]
-        body = {
-            "results": [info.reference_row() for info in page],
-            "status": "OK",
-            "request_id": request.request_id,
-            "count": len(page),
-        }
-        if len(infos) > limit:
-            kept = {k: params[k] for k in ("active", "market", "ticker") if params.get(k)}
-            cursor = encode_cursor({**kept, "limit": str(limit), "page_marker": page[-1].ticker})
-            body["next_url"] = f"http://{request.host}/v3/reference/tickers?cursor={cursor}"
-        return _json_response(200, body, request.request_id)
 
     def _ticker_detail(self, request: _Request) -> Response:
         """The ticker as of today, or as of `?date=` (see reference.py)."""

@@ -12,8 +12,9 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
 - bar edits: `drop_bars`, `corrupt_bars`, `revise_bars`, `set_listing_date`, `clear_knobs`;
 - universe: `add_to_universe`;
 - symbol lifecycle (`reference.py`): `delist`, `rename_ticker`, `reuse_ticker`;
+- the list of tickers (`ticker_list.py`): `ticker_list_fault`, `clear_ticker_list_faults`;
 - hostile answers (`wire_faults.py`): `next_url_origin`, `paginate_badly`, `trickle_next`,
-  `serve_empty`, `serve_future_bars`, `clear_wire_faults`;
+  `serve_empty`, `serve_future_bars`, `gzip_bomb`, `clear_wire_faults`;
 - corporate actions (`corporate_actions_routes.py`): `add_split`, `record_split`, `duplicate_split`,
   `withdraw_split`, `add_dividend`, `withdraw_dividend`, `corporate_actions_v1`;
 - observation: `request_counts()`, `reset_counts()`, `request_log()`, `max_concurrent()` (the most
@@ -28,6 +29,7 @@ import datetime as dt
 import random
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -56,6 +58,7 @@ from market_pipeline.sandbox.protocol import (
 from market_pipeline.sandbox.reference import Lifecycle, LifecycleKnobs
 from market_pipeline.sandbox.corporate_actions_routes import CorporateActionKnobs
 from market_pipeline.sandbox.routes import Endpoints
+from market_pipeline.sandbox.ticker_list import TickerListMixin
 from market_pipeline.sandbox.wire_faults import WireFaultsMixin
 
 logger = logging.getLogger(__name__)
@@ -64,7 +67,7 @@ logger = logging.getLogger(__name__)
 # The server
 
 
-class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaultsMixin, Endpoints):
+class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaultsMixin, TickerListMixin, Endpoints):
     """A Polygon-compatible sandbox on loopback. Use as a context manager or `start()`/`stop()`."""
 
     def __init__(
@@ -95,7 +98,7 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
         self.now = now or (lambda: dt.datetime.now(calendars.UTC))
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
-        self._failures: collections.deque[tuple[int, str]] = collections.deque()
+        self._failures: collections.deque[tuple[int, str, float | None]] = collections.deque()
         self._truncations = 0
         self._admitted: collections.deque[float] = collections.deque()
         self._counts = collections.Counter()
@@ -104,6 +107,7 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
         self._log: collections.deque[RequestRecord] = collections.deque(maxlen=REQUEST_LOG_SIZE)
         self._edits: dict[str, _TickerEdits] = {}
         self._init_wire_faults()
+        self._init_ticker_list()
         self._universe = {info.ticker: info for info in synthetic.DEFAULT_UNIVERSE}
         self._lifecycle = Lifecycle()
         self._universe.update(self._lifecycle.universe_rows(self._universe))
@@ -218,6 +222,7 @@ class SandboxServer(CorporateActionKnobs, FaultKnobs, LifecycleKnobs, WireFaults
         finally:
             with self._lock:
                 self._answering -= 1
+        self._wire_bomb(request, response)
         response.trickle = self._wire_trickle()
         with self._lock:
             self._log.append(RequestRecord(method, _redacted(url), key_source, endpoint, response.status, arrived))
@@ -317,6 +322,12 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.add(connection)
         return connection, address
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up mid-answer (it refused a body, or timed out) is no error of the sandbox."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
     def shutdown_request(self, request) -> None:
         with self._connections_lock:

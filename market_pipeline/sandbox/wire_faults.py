@@ -11,6 +11,9 @@ never ends, bodies that trickle, empty answers and bars after the last completed
 - `serve_empty(ticker)`: the range endpoint answers with no bars at all for the ticker;
 - `serve_future_bars(ticker, n)`: the range endpoint adds n bars after the last completed session
   (ignoring `to`), as a broken server would;
+- `gzip_bomb(ticker, inflated_bytes)`: the range endpoint answers for the ticker with a small
+  `Content-Encoding: gzip` body that inflates to `inflated_bytes` (1 GiB by default, from about 1 MB on
+  the wire: concatenated gzip members of a mebibyte of spaces each);
 - `serve_stray_bars(ticker, dates)`: the first page of the ticker's range answers also carries a bar
   of each date (1970, 2100: any date, inside the series or not), whatever the range asked;
 - `duplicate_bars(ticker, dates, conflicting)`: range answers give the bar of each date twice, the
@@ -25,9 +28,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
+import gzip
 import json
 import threading
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import numpy as np
 
@@ -37,6 +42,17 @@ from market_pipeline.sandbox.protocol import _as_dates
 
 PAGINATION_FAULTS = ("self_loop", "cursor_cycle", "endless")
 VALID_CURSOR = base64.urlsafe_b64encode(b"limit=50000&sort=asc").decode().rstrip("=")
+GIB = 1 << 30
+_MEMBER = 1 << 20  # bytes of spaces each gzip member of a bomb inflates to
+
+
+@functools.lru_cache(maxsize=4)
+def gzip_bomb_body(ticker: str, inflated_bytes: int = GIB) -> bytes:
+    """A gzip body that inflates to about `inflated_bytes`: the start of a range answer, then spaces.
+    Gzip allows members one after another; one of a mebibyte of spaces is about a kilobyte."""
+    head = gzip.compress(f'{{"ticker":"{ticker}","status":"OK","results":['.encode(), 9)
+    member = gzip.compress(b" " * _MEMBER, 9)
+    return head + member * max(1, inflated_bytes // _MEMBER)
 
 
 class WireFaultsMixin:
@@ -48,6 +64,7 @@ class WireFaultsMixin:
         self._trickles: list[float] = []
         self._empty: set[str] = set()
         self._future: dict[str, int] = {}
+        self._bombs: dict[str, int] = {}
         self._strays: dict[str, tuple[dt.date, ...]] = {}
         self._duplicates: dict[str, dict[dt.date, bool]] = {}  # date -> conflicting
         self._overlaps: dict[str, bool] = {}  # ticker -> conflicting
@@ -94,6 +111,13 @@ class WireFaultsMixin:
             else:
                 self._future.pop(ticker, None)
 
+    def gzip_bomb(self, ticker: str, inflated_bytes: int | None = GIB) -> None:
+        """Range answers for `ticker` become a gzip bomb inflating to `inflated_bytes` (None: normal again)."""
+        with self._wire_lock:
+            if inflated_bytes:
+                self._bombs[ticker] = int(inflated_bytes)
+            else:
+                self._bombs.pop(ticker, None)
     def serve_stray_bars(self, ticker: str, dates) -> None:
         """The first page of `ticker`'s range answers also carries a bar dated each of `dates`
         (whatever the range asked; [] or None: none)."""
@@ -128,6 +152,7 @@ class WireFaultsMixin:
             self._trickles.clear()
             self._empty.clear()
             self._future.clear()
+            self._bombs.clear()
             self._strays.clear()
             self._duplicates.clear()
             self._overlaps.clear()
@@ -179,6 +204,16 @@ class WireFaultsMixin:
             next_url = origin + parts.path + (f"?{parts.query}" if parts.query else "")
         return next_url
 
+    def _wire_bomb(self, request, response) -> None:
+        """Replace a range answer's body with a gzip bomb when its ticker has one."""
+        if request.endpoint != "aggs_range" or response.status != 200:
+            return
+        ticker = unquote(request.args[0])
+        with self._wire_lock:
+            size = self._bombs.get(ticker)
+        if size:
+            response.body = gzip_bomb_body(ticker, size)
+            response.headers["Content-Encoding"] = "gzip"
     def _wire_results(self, ticker: str, series, indices: np.ndarray, joined, first_page: bool) -> tuple[bytes, int]:
         """The range page's `results` bytes and bar count after the stray, duplicate and overlap knobs
         (`joined`: the page's bars as the server renders them)."""

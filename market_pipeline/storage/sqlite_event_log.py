@@ -5,7 +5,7 @@ Dagster 1.13's `SqliteEventLogStorage` builds a new SQLAlchemy engine for every 
 the engine; closing the last connection of a WAL database checkpoints it too. A materialization
 costs three such connections (run shard, index shard, tag check), a check evaluation four, so a run
 that records 10,000 symbol partitions spent most of its time opening and closing SQLite files
-(issue 12: 70-95 ms of bookkeeping per partition).
+(70-95 ms of bookkeeping per partition).
 
 This subclass keeps one small pool of open connections per database file: the index shard for
 the process's lifetime, the run shards of the last few runs (least recently used closed first, so
@@ -44,6 +44,8 @@ from sqlalchemy import and_, bindparam, create_engine
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
+
+from market_pipeline.storage.home import note_temporary_home
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30  # as Dagster's: wait this long for another process's write lock
 DEFAULT_OPEN_RUN_SHARDS = 8
@@ -99,13 +101,8 @@ def _durable_enough(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def default_base_dir() -> str:
-    """Where Dagster's default SQLite storage keeps its event logs: $DAGSTER_HOME/history/runs."""
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        raise RuntimeError(
-            "DAGSTER_HOME is not set: PooledSqliteEventLogStorage needs it (or a `base_dir` in dagster.yaml)"
-        )
+def runs_dir(home: str) -> str:
+    """Where Dagster's default SQLite storage keeps the event logs of the instance in `home`."""
     return os.path.join(home, "history", "runs")
 
 
@@ -158,13 +155,28 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._flush_stack: ExitStack | None = None
         self._local = threading.local()
         self._timer: threading.Timer | None = None
-        super().__init__(base_dir or default_base_dir(), inst_data)
+        # without a base_dir the files live in the instance's own folder, which Dagster names when it
+        # registers the instance (DAGSTER_HOME, or the temporary home `dagster dev` and `dg check defs`
+        # make when DAGSTER_HOME is unset): Dagster's own storage is set up then
+        self._deferred_inst_data = inst_data
+        if base_dir is not None:
+            super().__init__(base_dir, inst_data)
         _live.add(self)
+
+    def register_instance(self, instance) -> None:
+        if not hasattr(self, "_base_dir"):
+            SqliteEventLogStorage.__init__(self, runs_dir(instance.root_directory), self._deferred_inst_data)
+            note_temporary_home(instance.root_directory)
+        super().register_instance(instance)
+
+    @property
+    def inst_data(self):
+        return self._inst_data if hasattr(self, "_base_dir") else self._deferred_inst_data
 
     @classmethod
     def config_type(cls):
         return {
-            "base_dir": Field(StringSource, is_required=False, description="default $DAGSTER_HOME/history/runs"),
+            "base_dir": Field(StringSource, is_required=False, description="default: history/runs in the instance's folder"),
             "open_run_shards": Field(int, is_required=False, default_value=DEFAULT_OPEN_RUN_SHARDS),
             "batch_events": Field(
                 int, is_required=False, default_value=DEFAULT_BATCH_EVENTS,

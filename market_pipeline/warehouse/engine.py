@@ -1,13 +1,29 @@
-"""Engines and schema migrations for the warehouse (SQLite by default, PostgreSQL in production)."""
+"""Engines and schema migrations for the warehouse (SQLite by default, PostgreSQL in production).
+
+Every upgrade runs in ONE database transaction, the whole chain of revisions included, on SQLite as
+on PostgreSQL: a process killed mid-upgrade leaves the schema as it was, never half-made. (pysqlite
+opens a transaction only before INSERT/UPDATE/DELETE, so CREATE TABLE statements would each commit
+on their own; `migration_transaction` turns that off and issues its own `BEGIN IMMEDIATE`, which
+also makes concurrent first uses of one SQLite file wait for each other.)
+
+A warehouse left half-made by an older version that migrated without a transaction (some tables of
+the first revision, no revision recorded) is recognised by comparing those tables with the first
+revision's schema and repaired on the next upgrade: the empty half-made tables are dropped and the
+whole chain runs again. Anything else that stops an upgrade is a `WarehouseSchemaError` naming why.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
@@ -20,6 +36,11 @@ _lock = threading.Lock()
 
 class WarehouseConfigError(ValueError):
     """A warehouse URL that cannot be used; the message says how to fix it."""
+
+
+class WarehouseSchemaError(RuntimeError):
+    """The warehouse's schema cannot be brought to head; the message names the cause and the fix.
+    Nothing was changed (an upgrade is one transaction)."""
 
 
 def normalize_url(url: str) -> str:
@@ -152,17 +173,141 @@ def current_revision(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@contextmanager
+def migration_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection inside one real transaction, DDL included, committed when the block ends
+    without an error and rolled back otherwise. On SQLite: pysqlite's own transaction handling
+    off (it would let each CREATE TABLE commit by itself) and `BEGIN IMMEDIATE` (the write lock
+    at once: a second migrator waits here, then finds the schema at head)."""
+    with engine.connect() as conn:
+        if conn.dialect.name != "sqlite":
+            with conn.begin():
+                yield conn
+            return
+        dbapi = conn.connection.driver_connection
+        saved = dbapi.isolation_level
+        dbapi.isolation_level = None  # no open transaction yet: nothing is committed by this
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            dbapi.isolation_level = saved
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
-    """Apply the Alembic migrations up to `revision`; a no-op when already there. Returns the revision."""
+    """Apply the Alembic migrations up to `revision` in one transaction (a no-op when already there),
+    first repairing a warehouse half-made by an older version (`repair_half_made`). Returns the
+    revision. Raises WarehouseSchemaError, naming the cause, when the schema cannot be upgraded."""
     if revision == "head" and current_revision(engine) == head_revision():
         return head_revision()
     cfg = _alembic_config()
     try:
-        with engine.begin() as conn:
+        with migration_transaction(engine) as conn:
+            repair_half_made(conn)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
-    except sa.exc.OperationalError:
-        # another process may have migrated the same SQLite file at the same moment
+    except WarehouseSchemaError:
+        raise
+    except sa.exc.OperationalError as exc:
+        # another process may have migrated the same file at the same moment
         if current_revision(engine) != head_revision():
-            raise
+            raise _schema_error(engine, exc) from exc
+    except sa.exc.DBAPIError as exc:
+        raise _schema_error(engine, exc) from exc
     return current_revision(engine)
+
+
+def _schema_error(engine: sa.Engine, exc: sa.exc.DBAPIError) -> Exception:
+    """The upgrade's failure as a WarehouseSchemaError naming its cause; a warehouse that cannot be
+    reached (or written: disk full, read-only) keeps its DBAPIError, which callers report as such."""
+    from market_pipeline.warehouse.faults import describe, unusable
+
+    if unusable(exc):
+        return exc
+    try:
+        current = current_revision(engine)
+    except sa.exc.DBAPIError:
+        current = "unknown"
+    return WarehouseSchemaError(
+        f"the warehouse schema could not be upgraded from revision {current} to {head_revision()}: {describe(exc)}; "
+        "nothing was changed. If this database holds tables of another application under the same names, "
+        "point MARKET_PIPELINE_DB_URL at a database of its own"
+    )
+
+
+# ---- warehouses half-made by older versions ---------------------------------------------------
+@lru_cache(maxsize=1)
+def first_revision_schema() -> dict[str, tuple]:
+    """table -> its shape (see `_shape`) as the first revision creates it, read back from a
+    scratch in-memory SQLite database that revision was run on."""
+    script = ScriptDirectory.from_config(_alembic_config())
+    (base,) = script.get_bases()
+    scratch = sa.create_engine("sqlite://")
+    try:
+        with scratch.begin() as conn:
+            with Operations.context(MigrationContext.configure(conn)):
+                script.get_revision(base).module.upgrade()
+            inspector = sa.inspect(conn)
+            return {table: _shape(inspector, table) for table in inspector.get_table_names()}
+    finally:
+        scratch.dispose()
+
+
+def _shape(inspector, table: str) -> tuple:
+    """What identifies a table whatever the database: its columns (name, nullable) in order and
+    its primary key."""
+    columns = tuple((c["name"], bool(c["nullable"])) for c in inspector.get_columns(table))
+    key = tuple(inspector.get_pk_constraint(table).get("constrained_columns") or ())
+    return columns, key
+
+
+def half_made_tables(conn: sa.Connection) -> list[str]:
+    """The first revision's tables present in a warehouse that records no revision: what an
+    older version killed during its very first upgrade left behind (empty: [] for a new or a
+    complete warehouse). Raises WarehouseSchemaError when such tables differ from the first
+    revision's or hold rows: then they were not left by an interrupted upgrade."""
+    if MigrationContext.configure(conn).get_current_revision() is not None:
+        return []
+    expected = first_revision_schema()
+    inspector = sa.inspect(conn)
+    present = sorted(set(inspector.get_table_names()) & set(expected))
+    where = conn.engine.url.render_as_string(hide_password=True)
+    for table in present:
+        if _shape(inspector, table) != expected[table]:
+            raise WarehouseSchemaError(
+                f"the warehouse {where} has a table {table} but no schema revision recorded, and its columns are "
+                "not those market_pipeline creates: it was not made by market_pipeline; point "
+                "MARKET_PIPELINE_DB_URL at a new database (or move that table away)"
+            )
+        rows = conn.execute(sa.select(sa.func.count()).select_from(sa.table(table))).scalar()
+        if rows:
+            raise WarehouseSchemaError(
+                f"the warehouse {where} has a table {table} with {rows} row(s) but no schema revision recorded: "
+                "it was not left by an interrupted upgrade, and is not repaired automatically; record its "
+                "revision with `alembic stamp` if it is a market_pipeline warehouse, or point MARKET_PIPELINE_DB_URL "
+                "at a new database"
+            )
+    return present
+
+
+def repair_half_made(conn: sa.Connection) -> list[str]:
+    """Drop the empty tables an interrupted first upgrade of an older version left (`half_made_tables`),
+    inside the caller's transaction, so the upgrade that follows creates them again. Returns them."""
+    tables = half_made_tables(conn)
+    if tables:
+        import logging
+
+        logging.getLogger("market_pipeline.warehouse").warning(
+            "the warehouse was left half-made by an interrupted first upgrade (tables %s, no revision "
+            "recorded): recreating its schema", ", ".join(tables),
+        )
+        for table in tables:
+            conn.execute(sa.text(f"DROP TABLE {conn.dialect.identifier_preparer.quote(table)}"))
+    return tables

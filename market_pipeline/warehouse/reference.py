@@ -34,6 +34,12 @@ class StoredReference:
     fetched_at: dt.datetime
 
 
+def registry_delisting(record: ReferenceRecord) -> tuple[bool, dt.date | None]:
+    """(whether saving `record` sets the registry's `delisted_on`, the date it sets: None to clear it)."""
+    delisted = record.delisted_on if record.active is False and record.asset_class != "crypto" else None
+    return record.status not in ("error", "not_found", "invalid"), delisted
+
+
 @dataclass(frozen=True)
 class RenameOutcome:
     old: str
@@ -84,6 +90,12 @@ class ReferenceStore:
         known = self.get_many(symbols)
         return [s for s in symbols if s not in known]
 
+    def unfetched(self) -> set[str]:
+        """The symbols whose reference could never be read (an `error` row without any identity): a
+        run of theirs tries again. One query, however many symbols are tracked."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(R.c.symbol).where(R.c.status == "error", R.c.ticker.is_(None))).scalars())
+
     def save(self, record: ReferenceRecord, fetched_at: dt.datetime | None = None, conn: sa.Connection | None = None) -> None:
         """Store a record (replacing the symbol's previous one) and apply its delisting to the registry.
 
@@ -105,12 +117,21 @@ class ReferenceStore:
             conn.execute(R.update().where(R.c.symbol == record.symbol).values(**values))
         else:
             conn.execute(R.insert().values(**values))
-        delisted = record.delisted_on if record.active is False and record.asset_class != "crypto" else None
-        if record.status not in ("error", "not_found", "invalid"):
+        applies, delisted = registry_delisting(record)
+        if applies:
             conn.execute(
                 T.update().where(T.c.symbol == record.symbol, T.c.delisted_on.is_distinct_from(delisted))
                 .values(delisted_on=delisted, updated_at=utcnow())
             )
+
+    def save_many(self, records: Sequence[ReferenceRecord], fetched_at: dt.datetime | None = None) -> None:
+        """`save` each record, in order, in one transaction."""
+        if not records:
+            return
+        fetched_at = fetched_at or utcnow()
+        with self.engine.begin() as conn:
+            for record in records:
+                self.save(record, fetched_at, conn)
 
     # ---- aliases ------------------------------------------------------------------------------
     def aliases(self) -> dict[str, str]:

@@ -216,13 +216,15 @@ class SymbolRegistry:
         self._set_status(symbol, **values)
 
     def mark_in_progress_many(self, symbols: Sequence[str], run_id: str | None) -> None:
-        """`mark_in_progress` for many symbols in one statement."""
+        """`mark_in_progress` for many symbols in one transaction (a statement per 500)."""
+        symbols, now = list(symbols), utcnow()
         if symbols:
             with self.engine.begin() as conn:
-                conn.execute(
-                    T.update().where(T.c.symbol.in_(list(symbols)))
-                    .values(backfill_status="in_progress", last_run_id=run_id, updated_at=utcnow())
-                )
+                for start in range(0, len(symbols), 500):
+                    conn.execute(
+                        T.update().where(T.c.symbol.in_(symbols[start : start + 500]))
+                        .values(backfill_status="in_progress", last_run_id=run_id, updated_at=now)
+                    )
 
     def mark_completed_many(self, quarantined: dict[str, int], run_id: str | None) -> None:
         """`mark_completed` (no new history start) for many symbols in one transaction:
@@ -245,21 +247,45 @@ class SymbolRegistry:
             symbol, backfill_status="failed", backfill_error=error[:MAX_ERROR_CHARS], last_run_id=run_id
         )
 
-    def fail_in_progress_for_run(self, run_id: str, reason: str) -> list[str]:
-        """Mark every symbol a run left `in_progress` as `failed` (for runs that died or were cancelled)."""
+    def fail_many(self, errors: dict[str, str], run_id: str | None) -> None:
+        """`mark_failed` for many symbols (symbol -> its reason) in one transaction."""
+        by_error: dict[str, list[str]] = {}
+        for symbol, error in errors.items():
+            by_error.setdefault(error[:MAX_ERROR_CHARS], []).append(symbol)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for error, symbols in by_error.items():
+                for start in range(0, len(symbols), 500):
+                    conn.execute(
+                        T.update().where(T.c.symbol.in_(symbols[start : start + 500]))
+                        .values(backfill_status="failed", backfill_error=error, last_run_id=run_id, updated_at=now)
+                    )
+
+    def in_progress(self) -> dict[str, str | None]:
+        """symbol -> the run it is in progress in, for every symbol `in_progress` now."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(T.c.symbol, T.c.last_run_id).where(T.c.backfill_status == "in_progress"))
+            return dict(rows.all())
+
+    def fail_in_progress_for_run(self, run_id: str, reason: str, reasons: dict[str, str] | None = None) -> list[str]:
+        """Mark every symbol a run left `in_progress` as `failed` (for runs that died, were cancelled or
+        stopped): "run X ended before this symbol finished: `reason`", or the symbol's own reason
+        from `reasons` (what the run recorded for it, when its own write could not be made)."""
+        reasons = reasons or {}
         with self.engine.begin() as conn:
             symbols = conn.execute(
                 sa.select(T.c.symbol).where(T.c.last_run_id == run_id, T.c.backfill_status == "in_progress")
             ).scalars().all()
-            if symbols:
+            generic = [s for s in symbols if s not in reasons]
+            groups = [(generic, f"run {run_id} ended before this symbol finished: {reason}")]
+            groups += [([s], reasons[s]) for s in symbols if s in reasons]
+            for members, error in groups:
+                if not members:
+                    continue
                 conn.execute(
                     T.update()
-                    .where(T.c.symbol.in_(symbols), T.c.backfill_status == "in_progress")
-                    .values(
-                        backfill_status="failed",
-                        backfill_error=f"run {run_id} ended before this symbol finished: {reason}"[:MAX_ERROR_CHARS],
-                        updated_at=utcnow(),
-                    )
+                    .where(T.c.symbol.in_(members), T.c.last_run_id == run_id, T.c.backfill_status == "in_progress")
+                    .values(backfill_status="failed", backfill_error=error[:MAX_ERROR_CHARS], updated_at=utcnow())
                 )
         return list(symbols)
 

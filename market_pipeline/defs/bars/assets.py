@@ -4,7 +4,9 @@ One op serves the asset and its two checks. For each symbol of the run (one part
 batch of up to MAX_PARTITIONS_PER_RUN): mark it in_progress, fetch from the re-fetch window (or all
 history from its start date), upsert in one transaction, mark it completed, record a
 materialization and both check results for that partition. A failing symbol is marked failed with
-its reason and does not stop the others; the run then fails naming it. The range requests run
+its reason and does not stop the others; the run then fails naming it. An error every later symbol
+would meet too (a full disk, Polygon asking for a wait longer than the client's longest) stops the
+run at once instead (`market_pipeline.defs.bars.stopping`). The range requests run
 `POLYGON_MAX_IN_FLIGHT` at a time in threads (`market_pipeline.refresh.concurrent`); every
 database write and every Dagster event stays on the op's thread. On a step retry the symbols
 this run already materialised are skipped, so a retry re-runs only what failed.
@@ -42,6 +44,7 @@ from pydantic import Field
 
 from market_pipeline import settings
 from market_pipeline.defs.bars.interrupts import interrupted_failure
+from market_pipeline.defs.bars.stopping import claim, stopped_failure
 from market_pipeline.defs.bars.checks import (
     CHECK_KEYS,
     OHLCV_KEY,
@@ -58,6 +61,7 @@ from market_pipeline.refresh.ingest import (
 from market_pipeline.refresh.concurrent import refresh_symbols
 from market_pipeline.defs.bars.lifecycle import TABLE_FRESHNESS, FirstRunReferences, reference_metadata
 from market_pipeline.defs.bars.partitions import MAX_PARTITIONS_PER_RUN, symbols_partitions
+from market_pipeline.defs.bars.run_start import start_run
 from market_pipeline.defs.bars.records import CHECK_BATCH, TABLE_NAME, check_batch, materialization, quarantine_line, tally_line
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
@@ -200,6 +204,7 @@ def _run_partition_keys(context: AssetExecutionContext) -> list[str]:
     ),
 )
 def ohlcv_daily(context: AssetExecutionContext, config: OhlcvConfig, polygon: PolygonResource, warehouse: WarehouseResource):
+    start_run(context)  # the tag that finds every run of the bars, and a slow instance named
     try:
         scope: list[str] = []  # the symbols this run refreshes, once known
         yield from _ohlcv_daily(context, config, polygon, warehouse, scope)
@@ -242,13 +247,20 @@ def _ohlcv_daily(
             scope.append(row.symbol)
         if config.asset_classes is not None:
             context.log.info(f"{len(rows)} symbol(s) of {', '.join(config.asset_classes)} in {len(keys)} partition(s)")
+        stop = None  # the result whose error stops the run (a full disk, Polygon's long Retry-After)
         stored: list[SymbolResult] = []
         checking: list[tuple[SymbolResult, object]] = []  # stored symbols whose checks are still to record
         returning: list[tuple[SymbolResult, object]] = []  # stored symbols whose returns are still to update
         views = RunViews(context, warehouse, rows, now)
         table_rows = store.count_rows()  # the table's rows, kept current as each symbol adds its new ones
         tally = Counter()  # how the checks got their bars
-        with polygon.get_client(logger=context.log) as client, closing(
+        client = polygon.get_client(logger=context.log)  # a bad setting fails here, before anything is written
+        try:
+            claim(context, registry, scope)  # all in_progress in this run, before anything is fetched
+        except BaseException:
+            client.close()
+            raise
+        with client, closing(
             FirstRunReferences(context, client, registry, refs_store, rows)  # running ahead of the bars
         ) as lookups:
             refs = refs_store.get_many([row.symbol for row in rows if row.symbol not in lookups.pending])
@@ -256,14 +268,18 @@ def _ohlcv_daily(
             actions = yield from read_corporate_actions(context, config, client, warehouse.resolved_url(), rows, now)
             if actions is not None and actions.outcome is not None:
                 views.factors_changed.update(actions.outcome.recomputed)
-            for result, row in _refresh(context, config, client, store, registry, rows, now, lookups):
+            refreshing = _refresh(context, config, client, store, registry, rows, now, lookups)
+            for result, row in refreshing:
                 symbol = row.symbol
-                if symbol not in refs and symbol in lookups.resolved:
-                    refs.update(refs_store.get_many([symbol]))
                 if result.status != "completed":
                     context.log.error(f"{symbol}: {result.error}")
                     failures.append(result)
+                    if result.stop_reason is not None:
+                        stop = result
+                        break  # closing the refresh stops the fetches: nothing more is requested
                     continue
+                if symbol not in refs and symbol in lookups.stored:
+                    refs[symbol] = lookups.stored[symbol]
                 stored.append(result)
                 table_rows += result.rows_inserted
                 # a line per symbol for small runs; big ones log progress (each symbol's materialization
@@ -288,6 +304,9 @@ def _ohlcv_daily(
                     yield from _returns(context, config, warehouse, returning, returns, returns_checks, views)
                     returning = []
                     views.flush()
+            refreshing.close()
+            if stop is not None:
+                raise stopped_failure(context, registry, scope, {r.symbol for r in stored}, failures, stop)
             if checking:
                 yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally))
             yield from _returns(context, config, warehouse, returning, returns, returns_checks, views)
@@ -363,7 +382,7 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
         early = [row.symbol for row in rows if row.symbol in with_bars]
         if early:
             lookups.resolve(early)
-            rows = [lookups.fresh(row) if row.symbol in early else row for row in rows]
+            rows = [lookups.fresh(row) for row in rows]  # those saved with them too
     windows, starts = [], {}
     for row in rows:
         try:
@@ -397,10 +416,11 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
         context.log.info(f"{len(ranged_rows)} range request(s), up to {client.max_in_flight} in flight at once")
     fresh: dict[str, object] = {}
 
-    def resolved_rows():  # each row re-read once its reference is saved, just before it is prepared
+    def resolved_rows():  # each row as its saved reference left it, just before it is prepared
         for row in ranged_rows:
-            if lookups is not None and row.symbol in lookups.pending:
-                lookups.resolve([row.symbol])
+            if lookups is not None:
+                if row.symbol in lookups.pending:
+                    lookups.resolve([row.symbol])
                 row = lookups.fresh(row)
             fresh[row.symbol] = row
             yield row

@@ -2,11 +2,12 @@
 shown on its partition, and the table-wide freshness policy."""
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 
 from dagster import FreshnessPolicy
 
-from market_pipeline.polygon.reference import lookup
+from market_pipeline.polygon.reference_list import SAVE_BATCH, ReferenceReads
+from market_pipeline.warehouse.reference import StoredReference, registry_delisting
+from market_pipeline.warehouse.store import utcnow
 
 # The table as a whole: some symbol's partition materializes at least daily (crypto every day, stocks
 # every weekday); three days without any covers a long weekend of a stocks-only warehouse.
@@ -28,96 +29,102 @@ def reference_metadata(stored) -> dict:
 
 
 class FirstRunReferences:
-    """The reference lookups of a run's new symbols (never fully fetched, no reference yet), each
-    running just ahead of its symbol's bars instead of all of them before any bar.
+    """The reference data of a run's new symbols (never fully fetched, no reference yet), and of any
+    symbol of the run whose reference could never be read (it is tried again), read in bulk
+    (`ReferenceReads`: pages of Polygon's list of tickers where they cost fewer requests than one
+    lookup per symbol, single-ticker lookups for the rest and for what the list does not return).
 
-    The lookups run in their own threads (HTTP only), at most `lead` (2 x max_in_flight) ahead of
-    the symbol being prepared; the client's in-flight slots are shared with the bar fetches, so the
-    run never has more than `max_in_flight` requests out, and the plan's rate covers both. Their
-    records are saved on the calling thread, in order, when a symbol is `resolve`d, which the bars
-    path does just before it prepares the symbol's fetch: a delisting is in the registry before its
-    bars are planned. A failed lookup is logged once and ends the lookups of the run (reference data
-    never stops the bars; the weekly refresh tries again).
+    The reads start at once in their own threads (HTTP only), side by side with the bars: the client's
+    in-flight slots are shared, so the run never has more than `max_in_flight` requests out, and the
+    plan's rate covers both. Their records are saved on the calling thread, in order, when a symbol
+    is `resolve`d, which the bars path does just before it prepares the symbol's fetch: a delisting is
+    in the registry before its bars are planned. A list page that fails gives its symbols an `error`
+    record (the next run or the weekly refresh tries again); any other failure (a database fault) is
+    logged once and ends the reference reads of the run: reference data never stops the bars.
     """
 
     def __init__(self, context, client, registry, refs_store, rows):
         self.context, self.registry, self.refs_store = context, registry, refs_store
-        self._pool = None
+        self._reads = None
         self._queue: list = []  # rows whose reference is still to be saved, in order
         self._pending: set[str] = set()
-        self._futures: dict = {}  # symbol -> lookup submitted
-        self._submitted = 0  # rows of _queue[0:_submitted] are submitted
         self.resolved: set[str] = set()  # the symbols whose reference this run saved
-        firsts = [row for row in rows if row.history_from is None]
+        self.stored: dict = {}  # symbol -> StoredReference, as this run saved it
+        self._client = client
+        self._requests_before = dict(client.stats.by_endpoint)
         try:
-            missing = set(refs_store.missing([row.symbol for row in firsts])) if firsts else set()
+            firsts = [row.symbol for row in rows if row.history_from is None]
+            missing = set(refs_store.missing(firsts)) if firsts else set()
+            missing |= refs_store.unfetched() & {row.symbol for row in rows}
             if not missing:
                 return
-            self._queue = [row for row in firsts if row.symbol in missing]
-            self._stored = refs_store.get_many([row.symbol for row in self._queue])
+            self._queue = [row for row in rows if row.symbol in missing]
+            stored = refs_store.get_many([row.symbol for row in self._queue])
         except Exception as exc:  # a database fault here: the bars go on, the weekly refresh retries
             self._give_up(exc)
             return
         self._pending = {row.symbol for row in self._queue}
-        self._client = client
-        self._lead = 2 * max(1, client.max_in_flight)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, client.max_in_flight), thread_name_prefix="polygon-reference")
-        self._top_up()
+        self._reads = ReferenceReads(client, self._queue, {s: v.record for s, v in stored.items()}, log=context.log)
 
     @property
     def pending(self) -> set[str]:
         """The symbols whose reference is still to be resolved."""
         return self._pending
 
-    def _look(self, row):  # any thread: HTTP only
-        previous = self._stored.get(row.symbol)
-        try:
-            return lookup(self._client, row.symbol, row.asset_class, previous.record if previous else None)
-        except Exception as exc:  # a missing key (or a bug): raised again on the calling thread
-            return exc
-
-    def _top_up(self) -> None:
-        while self._pool is not None and self._submitted < min(len(self._queue), self._lead):
-            row = self._queue[self._submitted]
-            self._futures[row.symbol] = self._pool.submit(self._look, row)
-            self._submitted += 1
-
     def resolve(self, symbols) -> None:
-        """Save the lookups of `symbols` (and of every pending symbol before them), waiting for them."""
+        """Save the records of `symbols` (and of every pending symbol before them), waiting for them;
+        the records already read after them are saved in the same transaction (at most SAVE_BATCH)."""
         wanted = {s for s in symbols if s in self._pending}
-        while wanted and self._queue:
-            row = self._queue.pop(0)
-            self._submitted -= 1
-            self._top_up()
-            symbol = row.symbol
-            self._pending.discard(symbol)
-            wanted.discard(symbol)
-            try:
-                record = self._futures.pop(symbol).result()
-                if isinstance(record, Exception):
-                    raise record
-                self.refs_store.save(record)
-                self.resolved.add(symbol)
-            except Exception as exc:
-                self._give_up(exc)
-                return
+        if not wanted:
+            return
+        batch = []
+        try:
+            while self._queue and (wanted or (len(batch) < SAVE_BATCH and self._reads.ready(self._queue[0].symbol))):
+                symbol = self._queue.pop(0).symbol
+                self._pending.discard(symbol)
+                wanted.discard(symbol)
+                batch.append(self._reads.get(symbol))
+            saved_at = utcnow()
+            self.refs_store.save_many(batch, saved_at)
+        except Exception as exc:
+            self._give_up(exc)
+            return
+        for record in batch:
+            self.resolved.add(record.symbol)
+            self.stored[record.symbol] = StoredReference(record, saved_at)
             if record.status != "ok":
-                self.context.log.warning(f"{symbol}: reference {record.status}: {record.status_text}")
+                self.context.log.warning(f"{record.symbol}: reference {record.status}: {record.status_text}")
 
     def fresh(self, row):
-        """The row as the registry has it now (after its reference was saved: a delisting shows)."""
+        """The row as the registry has it now (after its reference was saved: a delisting shows); read
+        again only when the saved record changed its delisting."""
+        saved = self.stored.get(row.symbol)
+        if saved is None:
+            return row
+        applies, delisted = registry_delisting(saved.record)
+        if not applies or delisted == row.delisted_on:
+            return row
         found = self.registry.get_many([row.symbol])
         return found[0] if found else row
 
     def _give_up(self, exc: Exception) -> None:
         self.context.log.warning(f"reference data not fetched for this run's new symbols: {type(exc).__name__}: {exc}")
-        self.close()
+        self._close_reads()
+
+    def _close_reads(self) -> None:
+        if self._reads is not None:
+            self._reads.close()
+            self._reads = None
+        self._queue, self._pending = [], set()
 
     def close(self) -> None:
-        """Cancel the lookups not started; those on the wire finish in their threads."""
-        for future in self._futures.values():
-            future.cancel()
-        self._futures, self._queue, self._pending, self._submitted = {}, [], set(), 0
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """Stop the reads not started (those on the wire finish in their threads); log what they cost."""
+        if self._reads is not None and self.resolved:
+            now = self._client.stats.by_endpoint
+            pages = now.get("reference_list", 0) - self._requests_before.get("reference_list", 0)
+            lookups = now.get("reference", 0) - self._requests_before.get("reference", 0)
+            self.context.log.info(
+                f"reference data of {len(self.resolved)} symbol(s): {pages} list page(s), {lookups} single-ticker "
+                "lookup(s); a symbol read from the list gets its list date from the weekly symbol_reference refresh"
+            )
+        self._close_reads()

@@ -22,6 +22,7 @@ from dagster import (
 from market_pipeline.defs.bars.jobs import ohlcv_job
 from market_pipeline.defs.bars.partitions import symbols_partitions
 from market_pipeline.defs.bars.reconcile import backfill_requests, contiguous_runs, plan_partitions
+from market_pipeline.defs.bars.released import release_run
 from market_pipeline.defs.resources import WarehouseResource
 
 
@@ -107,13 +108,14 @@ def tracked_symbols_sensor(context: SensorEvaluationContext, warehouse: Warehous
 
 
 def release_symbols(context: RunStatusSensorContext, warehouse: WarehouseResource, reason: str) -> list[str]:
-    """Mark `failed` (with the run id and `reason`) every symbol the run left `in_progress`.
+    """Mark `failed` every symbol the run left `in_progress`: with the reason the run recorded for it
+    (a run stopped by a full disk could not write it), else the run id and `reason`.
 
     Returns nothing to Dagster on purpose: a run status sensor that returns a value handles one run
     per tick, one that returns None handles every run that ended since the last tick (and records
     on each run that the sensor acted on it)."""
     run_id = context.dagster_run.run_id
-    marked = warehouse.registry().fail_in_progress_for_run(run_id, reason)
+    marked = release_run(context.instance, warehouse.registry(), run_id, reason)
     if marked:
         context.log.warning(f"run {run_id} left {len(marked)} symbol(s) in progress, marked failed: {', '.join(marked)}")
     if free_pool_slots(context.instance, run_id):

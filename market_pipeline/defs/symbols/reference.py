@@ -8,6 +8,7 @@ from collections import Counter
 from dagster import (
     AssetExecutionContext,
     AssetSelection,
+    Config,
     DefaultScheduleStatus,
     MaterializeResult,
     MetadataValue,
@@ -17,12 +18,33 @@ from dagster import (
     schedule,
 )
 
-from market_pipeline.polygon.reference import refresh_references
+from pydantic import Field
+
+from market_pipeline import settings
+from market_pipeline.polygon.reference_list import needs_list_date, refresh_references
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
 from market_pipeline.defs.schemas import SYMBOL_REFERENCE, table_metadata
 
 POLYGON_POOL = "polygon_api"
 MAX_ROWS_SHOWN = 500
+LIST_DATE_MINUTES = 60  # by default a refresh spends at most an hour of the plan's rate on list dates
+
+
+class ReferenceConfig(Config):
+    list_date_lookups: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "single-ticker lookups for list dates (stocks and ETFs read from the list of tickers, which has "
+            f"none) a refresh may send; default: {LIST_DATE_MINUTES} minutes of the plan's rate "
+            "(POLYGON_REQUESTS_PER_MINUTE x 60: 300 on the free plan), no limit without pacing"
+        ),
+    )
+
+    def lookups(self, requests_per_minute: int) -> int | None:
+        if self.list_date_lookups is not None:
+            return self.list_date_lookups
+        return requests_per_minute * LIST_DATE_MINUTES if requests_per_minute > 0 else None
 
 
 def attention_md(records) -> str:
@@ -49,20 +71,35 @@ def attention_md(records) -> str:
         "The `symbol_reference` table: per active tracked symbol, Polygon's reference data (name, type, "
         "primary exchange, composite and share-class FIGI, list date, active flag, delisting date) and a "
         "status: ok, mismatch (asset class, reused ticker, inactive crypto pair), renamed, not_found, "
-        "incomplete, unknown_type or error. Fetched on a symbol's first run and refreshed weekly "
-        "(one request per symbol, paced); a delisting stops the symbol's bar requests."
+        "incomplete, unknown_type or error. Fetched on a symbol's first run and refreshed weekly, from "
+        "pages of Polygon's list of tickers (up to 1,000 a page) where they cost fewer requests than one "
+        "lookup per symbol; the list has no list date, filled in by single-ticker lookups (at most an hour "
+        "of the plan's rate a refresh). A delisting stops the symbol's bar requests."
     ),
 )
-def symbol_reference(context: AssetExecutionContext, polygon: PolygonResource, warehouse: WarehouseResource) -> MaterializeResult:
+def symbol_reference(
+    context: AssetExecutionContext, config: ReferenceConfig, polygon: PolygonResource, warehouse: WarehouseResource
+) -> MaterializeResult:
     rows = warehouse.registry().list()
+    rpm = polygon.requests_per_minute if polygon.requests_per_minute is not None else settings.requests_per_minute()
+    cap = config.lookups(rpm)
     with polygon.get_client(logger=context.log) as client:
-        records = refresh_references(client, warehouse.references(), rows, log=context.log)
-        requests = client.stats.requests
+        records = refresh_references(client, warehouse.references(), rows, list_date_lookups=cap, log=context.log)
+        requests, by_endpoint = client.stats.requests, dict(client.stats.by_endpoint)
     counts = Counter(r.status for r in records)
+    pending = sum(1 for r in records if r.asset_class != "crypto" and needs_list_date(r))
+    context.log.info(
+        f"{len(records)} symbol(s): {by_endpoint.get('reference_list', 0)} list page(s), "
+        f"{by_endpoint.get('reference', 0)} single-ticker lookup(s), {requests} request(s) in all; "
+        f"{pending} list date(s) still to look up" + (f" (at most {cap} a refresh)" if cap is not None else "")
+    )
     return MaterializeResult(
         metadata={
             "dagster/row_count": len(records),
             "requests": requests,
+            "list_pages": by_endpoint.get("reference_list", 0),
+            "single_lookups": by_endpoint.get("reference", 0),
+            "list_dates_pending": pending,
             **{f"status_{status}": n for status, n in sorted(counts.items())},
             "delisted": sum(1 for r in records if r.delisted_on and r.active is False and r.asset_class != "crypto"),
             "attention": MetadataValue.md(attention_md(records)),

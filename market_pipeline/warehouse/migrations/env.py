@@ -1,6 +1,6 @@
-"""Alembic environment for the warehouse. Run through market_pipeline.warehouse.migrate, which
-passes an open connection in `config.attributes["connection"]`; `alembic` on the command line also
-works with `-x url=...` (see README)."""
+"""Alembic environment for the warehouse. Run through market_pipeline.warehouse.engine.upgrade,
+which passes a connection inside one transaction in `config.attributes["connection"]`; `alembic` on
+the command line also works with `-x url=...`, in one transaction as well (see README)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,10 @@ if connection is not None:
     _run(connection)
 else:
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    from market_pipeline.warehouse.engine import migration_transaction, repair_half_made
+
     engine = sa.create_engine(url)
-    with engine.connect() as conn:
+    with migration_transaction(engine) as conn:  # one transaction, DDL included, on SQLite too
+        repair_half_made(conn)
         _run(conn)
     engine.dispose()

@@ -1,0 +1,32 @@
+"""A fresh copy of the project, as `git clone` gives it (no .venv, no home folder, no Dagster
+storage), run with this suite's installed dependencies: what a newcomer's checkout looks like."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+# what .gitignore keeps out of a clone, and Dagster's temporary homes
+IGNORED = (".git", ".venv", ".market_pipeline", "__pycache__", ".pytest_cache", "*.egg-info", ".tmp_dagster_home_*",
+           "build", "dist")
+
+
+def fresh_copy(target: Path) -> Path:
+    shutil.copytree(PROJECT, target, ignore=shutil.ignore_patterns(*IGNORED), symlinks=True)
+    return target
+
+
+def newcomer_env(copy: Path, **extra) -> dict:
+    """The environment of a newcomer's shell in `copy`: no API key, no DAGSTER_HOME, no project
+    variables; the copy's code first on the path, this suite's virtualenv on PATH."""
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("MARKET_PIPELINE_", "POLYGON_", "MASSIVE_", "DAGSTER_"))
+    }
+    env.update(PYTHONPATH=str(copy), PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", COLUMNS="250")
+    env.update(extra)
+    return env
