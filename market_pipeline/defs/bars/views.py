@@ -164,7 +164,7 @@ class RunViews:
             return Chart(None, f"the chart's data could not be read ({type(exc).__name__}: {str(exc)[:200]})")
         return symbol_chart(
             symbol, bars, adjusted, splits=splits, dividends=dividends, quarantined=quarantined, missing=missing,
-            subtitle=f"run {self.context.run_id[:8]}: {kind}",
+            subtitle=f"drawn for: {kind}",
         )
 
     # ---- check evaluations --------------------------------------------------------------------
