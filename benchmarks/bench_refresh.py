@@ -65,7 +65,8 @@ def _seed(url: str, symbols: list[str], history_sessions: int, missed: int) -> N
 
 def _keep_states(url: str, symbols: list[str], window: int) -> None:
     """Each symbol's checks state as the previous day's refresh kept it (untimed): its bars before the
-    cut folded, with their fingerprint, exactly as the ohlcv_daily op keeps it."""
+    cut folded, with their fingerprint, exactly as the ohlcv_daily op keeps it; and its daily returns
+    (without them, as on the first refresh after an upgrade, each history's returns are computed whole)."""
     from market_pipeline.quality.checks_fold import evaluate, fold_basis, state_cut
     from market_pipeline.quality.report import CheckThresholds
     from market_pipeline.warehouse import BarStore
@@ -81,6 +82,11 @@ def _keep_states(url: str, symbols: list[str], window: int) -> None:
         outcome = evaluate(symbol, "stock", store.read_bars(symbol), now=before, settings=settings, cut=cut)
         kept.append(StoredState(symbol, cut, prints[symbol].before[cut], fold_basis("stock", settings, []), outcome.state.to_json()))
     states.put_many(kept, utcnow())
+    # and its daily returns, as that refresh computed them
+    from market_pipeline.returns.update import ReturnsRequest, update_returns
+
+    for i in range(0, len(symbols), 500):
+        update_returns(url, [ReturnsRequest(symbol, whole=True) for symbol in symbols[i : i + 500]])
 
 
 def _refresh(instance, url: str, window: int, grouped: bool, checks: bool) -> tuple[bool, float]:

@@ -125,6 +125,25 @@ def decode_processes() -> int:
     return int(raw)
 
 
+DEFAULT_CHARTS_PER_RUN = 100
+MAX_CHARTS_PER_RUN = 100_000
+
+
+def charts_per_run() -> int:
+    """How many charts one run draws at most (MARKET_PIPELINE_CHARTS_PER_RUN, default 100; 0: none):
+    the symbols whose history a run changed most first, then those it only appended sessions to, whose
+    chart is the oldest. Each costs tens of milliseconds and about 20 kB of event log."""
+    raw = _set("MARKET_PIPELINE_CHARTS_PER_RUN")
+    if raw is None:
+        return DEFAULT_CHARTS_PER_RUN
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or int(raw) > MAX_CHARTS_PER_RUN:
+        raise SettingsError(
+            f"MARKET_PIPELINE_CHARTS_PER_RUN={raw!r} is not a whole number from 0 to {MAX_CHARTS_PER_RUN}: set e.g. "
+            f"MARKET_PIPELINE_CHARTS_PER_RUN={DEFAULT_CHARTS_PER_RUN} (or 0 to draw no chart)"
+        )
+    return int(raw)
+
+
 def step_retry_delay() -> float:
     """Seconds before Dagster retries a failed ohlcv_daily step (MARKET_PIPELINE_STEP_RETRY_DELAY, default 10)."""
     raw = _set("MARKET_PIPELINE_STEP_RETRY_DELAY")
@@ -271,6 +290,7 @@ def validate() -> None:
     max_answer_mb()
     step_retry_delay()
     backfill_interval_seconds()
+    charts_per_run()
     if _set("POLYGON_BASE_URL"):
         check_base_url(_set("POLYGON_BASE_URL"))
     if _set("DAGSTER_HOME"):

@@ -21,10 +21,10 @@ def served(symbol: str, asset_class: str, start: dt.date) -> pd.DataFrame:
     return as_traded_bars(polygon_ticker(symbol, asset_class), start, latest_completed_session(asset_class))
 
 
-def latest_check_records(instance: DagsterInstance, check_name: str) -> dict:
-    """partition -> the latest execution record of that check on ohlcv_daily (not merely planned)."""
+def latest_check_records(instance: DagsterInstance, check_name: str, asset: str = "ohlcv_daily") -> dict:
+    """partition -> the latest execution record of that check on `asset` (not merely planned)."""
     records = instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(OHLCV, check_name), limit=10_000
+        AssetCheckKey(AssetKey(asset), check_name), limit=10_000
     )
     latest: dict = {}
     for record in records:  # most recent first

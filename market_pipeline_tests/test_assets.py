@@ -199,7 +199,8 @@ def test_checks_fail_on_corrupted_and_missing_bars(polygon_env, instance, wareho
     gaps = latest_check_records(instance, "date_gaps")
     assert check_passed(rates["AAPL"]) and check_passed(gaps["AAPL"])
     assert not check_passed(rates["MSFT"]) and not check_passed(gaps["MSFT"])
-    assert check_metadata(rates["MSFT"])["failures"]["high_ge_low"] == 10
+    failures = {r.data["name"]: r.data["value"] for r in check_metadata(rates["MSFT"])["failures"].records}
+    assert failures["high_ge_low"] == 10
     assert rates["MSFT"].event.dagster_event.event_specific_data.severity.value == "WARN"  # 0.986: above 0.95
     assert check_metadata(gaps["MSFT"])["gaps_detected"] == "1"
     assert "severity" in check_metadata(gaps["MSFT"]) and "severity" not in check_metadata(gaps["AAPL"])

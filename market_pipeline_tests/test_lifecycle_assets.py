@@ -108,7 +108,7 @@ def test_freshness_check_fresh_then_stale(polygon_env, instance, warehouse_url):
     records = latest_check_records(instance, "freshness")
     stale = records["AAPL"]
     assert not check_passed(stale) and stale.event.dagster_event.event_specific_data.severity.value == "WARN"
-    assert check_metadata(stale)["missing_sessions"] == ["2024-03-11", "2024-03-12"]
+    assert check_metadata(stale)["missing_sessions"] == "2024-03-11, 2024-03-12"
     assert "2024-03-11, 2024-03-12" in stale.event.dagster_event.event_specific_data.description
     assert check_metadata(records["BTCUSD"])["sessions_missing"] == "3"  # UTC days 03-09 .. 03-11 (03-12 not published yet)
 

@@ -60,7 +60,7 @@ def test_run_stores_exactly_what_the_server_sends(polygon_env, fresh_home, wareh
     assert main(["stats", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["BTCUSD"]["record_count"] == len(store.read_bars("BTCUSD"))
-    assert set(stats["AAPL"]) == {"record_count", "date_range", "validation_rate", "gaps_detected", "asset_class", "status", "freshness"}
+    assert set(stats["AAPL"]) == {"record_count", "date_range", "validation_rate", "gaps_detected", "asset_class", "status", "freshness", "checks"}
     assert stats["AAPL"]["validation_rate"] == 1.0 and stats["AAPL"]["gaps_detected"] == 0
 
 

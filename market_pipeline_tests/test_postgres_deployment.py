@@ -267,7 +267,7 @@ def test_dagster_postgres_yaml_runs_a_full_materialisation(dagster_postgres_home
         assert conn.execute(
             sa.text("SELECT count(*) FROM event_logs WHERE run_id = :r AND dagster_event_type = 'ASSET_MATERIALIZATION'"),
             {"r": run_id},
-        ).scalar() == 3  # AAPL and BTCUSD's bars, and AAPL's corporate actions read first
+        ).scalar() == 6  # AAPL and BTCUSD's bars and returns, AAPL's corporate actions read first, their reference rows
         assert conn.execute(sa.text("SELECT count(*) FROM dynamic_partitions")).scalar() == 2
 
 

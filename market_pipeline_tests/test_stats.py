@@ -49,7 +49,7 @@ def test_stats_asset_table_and_cli_agree_with_checks(polygon_env, instance, ware
     assert stats["EMPTY"].pop("freshness")["state"] == "empty"
     assert stats["EMPTY"] == {
         "record_count": 0, "date_range": {"start": None, "end": None}, "validation_rate": None,
-        "gaps_detected": 0, "asset_class": "stock", "status": "pending",
+        "gaps_detected": 0, "asset_class": "stock", "status": "pending", "checks": {},
     }
     assert stats["BTCUSD"]["validation_rate"] == table["BTCUSD"]["validation_rate"]
     assert main(["stats"]) == 0 and "MSFT" in capsys.readouterr().out

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from market_pipeline import settings
 from market_pipeline.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from market_pipeline.cli.bars import cmd_bars  # noqa: F401  (market-pipeline bars)
+from market_pipeline.cli.returns import cmd_returns  # noqa: F401  (market-pipeline returns)
 
 if TYPE_CHECKING:
     from market_pipeline.warehouse.registry import SymbolRegistry
@@ -217,19 +218,23 @@ def cmd_run(args) -> int:
             print("market-pipeline: interrupted: the run was stopped; unfinished symbols are marked failed", file=sys.stderr)
             return EXIT_INTERRUPTED
         stats_ok = runner.materialize_stats(instance, verbose=verbose)
-    return _report_run(registry, symbols, outcome.ok and stats_ok, outcome.run_ids, unrecorded)
+    return _report_run(registry, symbols, outcome.ok and stats_ok, outcome.run_ids, unrecorded, getattr(args, "fail_on_check", None))
 
 
 def _report_run(
-    registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids: list[str], unrecorded: dict[str, str] | None = None
+    registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids: list[str], unrecorded: dict[str, str] | None = None,
+    fail_on_check: str | None = None,
 ) -> int:
-    """One line per symbol; `unrecorded`: the failures the warehouse could not take (symbol -> reason)."""
+    """One line per symbol; `unrecorded`: the failures the warehouse could not take (symbol -> reason);
+    `fail_on_check`: exit 3 when a check of that severity failed (cli.checks)."""
+    from market_pipeline.cli.checks import check_exit, run_checks
     from market_pipeline.warehouse.store import BarStore
 
     summary = BarStore(settings.db_url()).summary(symbols)
     rows = {r.symbol: r for r in registry.get_many(symbols)}
     failed = quarantined = 0
     unrecorded = unrecorded or {}
+    checks, checks_line, outcomes = run_checks(symbols, run_ids)
     for symbol in symbols:
         row = rows[symbol]
         if symbol in unrecorded:
@@ -250,17 +255,22 @@ def _report_run(
             line += _splits_note(symbol, first)
         if row.corporate_actions_status == "failed":
             line += f"  corporate actions not read: {(row.corporate_actions_error or '').splitlines()[0][:120]}"
+        if row.backfill_status == "completed":
+            line += f"  {checks[symbol]}"
         print(line)
     print(
         f"{len(symbols) - failed} of {len(symbols)} symbol(s) completed in {len(run_ids)} run(s); "
         f"{quarantined} bar(s) quarantined{' (see ohlcv_quarantine)' if quarantined else ''}."
     )
+    print(checks_line)
     if any(rows[s].asset_class != "crypto" for s in symbols):
         print(
             "Stocks and ETFs are stored as traded (ohlcv_daily); split-adjusted: ohlcv_daily_adjusted, "
             "total return: ohlcv_daily_total_return (`market-pipeline bars SYMBOL --adjustment splits`)."
         )
-    return EXIT_OK if ok and not failed else EXIT_FAILED
+    if not (ok and not failed):
+        return EXIT_FAILED
+    return check_exit(outcomes, fail_on_check) or EXIT_OK
 
 
 def _splits_note(symbol: str, first) -> str:
@@ -295,14 +305,21 @@ def cmd_stats(args) -> int:
 
     now = dt.datetime.now(dt.timezone.utc)
     records = [cli_record(r, s, now) for r, s in stats_for(rows, BarStore(settings.db_url()), now=now)]
+    from market_pipeline.cli.checks import stats_checks
+    from market_pipeline.quality.outcomes import CheckOutcome, symbol_line
+
+    checks = stats_checks([rec["symbol"] for rec in records])
+    for rec in records:  # every check's latest outcome, as the run that evaluated it recorded it
+        rec["checks"] = checks.get(rec["symbol"], {})
     if args.json:
         print(json.dumps({rec.pop("symbol"): rec for rec in records}, indent=2))
         return EXIT_OK
-    print(f"{'SYMBOL':<10} {'CLASS':<7} {'RECORDS':>8} {'START':<11} {'END':<11} {'VALID':>7} {'GAPS':>5} {'STATUS':<12} FRESHNESS")
+    print(f"{'SYMBOL':<10} {'CLASS':<7} {'RECORDS':>8} {'START':<11} {'END':<11} {'VALID':>7} {'GAPS':>5} {'STATUS':<12} {'FRESHNESS':<12} CHECKS")
     for rec in records:
         rate = "-" if rec["validation_rate"] is None else f"{rec['validation_rate']:.4f}"
         start, end = rec["date_range"]["start"] or "-", rec["date_range"]["end"] or "-"
-        print(f"{rec['symbol']:<10} {rec['asset_class']:<7} {rec['record_count']:>8} {start:<11} {end:<11} {rate:>7} {rec['gaps_detected']:>5} {rec['status']:<12} {_freshness_text(rec['freshness'])}")
+        outcomes = [CheckOutcome(rec["symbol"], c["asset"], name, c["passed"], c["severity"], c["summary"]) for name, c in rec["checks"].items()]
+        print(f"{rec['symbol']:<10} {rec['asset_class']:<7} {rec['record_count']:>8} {start:<11} {end:<11} {rate:>7} {rec['gaps_detected']:>5} {rec['status']:<12} {_freshness_text(rec['freshness']):<12} {symbol_line(outcomes)}")
     return EXIT_OK
 
 

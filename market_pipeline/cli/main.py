@@ -1,6 +1,7 @@
 """`market-pipeline`: manage tracked symbols, run the main job headless, serve the sandbox, print stats.
 
-Exit codes: 0 success; 1 a run or symbol failed; 2 bad input (nothing was changed).
+Exit codes: 0 success; 1 a run or symbol failed; 2 bad input (nothing was changed); 3 a check failed
+(`run --fail-on-check`).
 Every command works from the project folder without DAGSTER_HOME set (it then uses the project's
 git-ignored home folder, as `make` does) and honours DAGSTER_HOME and MARKET_PIPELINE_DB_URL.
 
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="the main job: fetch and store bars for symbols (default: all active)")
     run.add_argument("symbols", nargs="*", metavar="SYMBOL", help="tracked symbols to run (none: every active symbol)")
     run.add_argument("--verbose", action="store_true", help="also print Dagster's events and stack traces on stderr")
+    from market_pipeline.cli.checks import add_fail_on_check
+
+    add_fail_on_check(run)
 
     sandbox = sub.add_parser("sandbox", help="run the Polygon-compatible sandbox server in the foreground")
     sandbox.add_argument("--port", type=_port, default=8765, help="port to listen on, 1-65535 (0: any free port)")
@@ -112,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     from market_pipeline.cli import bars as bars_command
 
     bars_command.add_parser(sub, _Parser)
+    from market_pipeline.cli import returns as returns_command
+
+    returns_command.add_parser(sub, _Parser)
 
     sub.add_parser(
         "daemon", add_help=False,

@@ -214,3 +214,55 @@ adjustment_factors = sa.Table(
     sa.Column("split_factor", sa.Float(53), nullable=False),
     sa.Column("total_return_factor", sa.Float(53), nullable=False),
 )
+
+# ---- 0012: daily returns, their upkeep, the charts drawn, the checks' latest outcomes ---------------
+# Each symbol's daily returns (market_pipeline.returns), one row per stored bar after its first: from
+# the total-return close (simple and log) and the split-adjusted close, both on today's share basis.
+daily_returns = sa.Table(
+    "daily_returns",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("total_return", sa.Float(53), nullable=True),
+    sa.Column("log_return", sa.Float(53), nullable=True),
+    sa.Column("split_adjusted_return", sa.Float(53), nullable=True),
+    sa.Column("computed_at", sa.DateTime, nullable=False),
+)
+
+# What a symbol's daily_returns rows were computed from: they are current through `current_through`
+# (the last bar date), with the symbol's adjustment factors as `factors_print` says (a change means the
+# whole history again); `outliers` (JSON) are its large returns no recorded event explains.
+daily_returns_state = sa.Table(
+    "daily_returns_state",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("current_through", sa.Date, nullable=True),
+    sa.Column("factors_print", sa.Text, nullable=False),
+    sa.Column("outliers", sa.Text, nullable=False),
+    sa.Column("computed_at", sa.DateTime, nullable=False),
+)
+
+# The last chart drawn on each symbol's ohlcv_daily materialization: by which run, when, up to which bar
+symbol_charts = sa.Table(
+    "symbol_charts",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("through_date", sa.Date, nullable=True),
+    sa.Column("drawn_at", sa.DateTime, nullable=False),
+)
+
+# The latest outcome of every asset check per symbol partition, as the run that evaluated it recorded
+# it (what `market-pipeline stats` and `run` print without opening Dagster's event log)
+check_outcomes = sa.Table(
+    "check_outcomes",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("asset", sa.String(64), primary_key=True),
+    sa.Column("check_name", sa.String(64), primary_key=True),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("severity", sa.String(8), nullable=True),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("evaluated_at", sa.DateTime, nullable=False),
+)

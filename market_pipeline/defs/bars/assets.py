@@ -66,6 +66,12 @@ from market_pipeline.defs.bars.records import CHECK_BATCH, TABLE_NAME, check_bat
 from market_pipeline.refresh.planning import DEFAULT_MAX_GROUPED_DATES, SymbolWindow, market_of, plan_refresh, target_session
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
 from market_pipeline.defs.corporate_actions.ops import read_corporate_actions
+from market_pipeline.defs.bars.views import RunViews
+from market_pipeline.defs.returns.checks import RETURNS_CHECK_KEYS, RETURNS_KEY, returns_check_specs
+from market_pipeline.defs.returns.records import changed_from, returns_batch, returns_spec
+from market_pipeline.quality.outcomes import summary_line
+from market_pipeline.returns.update import DEFAULT_THRESHOLD
+from market_pipeline.warehouse.returns import ReturnsStore
 
 POLYGON_POOL = "polygon_api"
 FULL_REFETCH_TAG = "market_pipeline/full_refetch"
@@ -73,13 +79,13 @@ COLUMN_SCHEMA = TableSchema(
     columns=[
         TableColumn("symbol", "string", description="the tracked symbol (partition key)"),
         TableColumn("date", "date", description="the session date (New York for stocks/ETFs, UTC for crypto)"),
-        TableColumn("open", "float"),
-        TableColumn("high", "float"),
-        TableColumn("low", "float"),
-        TableColumn("close", "float"),
-        TableColumn("volume", "float"),
-        TableColumn("vwap", "float", description="volume-weighted average price (may be null)"),
-        TableColumn("transactions", "int", description="number of trades (may be null)"),
+        TableColumn("open", "float", description="first trade price of the session, as traded (not split-adjusted), in the quote currency (USD)"),
+        TableColumn("high", "float", description="highest trade price of the session, as traded, USD"),
+        TableColumn("low", "float", description="lowest trade price of the session, as traded, USD"),
+        TableColumn("close", "float", description="last trade price of the session, as traded, USD (adjusted: the ohlcv_daily_adjusted and ohlcv_daily_total_return views)"),
+        TableColumn("volume", "float", description="shares traded in the session, as traded (units of the coin for crypto)"),
+        TableColumn("vwap", "float", description="volume-weighted average price of the session, as traded, USD (may be null)"),
+        TableColumn("transactions", "int", description="number of trades in the session (may be null)"),
         TableColumn("fetched_at", "timestamp", description="when the bar was last written (UTC)"),
     ]
 )
@@ -133,6 +139,10 @@ class OhlcvConfig(CheckSettings):
     corporate_actions_lookback_days: int = Field(
         default=60, description="look-back of the 'recent' corporate-actions read (events recorded weeks late)"
     )
+    max_unexplained_return: float = Field(
+        default=DEFAULT_THRESHOLD,
+        description="unexplained_returns lists daily total returns beyond a factor of 1 + this either way with no recorded event",
+    )
 
     def wants_full_refetch(self, tags) -> bool:
         return self.full_refetch or str(tags.get(FULL_REFETCH_TAG, "")).strip().lower() in ("true", "1", "yes")
@@ -181,9 +191,10 @@ def _run_partition_keys(context: AssetExecutionContext) -> list[str]:
                 "`ohlcv_daily` (symbol, session date, open, high, low, close, volume, vwap, transactions) "
                 "for that symbol, from its start date to the latest session."
             ),
-        )
+        ),
+        returns_spec(),
     ],
-    check_specs=check_specs,
+    check_specs=[*check_specs, *returns_check_specs()],
     partitions_def=symbols_partitions,
     can_subset=True,
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN),
@@ -211,7 +222,9 @@ def _ohlcv_daily(
 ):
     registry, store = warehouse.registry(), warehouse.bars()
     selected_checks = set(context.selected_asset_check_keys) & CHECK_KEYS
+    returns_checks = set(context.selected_asset_check_keys) & RETURNS_CHECK_KEYS
     materialize = OHLCV_KEY in context.selected_asset_keys
+    returns = RETURNS_KEY in context.selected_asset_keys
     keys = _run_partition_keys(context)
     tracked = {row.symbol: row for row in registry.get_many(keys)}
     now = config.now()
@@ -237,6 +250,8 @@ def _ohlcv_daily(
         stop = None  # the result whose error stops the run (a full disk, Polygon's long Retry-After)
         stored: list[SymbolResult] = []
         checking: list[tuple[SymbolResult, object]] = []  # stored symbols whose checks are still to record
+        returning: list[tuple[SymbolResult, object]] = []  # stored symbols whose returns are still to update
+        views = RunViews(context, warehouse, rows, now)
         table_rows = store.count_rows()  # the table's rows, kept current as each symbol adds its new ones
         tally = Counter()  # how the checks got their bars
         client = polygon.get_client(logger=context.log)  # a bad setting fails here, before anything is written
@@ -250,7 +265,9 @@ def _ohlcv_daily(
         ) as lookups:
             refs = refs_store.get_many([row.symbol for row in rows if row.symbol not in lookups.pending])
             # splits and dividends first: the bars' factors and checks depend on them
-            yield from read_corporate_actions(context, config, client, warehouse.resolved_url(), rows, now)
+            actions = yield from read_corporate_actions(context, config, client, warehouse.resolved_url(), rows, now)
+            if actions is not None and actions.outcome is not None:
+                views.factors_changed.update(actions.outcome.recomputed)
             refreshing = _refresh(context, config, client, store, registry, rows, now, lookups)
             for result, row in refreshing:
                 symbol = row.symbol
@@ -274,21 +291,29 @@ def _ohlcv_daily(
                     )
                 elif len(stored) % PROGRESS_EVERY == 0:
                     context.log.info(f"{len(stored)} of {len(rows)} symbol(s) stored")
-                yield materialization(result, table_rows, reference_metadata(refs.get(symbol)))
+                yield materialization(result, table_rows, {**reference_metadata(refs.get(symbol)), **views.bars_metadata(result, row)})
                 if selected_checks:
                     checking.append((result, row))
                     if len(checking) >= CHECK_BATCH:
-                        yield from check_batch(context, config, warehouse, checking, selected_checks, now, tally)
+                        yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally))
                         checking = []
                 else:
                     result.stored_bars = None  # memory stays flat however many symbols the run holds
+                returning.append((result, row))
+                if len(returning) >= CHECK_BATCH:
+                    yield from _returns(context, config, warehouse, returning, returns, returns_checks, views)
+                    returning = []
+                    views.flush()
             refreshing.close()
             if stop is not None:
                 raise stopped_failure(context, registry, scope, {r.symbol for r in stored}, failures, stop)
             if checking:
-                yield from check_batch(context, config, warehouse, checking, selected_checks, now, tally)
+                yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally))
+            yield from _returns(context, config, warehouse, returning, returns, returns_checks, views)
+            views.flush()
             if selected_checks:
                 context.log.info(tally_line(tally))
+            context.log.info(views.chart_line())
             context.log.info(
                 f"{len(stored)} symbol(s) stored ({sum(r.path == 'grouped' for r in stored)} from grouped-daily bars): "
                 f"{sum(r.rows_fetched for r in stored)} bars fetched, {sum(r.rows_inserted for r in stored)} new, "
@@ -296,21 +321,35 @@ def _ohlcv_daily(
                 f"{quarantine_line(stored)}; {client.stats.requests} request(s) "
                 f"({', '.join(f'{k} {v}' for k, v in sorted(client.stats.by_endpoint.items())) or 'none'})"
             )
-    elif selected_checks:  # the checks alone, on the stored bars: the same batches, kept states and cache
+            written = views.reference_materialization(refs_store, [row.symbol for row in rows])
+            if written is not None:  # this run wrote reference rows (a new symbol's): the catalog says so
+                yield written
+    elif selected_checks or returns or returns_checks:  # on the stored bars: the same batches, kept states and cache
         rows = [
             tracked[symbol] for symbol in keys
             if symbol in tracked and (config.asset_classes is None or tracked[symbol].asset_class in config.asset_classes)
         ]
+        views = RunViews(context, warehouse, rows, now, budget=settings.charts_per_run())
+        summary = store.summary([row.symbol for row in rows]) if returns or returns_checks else {}
         tally = Counter()
         for i in range(0, len(rows), CHECK_BATCH):
             batch = [(SymbolResult(row.symbol, row.asset_class, "completed"), row) for row in rows[i : i + CHECK_BATCH]]
-            yield from check_batch(context, config, warehouse, batch, selected_checks, now, tally)
-        context.log.info(tally_line(tally))
+            if selected_checks:
+                yield from views.checked(check_batch(context, config, warehouse, batch, selected_checks, now, tally))
+            for result, _ in batch:
+                result.rows_stored = summary.get(result.symbol, (0, None, None))[0]
+            if returns or returns_checks:  # recomputed whole: the asset was asked for on its own
+                yield from returns_batch(context, config, warehouse.resolved_url(), batch, returns_checks, views, materialize=returns, whole=True)
+            views.flush()
+        if selected_checks:
+            context.log.info(tally_line(tally))
 
     # Each symbol's check results were recorded above with its partition. Dagster also expects one output per
     # selected check of the op; these carry no evaluation (the evaluations are the per-partition ones).
-    for key in sorted(selected_checks, key=lambda k: k.name):
+    for key in sorted(selected_checks | returns_checks, key=lambda k: k.name):
         yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+    if selected_checks or returns_checks:  # the run's last line: what its checks found
+        context.log.info(summary_line(views.run_outcomes))
 
     if failures:
         summary = "; ".join(f"{r.symbol}: {r.error}" for r in failures[:20])
@@ -400,3 +439,18 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
             f"{decoder.decoded} of {client.stats.by_endpoint.get('aggs_range', 0)} range answer(s) decoded in a "
             "separate process (POLYGON_DECODE_PROCESSES), the others in this one (while it started, or after it stopped)"
         )
+
+
+def _returns(context, config, warehouse, batch, selected: bool, checks: set, views):
+    """daily_returns of a batch of stored symbols: updated (selected), or, when the run stores bars
+    without their returns, their kept state dropped for those whose bars changed (their next update
+    recomputes them whole)."""
+    if not batch:
+        return
+    if selected or checks:
+        yield from returns_batch(context, config, warehouse.resolved_url(), batch, checks, views, materialize=selected)
+        if selected:
+            return
+    changed = [result.symbol for result, _ in batch if changed_from(result) is not None]
+    if changed:
+        ReturnsStore(warehouse.resolved_url()).forget(changed)

@@ -18,7 +18,6 @@ from dagster import (
     AssetCheckSpec,
     AssetKey,
     Config,
-    MetadataValue,
 )
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
@@ -27,6 +26,7 @@ from dagster._core.storage.event_log.base import AssetRecordsFilter
 from pydantic import Field
 
 from market_pipeline.defs.bars.partitions import symbols_partitions
+from market_pipeline.defs.metadata import check_metadata
 from market_pipeline.quality import SymbolStats
 from market_pipeline.quality.report import CheckThresholds, freshness_of
 
@@ -150,7 +150,7 @@ def evaluations(
         GAPS_CHECK: (
             gaps.passed,
             gaps.severity,
-            {**gaps.as_metadata(), "missing": MetadataValue.md(_ranges_md(gaps.missing_ranges))},
+            gaps.as_metadata(),
             f"{stats.symbol}: {gaps.gaps_detected} missing sessions of {gaps.expected} expected",
         ),
     }
@@ -176,27 +176,6 @@ def evaluations(
 
 
 def partition_metadata(metadata: dict, symbol: str, passed: bool) -> dict:
-    """One symbol's check metadata, shaped for a check whose evaluations alternate between symbols.
-
-    Dagster plots every numeric metadata entry of a check across its evaluations, whatever their
-    partition: a line through AAPL's rate, then BTCUSD's gap count, is noise. So each number is shown as
-    text (the value still reads the same on the evaluation), and a passed check carries no severity.
-    """
-    shaped = {}
-    for key, value in metadata.items():
-        if key == "severity" and passed:
-            continue
-        if isinstance(value, bool) or value is None:
-            shaped[key] = MetadataValue.text(str(value))
-        elif isinstance(value, (int, float)):
-            shaped[key] = MetadataValue.text(f"{value:.6g}" if isinstance(value, float) else str(value))
-        else:
-            shaped[key] = value
-    shaped["symbol"] = symbol
-    return shaped
-
-
-def _ranges_md(ranges) -> str:
-    if not ranges:
-        return "no missing sessions"
-    return "\n".join(f"- {a}" if a == b else f"- {a} .. {b}" for a, b in ranges)
+    """One symbol's check metadata, shaped for a check whose evaluations alternate between symbols:
+    text and tables only, empty lists left out, no severity on a passed check (defs.metadata)."""
+    return check_metadata(metadata, symbol, passed)

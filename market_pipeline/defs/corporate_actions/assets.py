@@ -16,7 +16,11 @@ import datetime as dt
 from dagster import AssetExecutionContext, AssetSpec, Config, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from market_pipeline.defs.metadata import table
+from market_pipeline.defs.returns.records import returns_after_actions
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
+from market_pipeline.defs.schemas import CORPORATE_ACTIONS_TABLES, adjusted_view, table_metadata
+from market_pipeline.defs.schemas import CORPORATE_ACTIONS as CORPORATE_ACTIONS_SCHEMA
 from market_pipeline.refresh.corporate_actions import CorporateActionsResult, refresh_corporate_actions
 from market_pipeline.warehouse.corporate_actions import CorporateActionStore
 
@@ -35,11 +39,54 @@ class CorporateActionsConfig(Config):
 
 
 def result_metadata(result: CorporateActionsResult) -> dict:
-    """Materialization metadata: what changed since the last read (json lists, readable in the UI)."""
+    """Materialization metadata: what changed since the last read, as a table of the events
+    (`changed_events`) and lists of their labels (empty lists left out)."""
     out = {}
     for key, value in result.metadata().items():
-        out[key] = MetadataValue.json(value) if isinstance(value, list) else value
+        if isinstance(value, list):
+            if value:
+                out[key] = MetadataValue.json(value)
+        else:
+            out[key] = value
+    events = changed_events(result.outcome) if result.outcome is not None else []
+    if events:
+        out["changed_events"] = table(events, descriptions=EVENT_COLUMNS, limit=MAX_EVENTS_SHOWN)
+        if len(events) > MAX_EVENTS_SHOWN:
+            out["changed_events_note"] = MetadataValue.text(
+                f"the first {MAX_EVENTS_SHOWN} of {len(events)} changed events; all are in the splits and dividends tables"
+            )
     return out
+
+
+MAX_EVENTS_SHOWN = 500
+
+
+EVENT_COLUMNS = {
+    "symbol": "the tracked symbol",
+    "kind": "split or dividend",
+    "change": "new, changed (content or validity; or listed again) or withdrawn (absent from a complete re-read)",
+    "date": "execution date (split) or ex-dividend date (New York)",
+    "event": "a split's ratio (new shares for old), a dividend's cash amount per share as declared",
+    "status": "active, duplicate, invalid (not applied) or withdrawn",
+    "provider_id": "the provider's id of the event",
+}
+
+
+def changed_events(outcome) -> list[dict]:
+    """The events one read changed, one row each (symbol, kind, change, date, event, status, id)."""
+    rows = []
+    for kind, changes in (("split", outcome.splits), ("dividend", outcome.dividends)):
+        for change, events in (("new", changes.new), ("changed", [*changes.changed, *changes.reappeared])):
+            for e in events:
+                date = e.execution_date if kind == "split" else e.ex_dividend_date
+                what = e.label if kind == "split" else f"{e.cash_amount:g} {e.currency or ''}".strip() if e.cash_amount is not None else ""
+                rows.append({"symbol": e.symbol, "kind": kind, "change": change, "date": date, "event": what,
+                             "status": e.status, "provider_id": e.provider_id})
+        for e in changes.withdrawn:  # stored events: their content tuple starts with the date
+            date = e.content[0] if e.content else None
+            rows.append({"symbol": e.symbol, "kind": kind, "change": "withdrawn", "date": date, "event": "",
+                         "status": "withdrawn", "provider_id": e.provider_id})
+    return sorted(rows, key=lambda r: (r["symbol"], str(r["date"]), r["kind"]))
 
 
 @asset(
@@ -48,6 +95,7 @@ def result_metadata(result: CorporateActionsResult) -> dict:
     group_name="market_data",
     kinds={"polygon", "sql"},
     pool="polygon_api",
+    metadata=table_metadata(CORPORATE_ACTIONS_TABLES, CORPORATE_ACTIONS_SCHEMA),
     description=(
         "Splits and cash dividends of the tracked stocks and ETFs: the `splits` and `dividends` tables "
         "(first/last seen, status active/duplicate/withdrawn/invalid with a reason) and the maintained "
@@ -56,7 +104,7 @@ def result_metadata(result: CorporateActionsResult) -> dict:
 )
 def corporate_actions(
     context: AssetExecutionContext, config: CorporateActionsConfig, polygon: PolygonResource, warehouse: WarehouseResource
-) -> MaterializeResult:
+):
     store = CorporateActionStore(warehouse.resolved_url())
     since = None
     if config.lookback_days is not None:
@@ -70,7 +118,9 @@ def corporate_actions(
         f"{len(result.symbols)} symbol(s), {result.requests} request(s): {len(changes.get('new', []))} new, "
         f"{len(changes.get('changed', []))} changed, {len(changes.get('withdrawn', []))} withdrawn event(s)"
     )
-    return MaterializeResult(metadata=result_metadata(result))
+    yield MaterializeResult(metadata=result_metadata(result))
+    # the symbols whose factors changed: their daily returns are recomputed now, not at their next refresh
+    yield from returns_after_actions(context, warehouse, changes.get("symbols_recomputed", []))
 
 
 _VIEW_DEPS = ["ohlcv_daily", CORPORATE_ACTIONS]
@@ -80,6 +130,7 @@ ohlcv_daily_adjusted = AssetSpec(
     deps=_VIEW_DEPS,
     group_name="market_data",
     kinds={"sql"},
+    metadata=table_metadata("ohlcv_daily_adjusted", adjusted_view("split-adjusted to today's share basis")),
     description=(
         "View: ohlcv_daily split-adjusted to today's share basis (prices and vwap x the product of "
         "split_from/split_to of every split after the bar, volume divided by it). Always current: "
@@ -92,6 +143,9 @@ ohlcv_daily_total_return = AssetSpec(
     deps=_VIEW_DEPS,
     group_name="market_data",
     kinds={"sql"},
+    metadata=table_metadata(
+        "ohlcv_daily_total_return", adjusted_view("split- then dividend-adjusted (total return) to today's share basis")
+    ),
     description=(
         "View: ohlcv_daily split-adjusted, then dividend-adjusted: prices before each ex-date x "
         "(1 - cash / the as-traded close of the session before)."

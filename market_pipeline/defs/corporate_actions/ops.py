@@ -19,6 +19,7 @@ from market_pipeline.warehouse.corporate_actions import CorporateActionStore
 
 
 def read_corporate_actions(context, config, client, url: str, rows, now: dt.datetime):
+    """Yields the corporate_actions materialization; returns the CorporateActionsResult (None: not read)."""
     mode = config.corporate_actions
     # a delisted symbol is no longer read here (its run makes no request once its history is complete);
     # the weekly sweep still re-reads its lists
@@ -43,4 +44,5 @@ def read_corporate_actions(context, config, client, url: str, rows, now: dt.date
     )
     if result.ok:
         yield AssetMaterialization(asset_key=CORPORATE_ACTIONS, metadata=result_metadata(result))
+    return result
 

@@ -1,5 +1,6 @@
 """The `symbol_stats` asset: per-symbol record counts, date range, validation rate and gaps."""
 
+import datetime as dt
 
 from dagster import (
     AllPartitionMapping,
@@ -12,8 +13,11 @@ from dagster import (
 )
 
 from market_pipeline.defs.bars.checks import CheckSettings
+from market_pipeline.defs.metadata import chart_markdown
 from market_pipeline.defs.resources import WarehouseResource
+from market_pipeline.defs.schemas import SYMBOL_STATS, table_metadata
 from market_pipeline.quality.report import all_table_rows
+from market_pipeline.reference.freshness import evaluate_freshness
 from market_pipeline.warehouse.stats_table import replace_stats
 
 MAX_ROWS_SHOWN = 500
@@ -42,6 +46,7 @@ def _markdown(rows: list[dict]) -> str:
     group_name="market_data",
     kinds={"sql", "pandas"},
     automation_condition=AFTER_BARS_UPDATE,
+    metadata=table_metadata("symbol_stats", SYMBOL_STATS),
     description=(
         "The `symbol_stats` table: per tracked symbol its record count, first and last date, validation "
         "rate and gaps (the same numbers as the ohlcv_daily checks), backfill status and last backfill."
@@ -52,6 +57,7 @@ def symbol_stats(context: AssetExecutionContext, config: CheckSettings, warehous
     rows = all_table_rows(registry, store, config)
     replace_stats(store.engine, rows)
     rated = [r["validation_rate"] for r in rows if r["validation_rate"] is not None]
+    chart = _chart(rows, {row.symbol: row.delisted_on for row in registry.list(include_inactive=True)})
     return MaterializeResult(
         metadata={
             "dagster/row_count": len(rows),
@@ -60,5 +66,21 @@ def symbol_stats(context: AssetExecutionContext, config: CheckSettings, warehous
             "symbols_with_gaps": sum(1 for r in rows if r["gaps_detected"]),
             "min_validation_rate": min(rated) if rated else None,
             "table": MetadataValue.md(_markdown(rows)),
+            "chart": chart_markdown(chart, "validation rate and freshness"),
         }
     )
+
+
+def _chart(rows: list[dict], delisted: dict):
+    """Validation rate and sessions behind of every symbol, worst first. Never raises."""
+    from market_pipeline.charts import Chart, stats_chart
+
+    try:
+        now = dt.datetime.now(dt.timezone.utc)
+        behind = [
+            evaluate_freshness(r["symbol"], r["asset_class"], r["last_date"], now, delisted_on=delisted.get(r["symbol"])).missing_count
+            for r in rows
+        ]
+    except Exception as exc:
+        return Chart(None, f"freshness could not be computed ({type(exc).__name__}: {exc})")
+    return stats_chart([r["symbol"] for r in rows], [r["validation_rate"] for r in rows], behind)

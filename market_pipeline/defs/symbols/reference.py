@@ -23,6 +23,7 @@ from pydantic import Field
 from market_pipeline import settings
 from market_pipeline.polygon.reference_list import needs_list_date, refresh_references
 from market_pipeline.defs.resources import PolygonResource, WarehouseResource
+from market_pipeline.defs.schemas import SYMBOL_REFERENCE, table_metadata
 
 POLYGON_POOL = "polygon_api"
 MAX_ROWS_SHOWN = 500
@@ -46,7 +47,7 @@ class ReferenceConfig(Config):
         return requests_per_minute * LIST_DATE_MINUTES if requests_per_minute > 0 else None
 
 
-def _attention_md(records) -> str:
+def attention_md(records) -> str:
     rows = [r for r in records if r.status != "ok" or r.delisted_on]
     if not rows:
         return "Every tracked symbol matches Polygon's reference data."
@@ -65,6 +66,7 @@ def _attention_md(records) -> str:
     group_name="market_data",
     kinds={"polygon", "sql"},
     pool=POLYGON_POOL,
+    metadata=table_metadata("symbol_reference", SYMBOL_REFERENCE),
     description=(
         "The `symbol_reference` table: per active tracked symbol, Polygon's reference data (name, type, "
         "primary exchange, composite and share-class FIGI, list date, active flag, delisting date) and a "
@@ -100,7 +102,7 @@ def symbol_reference(
             "list_dates_pending": pending,
             **{f"status_{status}": n for status, n in sorted(counts.items())},
             "delisted": sum(1 for r in records if r.delisted_on and r.active is False and r.asset_class != "crypto"),
-            "attention": MetadataValue.md(_attention_md(records)),
+            "attention": MetadataValue.md(attention_md(records)),
         }
     )
 

@@ -1,0 +1,212 @@
+"""The `daily_returns` table and its upkeep state (`daily_returns_state`).
+
+`ReturnsStore.replace` writes a batch of symbols' recomputed returns in one transaction: per symbol
+its rows from the first recomputed date on are deleted and the new ones inserted, and its state
+(current through which bar, from which adjustment factors, its unexplained large returns) replaced;
+an interrupted write leaves every symbol as it was. `read_returns` is a plain read of the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from market_pipeline import settings
+from market_pipeline.warehouse.engine import get_engine, normalize_url
+from market_pipeline.warehouse.schema import (
+    adjustment_factors,
+    daily_returns,
+    daily_returns_state,
+    dividends,
+    splits,
+    symbol_aliases,
+)
+from market_pipeline.warehouse.stats_cache import _chunks
+from market_pipeline.warehouse.store import as_date, utcnow
+
+R, S = daily_returns, daily_returns_state
+_VALUES = ("total_return", "log_return", "split_adjusted_return")
+NO_FACTORS = "-"  # the factors print of a symbol without adjustment factors
+
+
+@dataclasses.dataclass(frozen=True)
+class ReturnsState:
+    symbol: str
+    current_through: dt.date | None  # the last bar date whose return is stored and current
+    factors_print: str
+    outliers: list[dict]  # unexplained large returns, by date (see market_pipeline.returns)
+
+
+@dataclasses.dataclass
+class SymbolReturns:
+    """One symbol's recomputed returns: `frame` (date, total_return, log_return, split_adjusted_return)
+    replaces its stored rows dated on or after `since` (None: all of them)."""
+
+    symbol: str
+    since: dt.date | None
+    frame: pd.DataFrame
+    state: ReturnsState
+
+
+class ReturnsStore:
+    """daily_returns of the warehouse at `url` (default: MARKET_PIPELINE_DB_URL)."""
+
+    def __init__(self, url: str | None = None):
+        self.url = normalize_url(url or settings.db_url())
+
+    @property
+    def engine(self) -> sa.Engine:
+        return get_engine(self.url)
+
+    # ---- upkeep -----------------------------------------------------------------------------
+    def states(self, symbols: Sequence[str]) -> dict[str, ReturnsState]:
+        out = {}
+        with self.engine.connect() as conn:
+            for part in _chunks(list(symbols)):
+                for row in conn.execute(sa.select(S).where(S.c.symbol.in_(part))):
+                    m = row._mapping
+                    try:
+                        outliers = json.loads(m["outliers"])
+                    except ValueError:
+                        outliers = None
+                    if isinstance(outliers, list):  # an unreadable state is recomputed whole
+                        out[m["symbol"]] = ReturnsState(m["symbol"], as_date(m["current_through"]), m["factors_print"], outliers)
+        return out
+
+    def factor_prints(self, symbols: Sequence[str]) -> dict[str, str]:
+        """symbol -> a digest of its adjustment_factors rows now (NO_FACTORS without any)."""
+        rows: dict[str, list] = {}
+        c = adjustment_factors.c
+        with self.engine.connect() as conn:
+            for part in _chunks(list(symbols)):
+                query = (
+                    sa.select(c.symbol, c.valid_from, c.valid_to, c.split_factor, c.total_return_factor)
+                    .where(c.symbol.in_(part)).order_by(c.symbol, c.valid_from)
+                )
+                for symbol, *values in conn.execute(query):
+                    rows.setdefault(symbol, []).append("|".join(_text(v) for v in values))
+        return {
+            symbol: hashlib.sha256("\n".join(rows[symbol]).encode()).hexdigest()[:32] if symbol in rows else NO_FACTORS
+            for symbol in symbols
+        }
+
+    def event_dates(self, symbols: Sequence[str]) -> dict[str, set[dt.date]]:
+        """symbol -> the dates of its recorded events that explain a large return: active or duplicated
+        splits, active dividends (ex-dates) and renames."""
+        out: dict[str, set[dt.date]] = {s: set() for s in symbols}
+        queries = (
+            (splits.c.symbol, splits.c.execution_date, splits.c.status.in_(["active", "duplicate"])),
+            (dividends.c.symbol, dividends.c.ex_dividend_date, dividends.c.status == "active"),
+            (symbol_aliases.c.symbol, symbol_aliases.c.renamed_on, sa.true()),
+        )
+        with self.engine.connect() as conn:
+            for part in _chunks(list(symbols)):
+                for symbol_column, date_column, condition in queries:
+                    query = sa.select(symbol_column, date_column).where(symbol_column.in_(part), condition, date_column.is_not(None))
+                    for symbol, day in conn.execute(query):
+                        out[symbol].add(as_date(day))
+        return out
+
+    def forget(self, symbols: Iterable[str]) -> None:
+        """Drop the states of symbols whose bars changed while their returns were not recomputed: their
+        next update recomputes the whole history."""
+        symbols = sorted(set(symbols))
+        if not symbols:
+            return
+        with self.engine.begin() as conn:
+            for part in _chunks(symbols):
+                conn.execute(S.delete().where(S.c.symbol.in_(part)))
+
+    def replace(self, updates: Sequence[SymbolReturns], computed_at: dt.datetime | None = None) -> None:
+        """Write the recomputed returns of many symbols and their states in one transaction."""
+        if not updates:
+            return
+        computed_at = computed_at or utcnow()
+        columns: list[list] = [[] for _ in range(5)]  # symbol, date, *values
+        for update in updates:
+            frame = update.frame
+            if frame.empty:
+                continue
+            days = np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]")
+            columns[0].extend([update.symbol] * len(frame))
+            columns[1].extend(days.astype(object).tolist())
+            for i, c in enumerate(_VALUES, start=2):
+                columns[i].extend(_nullable(frame[c].to_numpy(dtype="float64")))
+        with self.engine.begin() as conn:
+            whole = [{"s": u.symbol} for u in updates if u.since is None]
+            partial = [{"s": u.symbol, "d": u.since} for u in updates if u.since is not None]
+            if whole:  # one executemany per kind, not a statement per symbol
+                conn.execute(R.delete().where(R.c.symbol == sa.bindparam("s")), whole)
+            if partial:
+                conn.execute(R.delete().where(R.c.symbol == sa.bindparam("s"), R.c.date >= sa.bindparam("d")), partial)
+            if columns[0]:
+                if conn.dialect.name == "sqlite":  # plain DBAPI rows: a few times faster than Core's dicts
+                    stamp = computed_at.isoformat(sep=" ")
+                    conn.exec_driver_sql(
+                        "INSERT INTO daily_returns (symbol, date, total_return, log_return, split_adjusted_return, computed_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        list(zip(columns[0], [d.isoformat() for d in columns[1]], *columns[2:], [stamp] * len(columns[0]))),
+                    )
+                else:
+                    names = ("symbol", "date", *_VALUES)
+                    conn.execute(R.insert(), [{**dict(zip(names, row)), "computed_at": computed_at} for row in zip(*columns)])
+            states = [
+                {
+                    "symbol": u.symbol, "current_through": u.state.current_through, "factors_print": u.state.factors_print,
+                    "outliers": json.dumps(u.state.outliers), "computed_at": computed_at,
+                }
+                for u in {u.symbol: u for u in updates}.values()
+            ]
+            insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(S)
+            conn.execute(
+                insert.on_conflict_do_update(index_elements=["symbol"], set_={c: insert.excluded[c] for c in states[0] if c != "symbol"}),
+                states,
+            )
+
+    # ---- reads ------------------------------------------------------------------------------
+    def counts(self, symbols: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """symbol -> (rows, rows with a NULL value) in daily_returns."""
+        incomplete = sa.func.sum(sa.case((sa.or_(*(R.c[c].is_(None) for c in _VALUES)), 1), else_=0))
+        out = {s: (0, 0) for s in symbols}
+        with self.engine.connect() as conn:
+            for part in _chunks(list(symbols)):
+                query = sa.select(R.c.symbol, sa.func.count(), incomplete).where(R.c.symbol.in_(part)).group_by(R.c.symbol)
+                for symbol, count, nulls in conn.execute(query):
+                    out[symbol] = (int(count), int(nulls or 0))
+        return out
+
+    def read(self, symbols: Sequence[str], start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:
+        """The stored returns of `symbols` from `start` to `end` (inclusive), by symbol and date."""
+        query = sa.select(R.c.symbol, R.c.date, *(R.c[c] for c in _VALUES))
+        if start is not None:
+            query = query.where(R.c.date >= start)
+        if end is not None:
+            query = query.where(R.c.date <= end)
+        rows = []
+        with self.engine.connect() as conn:
+            for part in _chunks(list(symbols)):
+                rows += conn.execute(query.where(R.c.symbol.in_(part)).order_by(R.c.symbol, R.c.date)).all()
+        frame = pd.DataFrame(rows, columns=["symbol", "date", *_VALUES])
+        frame["date"] = pd.to_datetime(frame["date"])
+        for column in _VALUES:
+            frame[column] = frame[column].astype("float64")
+        return frame
+
+
+def _nullable(values: np.ndarray) -> list:
+    out = values.tolist()
+    for i in np.flatnonzero(~np.isfinite(values)).tolist():
+        out[i] = None
+    return out
+
+
+def _text(value) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else repr(float(value)) if isinstance(value, float) else str(value)
