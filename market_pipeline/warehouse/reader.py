@@ -1,10 +1,10 @@
 """`read_bars`: stored bars of one or more symbols, as traded, split-adjusted or total-return.
 
 The numbers are those of the views `ohlcv_daily_adjusted` / `ohlcv_daily_total_return` (the same
-`adjustment_factors` ranges applied the same way), computed without the view's join: each symbol's
-bars come through the bar store's fast read path (a binary COPY on PostgreSQL) and its few factor
-ranges are applied with one `searchsorted` per symbol, so an adjusted read costs about what an
-unadjusted one does.
+`adjustment_factors` ranges applied the same way), computed without the view's join: the bars come
+as columns through the column blocks (warehouse.columns), the factors in the same snapshot, and each
+symbol's few factor ranges are applied in place with one `searchsorted`, so an adjusted read costs
+about what an unadjusted one does.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from market_pipeline.polygon.bars import BAR_COLUMNS
+from market_pipeline.warehouse import columns
 from market_pipeline.warehouse.schema import adjustment_factors
 from market_pipeline.warehouse.store import BarStore
 
 ADJUSTMENTS = ("none", "splits", "total_return")
+OUTPUTS = ("pandas", "arrow")
 _PRICES = ("open", "high", "low", "close", "vwap")
 
 
@@ -60,20 +61,25 @@ def _factor_table(conn: sa.Connection, symbols: list[str]) -> dict[str, tuple[np
     return out
 
 
-def _apply(frame: pd.DataFrame, ranges, adjustment: str) -> pd.DataFrame:
-    """Multiply the prices (and divide the volume) of a freshly read frame in place."""
-    if adjustment == "none" or ranges is None or frame.empty:
-        return frame
-    upper, split_factors, total_factors = ranges
-    days = np.asarray(frame["date"].to_numpy(), dtype="datetime64[D]")
-    k = np.searchsorted(upper, days, side="right")  # the range with valid_from <= date < valid_to
-    # factor 1 after the last range: index len(upper) picks the appended 1.0
-    split = np.append(split_factors, 1.0)[k]
-    price = np.append(total_factors, 1.0)[k] if adjustment == "total_return" else split
-    for column in _PRICES:
-        frame[column] = frame[column].to_numpy(dtype="float64") * price
-    frame["volume"] = frame["volume"].to_numpy(dtype="float64") / split
-    return frame
+def _apply(data: columns.Columns, factors: dict, adjustment: str) -> None:
+    """Multiply the prices (and divide the volume) of freshly read columns in place."""
+    if adjustment == "none" or not factors:
+        return
+    offsets = data.offsets
+    for k, symbol in enumerate(data.symbols):
+        ranges = factors.get(symbol)
+        lo, hi = int(offsets[k]), int(offsets[k + 1])
+        if ranges is None or hi == lo:
+            continue
+        upper, split_factors, total_factors = ranges
+        days = data.days[lo:hi].astype("datetime64[D]")
+        at = np.searchsorted(upper, days, side="right")  # the range with valid_from <= date < valid_to
+        # factor 1 after the last range: index len(upper) picks the appended 1.0
+        split = np.append(split_factors, 1.0)[at]
+        price = np.append(total_factors, 1.0)[at] if adjustment == "total_return" else split
+        for column in _PRICES:
+            data.values[column][lo:hi] *= price
+        data.values["volume"][lo:hi] /= split
 
 
 def read_bars(
@@ -83,15 +89,21 @@ def read_bars(
     adjustment: str = "none",
     *,
     url: str | None = None,
-) -> pd.DataFrame:
-    """Bars of `symbols` from `start` to `end` (inclusive, dates or ISO strings), indexed by
-    (symbol, date); columns open, high, low, close, volume, vwap, transactions.
+    output: str = "pandas",
+):
+    """Bars of `symbols` from `start` to `end` (inclusive, dates or ISO strings), as the warehouse
+    holds them at the moment of the call (one snapshot), indexed by (symbol, date); columns open,
+    high, low, close, volume, vwap, transactions.
 
     adjustment: "none" (as traded, `ohlcv_daily`), "splits" (`ohlcv_daily_adjusted`) or
     "total_return" (`ohlcv_daily_total_return`).
+    output: "pandas" (the frame above) or "arrow" (a `pyarrow.Table` with columns symbol, date and
+    the same values, in the same order; `polars.from_arrow` takes it without a copy).
     """
     if adjustment not in ADJUSTMENTS:
         raise ReadError(f"unknown adjustment {adjustment!r}: use one of {', '.join(ADJUSTMENTS)}")
+    if output not in OUTPUTS:
+        raise ReadError(f"unknown output {output!r}: use one of {', '.join(OUTPUTS)}")
     names = [symbols] if isinstance(symbols, str) else list(symbols)
     names = list(dict.fromkeys(s.strip().upper() for s in names))
     if not names:
@@ -100,14 +112,8 @@ def read_bars(
     if start_date and end_date and end_date < start_date:
         raise ReadError(f"end {end_date} is before start {start_date}")
     store = BarStore(url)
-    frames = []
-    with store.engine.connect() as conn:
+    with columns.snapshot(store.engine) as conn:
         factors = _factor_table(conn, names) if adjustment != "none" else {}
-        for symbol in names:
-            frame = store._read(conn, symbol, start_date, end_date)
-            frame = _apply(frame, factors.get(symbol), adjustment)
-            frame.insert(0, "symbol", symbol)
-            frames.append(frame)
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", *BAR_COLUMNS])
-    out["transactions"] = out["transactions"].astype("Int64")
-    return out.set_index(["symbol", "date"])
+        data = columns.read(conn, columns.OHLCV, names, start_date, end_date)
+    _apply(data, factors, adjustment)
+    return data.arrow() if output == "arrow" else data.frame()
