@@ -20,6 +20,7 @@ SQLite always; PostgreSQL too with `--postgres` (a throwaway cluster). Not part 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -162,7 +163,7 @@ def _peak(url: str, symbols: int, path: str) -> None:
 
     names = _names(symbols)
     get_engine(url)
-    import pyarrow  # noqa: F401 (imported before the baseline: read_bars would import it)
+    importlib.import_module("pyarrow")  # before the baseline: read_bars imports it
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     frame = read_bars(names, adjustment="total_return", url=url) if path == "blocks" else read_rows_path(names, "total_return", url)

@@ -51,6 +51,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -157,25 +158,48 @@ def _date(day: int) -> dt.date:
 
 
 # ---- block bytes --------------------------------------------------------------------------------
+@lru_cache(maxsize=16)
 def _schema(ds: Dataset):
     import pyarrow as pa
 
     return pa.schema([("date", pa.date32())] + [(c, pa.float64()) for c in ds.floats] + [(c, pa.int64()) for c in ds.integers])
 
 
-def encode(ds: Dataset, rows: _Rows) -> bytes:
-    """One block's bytes: an Arrow IPC stream of one record batch."""
+def _batch(ds: Dataset, rows: _Rows):
     import pyarrow as pa
 
     days = np.ascontiguousarray(rows.days, dtype="int32")
     arrays = [pa.Array.from_buffers(pa.date32(), len(days), [None, pa.py_buffer(days)])]
     arrays += [pa.array(np.ascontiguousarray(rows.values[c], dtype="float64")) for c in ds.floats]
-    arrays += [pa.array(rows.values[c], type=pa.int64(), mask=rows.missing[c]) for c in ds.integers]
-    batch = pa.RecordBatch.from_arrays(arrays, schema=_schema(ds))
+    arrays += [
+        pa.array(rows.values[c], type=pa.int64(), mask=rows.missing[c] if rows.missing[c].any() else None) for c in ds.integers
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=_schema(ds))
+
+
+def _ipc(batch) -> bytes:
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
+
+
+def encode(ds: Dataset, rows: _Rows) -> bytes:
+    """One block's bytes: an Arrow IPC stream of one record batch."""
+    return _ipc(_batch(ds, rows))
+
+
+def encode_years(ds: Dataset, rows: _Rows) -> list[tuple[int, int, bytes]]:
+    """(year, rows, bytes) of each calendar year of rows ordered by date: one batch, sliced."""
+    if not len(rows):
+        return []
+    batch = _batch(ds, rows)
+    years = _years(rows.days)
+    cuts = np.flatnonzero(years[1:] != years[:-1]) + 1
+    edges = [0, *cuts.tolist(), len(rows)]
+    return [(int(years[a]), b - a, _ipc(batch.slice(a, b - a))) for a, b in zip(edges[:-1], edges[1:])]
 
 
 class BlockError(ValueError):
@@ -665,20 +689,42 @@ def _segments_by_owner(owner: np.ndarray, symbols: Sequence[str]) -> dict[str, t
 
 
 # ---- writing blocks ---------------------------------------------------------------------------------
-def _put_blocks(conn: sa.Connection, ds: Dataset, symbol: str, blocks: Sequence[tuple[int, _Rows]]) -> None:
-    """Insert or replace the symbol's blocks of the given years (multi-row statements)."""
+_PG_BLOCK_STAGE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS column_block_stage (year int4 NOT NULL, rows int4 NOT NULL, payload bytea NOT NULL)
+ON COMMIT DELETE ROWS
+"""
+_UPSERT_BLOCK = (
+    "ON CONFLICT (dataset, symbol, year) DO UPDATE SET rows = excluded.rows, format = excluded.format, payload = excluded.payload"
+)
+
+
+def _put_blocks(conn: sa.Connection, ds: Dataset, symbol: str, rows: _Rows) -> None:
+    """Insert or replace the symbol's blocks of the years of `rows` (ordered by date) with them."""
+    blocks = encode_years(ds, rows)
     if not blocks:
         return
-    m = _marker(conn)
-    for part in _chunks(list(blocks), 40):
-        values = ", ".join([f"({m}, {m}, {m}, {m}, {m}, {m})"] * len(part))
-        params = []
-        for year, rows in part:
-            params += [ds.table, symbol, int(year), len(rows), FORMAT, encode(ds, rows)]
+    if conn.dialect.name == "postgresql":  # bytes through a binary COPY (as literals they travel as hex)
+        conn.exec_driver_sql(_PG_BLOCK_STAGE)
+        conn.exec_driver_sql("DELETE FROM column_block_stage")
+        parts = [_COPY_HEADER]
+        for year, n, payload in blocks:
+            parts.append(struct.pack(">hiiiii", 3, 4, year, 4, n, len(payload)))
+            parts.append(payload)
+        parts.append(_COPY_TRAILER)
+        pg_copy(conn, "COPY column_block_stage (year, rows, payload) FROM STDIN WITH (FORMAT binary)", (), io.BytesIO(b"".join(parts)))
         conn.exec_driver_sql(
-            f"INSERT INTO column_blocks (dataset, symbol, year, rows, format, payload) VALUES {values} "
-            "ON CONFLICT (dataset, symbol, year) DO UPDATE SET rows = excluded.rows, format = excluded.format, "
-            "payload = excluded.payload",
+            "INSERT INTO column_blocks (dataset, symbol, year, rows, format, payload) "
+            f"SELECT %s, %s, year, rows, %s, payload FROM column_block_stage {_UPSERT_BLOCK}",
+            (ds.table, symbol, FORMAT),
+        )
+        return
+    for part in _chunks(blocks, 40):
+        params = []
+        for year, n, payload in part:
+            params += [ds.table, symbol, year, n, FORMAT, payload]
+        conn.exec_driver_sql(
+            f"INSERT INTO column_blocks (dataset, symbol, year, rows, format, payload) VALUES "
+            f"{', '.join(['(?, ?, ?, ?, ?, ?)'] * len(part))} {_UPSERT_BLOCK}",
             tuple(params),
         )
 
@@ -690,16 +736,6 @@ def _put_seal(conn: sa.Connection, ds: Dataset, symbol: str, through: dt.date, r
         "ON CONFLICT (dataset, symbol) DO UPDATE SET sealed_through = excluded.sealed_through, rows = excluded.rows",
         (ds.table, symbol, through.isoformat() if conn.dialect.name == "sqlite" else through, int(rows)),
     )
-
-
-def _by_year(rows: _Rows) -> list[tuple[int, _Rows]]:
-    """The rows (ordered by date) split into calendar years."""
-    if not len(rows):
-        return []
-    years = _years(rows.days)
-    cuts = np.flatnonzero(years[1:] != years[:-1]) + 1
-    edges = [0, *cuts.tolist(), len(rows)]
-    return [(int(years[a]), rows.take(slice(a, b))) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _drop_symbol(conn: sa.Connection, ds: Dataset, symbol: str) -> None:
@@ -720,7 +756,7 @@ def rebuild(conn: sa.Connection, ds: Dataset, symbols: Sequence[str], batch: int
             lo, hi = spans[symbol]
             if hi > lo:
                 mine = rows.take(slice(lo, hi))
-                _put_blocks(conn, ds, symbol, _by_year(mine))
+                _put_blocks(conn, ds, symbol, mine)
                 _put_seal(conn, ds, symbol, _date(mine.days[-1]), len(mine))
                 sealed += len(mine)
     return sealed
@@ -735,28 +771,50 @@ def rebuild_all(conn: sa.Connection, ds: Dataset) -> int:
     return rebuild(conn, ds, sorted(symbols))
 
 
-def _tail_counts(conn: sa.Connection, ds: Dataset, symbols: Sequence[str], seals: Mapping[str, tuple[dt.date, int]]) -> dict[str, int]:
-    """symbol -> its rows dated after its seal (all of them without one): one statement per 500."""
-    out: dict[str, int] = {}
+@dataclass
+class _WriteState:
+    """A written symbol's blocks as the write found them (one statement for 500 symbols)."""
+
+    seal: tuple[dt.date, int] | None
+    block_rows: int
+    formats: tuple[int, int] | None  # (lowest, highest) block format
+    dirty: set[int]
+    tail: int  # rows after the seal (all of them without one)
+
+    def trouble(self) -> str | None:
+        if self.seal is None:
+            return None
+        if self.dirty:
+            return "out of step"
+        if self.formats is not None and self.formats != (FORMAT, FORMAT):
+            return "of another format"
+        return "missing" if self.block_rows != self.seal[1] else None
+
+
+def _write_states(conn: sa.Connection, ds: Dataset, symbols: Sequence[str]) -> dict[str, _WriteState]:
+    out: dict[str, _WriteState] = {}
+    pg = conn.dialect.name == "postgresql"
+    m = "%s" if pg else "?"
+    blocks = f"FROM column_blocks b WHERE b.dataset = {m} AND b.symbol = s.symbol"
+    years = "string_agg(d.year::text, ',')" if pg else "group_concat(d.year)"
+    low = "DATE '0001-01-01'" if pg else "'0001-01-01'"
     for part in _chunks(list(symbols), _META_CHUNK):
-        after = [seals[s][0] + dt.timedelta(days=1) if s in seals else _LOW for s in part]
-        if conn.dialect.name == "postgresql":
-            rows = _fetch(
-                conn,
-                f"SELECT s.symbol, (SELECT count(*) FROM {ds.table} d WHERE d.symbol = s.symbol AND d.date >= s.lo) "
-                "FROM unnest(%s::text[], %s::date[]) AS s(symbol, lo)",
-                (list(part), after),
+        source = "unnest(%s::text[]) AS s(symbol)" if pg else f"(SELECT column1 AS symbol FROM (VALUES {', '.join(['(?)'] * len(part))})) s"
+        sql = (
+            f"SELECT s.symbol, c.sealed_through, c.rows, (SELECT sum(b.rows) {blocks}), (SELECT min(b.format) {blocks}), "
+            f"(SELECT max(b.format) {blocks}), (SELECT {years} FROM column_dirty d WHERE d.dataset = {m} AND d.symbol = s.symbol), "
+            f"(SELECT count(*) FROM {ds.table} t WHERE t.symbol = s.symbol AND t.date > COALESCE(c.sealed_through, {low})) "
+            f"FROM {source} LEFT JOIN column_seals c ON c.dataset = {m} AND c.symbol = s.symbol"
+        )
+        params = [ds.table] * 4 + ([list(part)] if pg else list(part)) + [ds.table]
+        for symbol, through, rows, block_rows, low_fmt, high_fmt, dirty, tail in _fetch(conn, sql, params):
+            out[symbol] = _WriteState(
+                (_as_date(through), int(rows)) if through is not None else None,
+                int(block_rows or 0),
+                (int(low_fmt), int(high_fmt)) if low_fmt is not None else None,
+                {int(y) for y in str(dirty).split(",")} if dirty else set(),
+                int(tail),
             )
-        else:
-            ranges = ", ".join(["(?, ?)"] * len(part))
-            params = [v for s, lo in zip(part, after) for v in (s, lo.isoformat())]
-            rows = _fetch(
-                conn,
-                f"WITH s(symbol, lo) AS (VALUES {ranges}) "
-                f"SELECT s.symbol, (SELECT count(*) FROM {ds.table} d WHERE d.symbol = s.symbol AND d.date >= s.lo) FROM s",
-                params,
-            )
-        out.update({symbol: int(n) for symbol, n in rows})
     return out
 
 
@@ -764,52 +822,65 @@ def after_write(conn: sa.Connection, ds: Dataset, written: Mapping[str, pd.DataF
     """Bring the blocks of the symbols just written in step with their rows, in the write's
     transaction: rebuild what the triggers marked, fold a tail that reached its limit. `written`:
     symbol -> the frame written (sorted by date, one row per date), used instead of reading the rows
-    back whenever it is exactly the symbol's tail (a first load, a run of new days)."""
+    back whenever it is exactly what a block or the tail holds (a first load, a re-fetch, new days)."""
     symbols = sorted(written)
     if not symbols:
         return
-    state = _state(conn, ds, symbols)
     m = _marker(conn)
-    for symbol in symbols:
-        if symbol not in state.seals and symbol in state.dirty:  # marks left over from blocks since dropped
+    for symbol, state in _write_states(conn, ds, symbols).items():
+        trouble, seal, tail = state.trouble(), state.seal, state.tail
+        if seal is None and state.dirty:  # marks left over from blocks since dropped
             conn.exec_driver_sql(f"DELETE FROM column_dirty WHERE dataset = {m} AND symbol = {m}", (ds.table, symbol))
-        trouble = state.trouble(symbol)
         if trouble in ("of another format", "missing"):
-            rebuild(conn, ds, [symbol])
-            state.seals[symbol] = _seal_of(conn, ds, symbol)
-        elif trouble == "out of step":
-            state.seals[symbol] = _rebuild_years(conn, ds, symbol, state.seals[symbol], state.dirty[symbol])
-    seals = {s: v for s, v in state.seals.items() if v is not None}
-    tails = _tail_counts(conn, ds, symbols, seals)
-    for symbol in symbols:
-        if tails.get(symbol, 0) >= tail_limit(symbol):
-            _seal(conn, ds, symbol, seals.get(symbol), written[symbol], tails[symbol])
+            rebuild(conn, ds, [symbol])  # sealed whole: no tail left
+            continue
+        if trouble == "out of step":
+            seal = _rebuild_years(conn, ds, symbol, seal, state.dirty, written[symbol])
+            if seal is None:  # no block left: every row is the tail now
+                tail = int(_fetch(conn, f"SELECT count(*) FROM {ds.table} WHERE symbol = {m}", (symbol,))[0][0])
+        if tail >= tail_limit(symbol):
+            _seal(conn, ds, symbol, seal, written[symbol], tail)
 
 
-def _seal_of(conn: sa.Connection, ds: Dataset, symbol: str) -> tuple[dt.date, int] | None:
-    m = _marker(conn)
-    row = _fetch(conn, f"SELECT sealed_through, rows FROM column_seals WHERE dataset = {m} AND symbol = {m}", (ds.table, symbol))
-    return (_as_date(row[0][0]), int(row[0][1])) if row else None
-
-
-def _rebuild_years(conn: sa.Connection, ds: Dataset, symbol: str, seal: tuple[dt.date, int], years: set[int]) -> tuple[dt.date, int] | None:
-    """Rebuild the marked years' blocks from the rows dated through the seal."""
+def _rebuild_years(
+    conn: sa.Connection, ds: Dataset, symbol: str, seal: tuple[dt.date, int], years: set[int], frame: pd.DataFrame
+) -> tuple[dt.date, int] | None:
+    """Rebuild the marked years' blocks from the rows dated through the seal: from the frame just
+    written where it holds every such row of the year (a re-fetch), else read back."""
     through = seal[0]
     wanted = sorted(y for y in years if y <= through.year)
-    bounds = [(symbol, dt.date(y, 1, 1), min(dt.date(y, 12, 31), through)) for y in wanted]
-    rows = read_rows(conn, ds, bounds)
-    spans = _segments_by_owner(rows.owner, bounds)
     m = _marker(conn)
-    rebuilt = []
-    for k, year in enumerate(wanted):
-        lo, hi = spans[bounds[k]]
-        if hi > lo:
-            rebuilt.append((year, rows.take(slice(lo, hi))))
-        else:
-            conn.exec_driver_sql(
-                f"DELETE FROM column_blocks WHERE dataset = {m} AND symbol = {m} AND year = {m}", (ds.table, symbol, year)
-            )
-    _put_blocks(conn, ds, symbol, rebuilt)
+    if wanted:
+        year_of = "CAST(substr(date, 1, 4) AS INTEGER)" if conn.dialect.name == "sqlite" else "extract(year FROM date)::int"
+        first = dt.date(wanted[0], 1, 1)
+        stored = dict(_fetch(
+            conn,
+            f"SELECT {year_of}, count(*) FROM {ds.table} WHERE symbol = {m} AND date >= {m} AND date <= {m} GROUP BY 1",
+            (symbol, first.isoformat() if conn.dialect.name == "sqlite" else first, through.isoformat() if conn.dialect.name == "sqlite" else through),
+        ))
+        written = rows_of_frame(ds, frame)
+        written = written.take(written.days <= _day(through))
+        written_years = _years(written.days)
+        parts, to_read = {}, []
+        for year in wanted:
+            mine = written.take(written_years == year)
+            if int(stored.get(year, 0)) == len(mine):
+                parts[year] = mine
+            else:
+                to_read.append(year)
+        if to_read:
+            bounds = [(symbol, dt.date(y, 1, 1), min(dt.date(y, 12, 31), through)) for y in to_read]
+            rows = read_rows(conn, ds, bounds)
+            spans = _segments_by_owner(rows.owner, bounds)
+            for k, year in enumerate(to_read):
+                lo, hi = spans[bounds[k]]
+                parts[year] = rows.take(slice(lo, hi))
+        for year in wanted:
+            if not len(parts[year]):
+                conn.exec_driver_sql(
+                    f"DELETE FROM column_blocks WHERE dataset = {m} AND symbol = {m} AND year = {m}", (ds.table, symbol, year)
+                )
+        _put_blocks(conn, ds, symbol, _concat(ds, [parts[y] for y in wanted]))
     conn.exec_driver_sql(f"DELETE FROM column_dirty WHERE dataset = {m} AND symbol = {m}", (ds.table, symbol))
     total = _fetch(conn, f"SELECT sum(rows) FROM column_blocks WHERE dataset = {m} AND symbol = {m}", (ds.table, symbol))[0][0]
     if not total:
@@ -832,18 +903,12 @@ def _seal(conn: sa.Connection, ds: Dataset, symbol: str, seal: tuple[dt.date, in
         tail = read_rows(conn, ds, [(symbol, lo, None)])
     if not len(tail):
         return
-    years = _by_year(tail)
-    if seal is not None:
-        joined = []
-        old = {y: rows for y, rows in _stored_blocks(conn, ds, symbol, [y for y, _ in years])}
-        for year, rows in years:
-            before = old.get(year)
-            if before is not None:
-                before = before.take(before.days <= after)
-                rows = _concat(ds, [before, rows])
-            joined.append((year, rows))
-        years = joined
-    _put_blocks(conn, ds, symbol, years)
+    rows = tail
+    if seal is not None:  # the sealed rows of the tail's first year go first (its block is rewritten)
+        years = sorted(set(_years(tail.days).tolist()))
+        old = [block.take(block.days <= after) for _, block in _stored_blocks(conn, ds, symbol, years)]
+        rows = _concat(ds, [*old, tail])
+    _put_blocks(conn, ds, symbol, rows)
     _put_seal(conn, ds, symbol, _date(tail.days[-1]), (seal[1] if seal else 0) + len(tail))
 
 
@@ -887,8 +952,8 @@ def trigger_sql(ds: Dataset, dialect: str) -> list[str]:
         )
 
     bodies = {
-        "insert": mark_pg(f"SELECT symbol, date FROM new_rows"),
-        "delete": mark_pg(f"SELECT symbol, date FROM old_rows"),
+        "insert": mark_pg("SELECT symbol, date FROM new_rows"),
+        "delete": mark_pg("SELECT symbol, date FROM old_rows"),
         "update": mark_pg(
             f"(SELECT {columns} FROM new_rows EXCEPT SELECT {columns} FROM old_rows) UNION "
             f"(SELECT {columns} FROM old_rows EXCEPT SELECT {columns} FROM new_rows)"

@@ -13,7 +13,6 @@ import datetime as dt
 from collections.abc import Iterable
 
 import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 
 from market_pipeline.warehouse import columns
