@@ -6,7 +6,8 @@ columns with their dtypes) for the whole panel, and the script checks each again
 
 SQLite candidates (one warehouse file written by today's `BarStore`):
 
-* rows, today          `read_bars` as it was before column blocks (row by row through sqlite3)
+* rows, today          `read_bars` as it read before column blocks (row by row through sqlite3;
+                       benchmarks.bench_reads.read_rows_path)
 * rows, sqlite3        raw `fetchall()` of the same rows, then the same frame building
 * rows, connectorx     connectorx (Rust, Arrow out) on the same table
 * rows, ADBC           the ADBC SQLite driver (C, Arrow out) on the same table
@@ -16,6 +17,8 @@ SQLite candidates (one warehouse file written by today's `BarStore`):
 * blocks               Arrow IPC bytes per symbol-year in a SQL table, read with sqlite3 and decoded
                        by pyarrow into preallocated columns
 * blocks, lz4 / zstd   the same blocks with the IPC format's buffer compression
+* read_bars            the chosen design as shipped (warehouse.columns: blocks, seals, row tails,
+                       one snapshot)
 * Parquet (floor)      the same bars as one Parquet file, `pyarrow.parquet.read_table().to_pandas()`
                        (no index: the floor the targets are measured against)
 
@@ -248,6 +251,12 @@ def build(folder: Path, names: list[str], years: int, pg_url: str | None, log) -
 
 # ---- readers ------------------------------------------------------------------------------------
 def rows_today(ctx, names):
+    from benchmarks.bench_reads import read_rows_path
+
+    return read_rows_path(names, "none", ctx["url"])
+
+
+def chosen(ctx, names):
     from market_pipeline.warehouse.reader import read_bars
 
     return read_bars(names, url=ctx["url"], adjustment="none")
@@ -328,6 +337,12 @@ def parquet_floor(ctx, names):
 
 
 def pg_today(ctx, names):
+    from benchmarks.bench_reads import read_rows_path
+
+    return read_rows_path(names, "none", ctx["pg_url"])
+
+
+def pg_chosen(ctx, names):
     from market_pipeline.warehouse.reader import read_bars
 
     return read_bars(names, url=ctx["pg_url"], adjustment="none")
@@ -401,7 +416,7 @@ def write_costs(ctx, names, log) -> dict:
     store = BarStore(f"sqlite:///{ctx['write_path']}")
     started = time.perf_counter()
     store.upsert_many(list(one.items()))
-    out["rows (BarStore.upsert_many)"] = time.perf_counter() - started
+    out["rows + blocks with a row tail (BarStore.upsert_many, as shipped)"] = time.perf_counter() - started
 
     db = sqlite3.connect(ctx["write_path"])
     d = int((day - pd.Timestamp("1970-01-01")).days) + 1
@@ -425,7 +440,7 @@ def write_costs(ctx, names, log) -> dict:
         payload = encode_block(_frame_from_rows(rows), None)
         db.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?)", (name, year, len(rows), payload))
     db.commit()
-    out["current-year block rewritten per symbol (no row tail)"] = time.perf_counter() - started + out["rows (BarStore.upsert_many)"]
+    out["current-year block rewritten per symbol (no row tail)"] = time.perf_counter() - started + out["rows + blocks with a row tail (BarStore.upsert_many, as shipped)"]
     db.close()
     for k, v in out.items():
         log(f"write: {k}: {v:.3f} s for {len(names)} symbols")
@@ -456,6 +471,7 @@ def main(argv=None) -> int:
         "blocks per symbol-year (IPC)": _blocks("blocks"),
         "blocks per symbol-year (IPC, lz4)": _blocks("blocks_lz4"),
         "blocks per symbol-year (IPC, zstd)": _blocks("blocks_zstd"),
+        "read_bars: blocks per symbol-year + row tail (chosen)": chosen,
         "Parquet file, pyarrow (floor)": parquet_floor,
     }
     pg = {
@@ -464,6 +480,7 @@ def main(argv=None) -> int:
         "PG rows, connectorx": pg_rows_cx,
         "PG clustered, ADBC": pg_clustered_adbc,
         "PG blocks per symbol-year (bytea, binary COPY)": pg_blocks_copy,
+        "PG read_bars: blocks + row tail (chosen)": pg_chosen,
     }
     cluster = None
     with tempfile.TemporaryDirectory(prefix="mp-read-candidates-") as tmp:
