@@ -417,3 +417,35 @@ def test_an_existing_warehouse_reads_the_same_after_the_migration(any_warehouse_
     assert [(s, r) for s, _, r in seals] == [("OLD", 600), ("OLE", 20)] and dirty == []
     BarStore(url).upsert_bars("OLD", bars(605, seed=21).tail(6))
     assert_reads_equal_rows(url, ["OLD", "OLE"])
+
+
+def test_the_cli_export_the_checks_and_symbol_stats_read_through_the_blocks(panel, monkeypatch, capsys):
+    import json
+
+    from market_pipeline.cli.main import main
+    from market_pipeline.quality.report import stats_for
+
+    url = panel
+    reads: list[list[str]] = []
+    original = columns.read
+
+    def spy(conn, ds, symbols, *args, **kwargs):
+        reads.append(list(symbols))
+        return original(conn, ds, symbols, *args, **kwargs)
+
+    monkeypatch.setattr(columns, "read", spy)
+    monkeypatch.setenv("MARKET_PIPELINE_DB_URL", url)
+    assert main(["bars", "BBB", "CCC", "--adjustment", "total_return", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    expected = stored(url, ["BBB", "CCC"], "total_return")
+    assert [b["close"] for b in body["bars"]] == pytest.approx(expected["close"].tolist(), rel=1e-9)  # JSON keeps 10 digits
+    assert reads == [["BBB", "CCC"]]
+
+    reads.clear()
+    now = dt.datetime(2024, 6, 3, 22, tzinfo=dt.timezone.utc)
+    stats = dict((row.symbol, s) for row, s in stats_for(SymbolRegistry(url).list(), BarStore(url), now=now))
+    assert reads and {s for batch in reads for s in batch} == {"AAA", "BBB", "CCC"}
+    for symbol in ("AAA", "BBB", "CCC"):
+        rows = stored(url, [symbol])
+        assert stats[symbol].record_count == len(rows)
+        assert stats[symbol].last_date == rows.index.get_level_values("date")[-1].date().isoformat()
