@@ -157,6 +157,15 @@ def peak_rss(url: str, symbols: int, path: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _high_water_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry the parent's
+    peak over a fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _peak(url: str, symbols: int, path: str) -> None:
     from market_pipeline.warehouse.engine import get_engine
     from market_pipeline.warehouse.reader import read_bars
@@ -164,10 +173,9 @@ def _peak(url: str, symbols: int, path: str) -> None:
     names = _names(symbols)
     get_engine(url)
     importlib.import_module("pyarrow")  # before the baseline: read_bars imports it
-
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline = _high_water_mb()
     frame = read_bars(names, adjustment="total_return", url=url) if path == "blocks" else read_rows_path(names, "total_return", url)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _high_water_mb()
     print(json.dumps({"baseline_mb": round(baseline), "peak_mb": round(peak), "frame_mb": round(frame.memory_usage(deep=True).sum() / 2**20)}))
 
 

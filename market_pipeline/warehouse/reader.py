@@ -16,7 +16,6 @@ import numpy as np
 import sqlalchemy as sa
 
 from market_pipeline.warehouse import columns
-from market_pipeline.warehouse.schema import adjustment_factors
 from market_pipeline.warehouse.store import BarStore
 
 ADJUSTMENTS = ("none", "splits", "total_return")
@@ -42,22 +41,28 @@ def _date(value, name: str) -> dt.date | None:
 
 
 def _factor_table(conn: sa.Connection, symbols: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """symbol -> (valid_to as datetime64[D], split factors, total-return factors), ordered by date."""
-    rows: dict[str, list] = {}
+    """symbol -> (valid_to as datetime64[D], split factors, total-return factors), ordered by date:
+    one query per 500 symbols, its rows as DBAPI tuples cut into arrays."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    rows: list[tuple] = []
     for i in range(0, len(symbols), 500):
-        query = (
-            sa.select(adjustment_factors.c.symbol, adjustment_factors.c.valid_to,
-                      adjustment_factors.c.split_factor, adjustment_factors.c.total_return_factor)
-            .where(adjustment_factors.c.symbol.in_(symbols[i : i + 500]))
-            .order_by(adjustment_factors.c.symbol, adjustment_factors.c.valid_from)
+        part = symbols[i : i + 500]
+        result = conn.exec_driver_sql(
+            "SELECT symbol, valid_to, split_factor, total_return_factor FROM adjustment_factors "
+            f"WHERE symbol IN ({', '.join([marker] * len(part))}) ORDER BY symbol, valid_from",
+            tuple(part),
         )
-        for symbol, valid_to, split, total in conn.execute(query):
-            rows.setdefault(symbol, []).append((valid_to, split, total))
-    out = {}
-    for symbol, items in rows.items():
-        upper, split, total = zip(*items)
-        out[symbol] = (np.array(upper, dtype="datetime64[D]"), np.array(split), np.array(total))
-    return out
+        rows += result.cursor.fetchall()
+        result.close()
+    if not rows:
+        return {}
+    table = np.array(rows, dtype=object)
+    names = table[:, 0]
+    upper = np.array([str(v)[:10] for v in table[:, 1]], dtype="datetime64[D]")
+    split, total = table[:, 2].astype("float64"), table[:, 3].astype("float64")
+    starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
+    ends = np.r_[starts[1:], len(names)]
+    return {str(names[a]): (upper[a:b], split[a:b], total[a:b]) for a, b in zip(starts.tolist(), ends.tolist())}
 
 
 def _apply(data: columns.Columns, factors: dict, adjustment: str) -> None:
