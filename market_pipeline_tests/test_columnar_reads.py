@@ -449,3 +449,23 @@ def test_the_cli_export_the_checks_and_symbol_stats_read_through_the_blocks(pane
         rows = stored(url, [symbol])
         assert stats[symbol].record_count == len(rows)
         assert stats[symbol].last_date == rows.index.get_level_values("date")[-1].date().isoformat()
+
+
+def test_a_read_sees_one_moment_while_writes_commit_beside_it(panel):
+    """Within one snapshot, a write committed meanwhile (a correction that rebuilds a block, new days
+    that seal a tail) is not seen half: the snapshot answers as before, the next read the new bars."""
+    url = panel
+    store = BarStore(url)
+    before = stored(url, ["AAA", "BBB"])
+    with columns.snapshot(store.engine) as conn:
+        first = columns.read(conn, columns.OHLCV, ["AAA", "BBB"]).frame()
+        revised = before.loc["AAA"].reset_index().tail(300).copy()
+        revised["close"] *= 1.01
+        store.upsert_bars("AAA", revised)
+        new_days = bars(60, first="2030-01-01", seed=30)
+        store.upsert_bars("BBB", new_days)
+        again = columns.read(conn, columns.OHLCV, ["AAA", "BBB"]).frame()
+    pd.testing.assert_frame_equal(first, before, check_exact=True)
+    pd.testing.assert_frame_equal(again, before, check_exact=True)
+    assert_reads_equal_rows(url, ["AAA", "BBB"])
+    assert not read_bars(["AAA", "BBB"], url=url).equals(before)
