@@ -705,7 +705,7 @@ def _put_blocks(conn: sa.Connection, ds: Dataset, symbol: str, rows: _Rows) -> N
         return
     if conn.dialect.name == "postgresql":  # bytes through a binary COPY (as literals they travel as hex)
         conn.exec_driver_sql(_PG_BLOCK_STAGE)
-        conn.exec_driver_sql("DELETE FROM column_block_stage")
+        conn.exec_driver_sql("TRUNCATE column_block_stage")
         parts = [_COPY_HEADER]
         for year, n, payload in blocks:
             parts.append(struct.pack(">hiiiii", 3, 4, year, 4, n, len(payload)))

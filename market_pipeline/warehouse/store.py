@@ -429,7 +429,7 @@ class BarStore:
         # deadlock, and the append of new dates below cannot meet a concurrent insert of the same date
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PG_LOCK_NAMESPACE, symbol))
         conn.exec_driver_sql(_PG_STAGE)
-        conn.exec_driver_sql("DELETE FROM ohlcv_stage")  # emptied at commit; upsert_many stages symbol after symbol
+        conn.exec_driver_sql("TRUNCATE ohlcv_stage")  # emptied at commit too; TRUNCATE leaves no dead rows behind for the next symbol of an upsert_many to scan
         _pg_copy(conn, _PG_COPY_IN, (), io.BytesIO(_pg_copy_payload(frame)))
         params = {"symbol": symbol, "fetched_at": fetched_at}
         days = _days(frame)
