@@ -237,6 +237,8 @@ column_seals = sa.Table(
     sa.Column("symbol", sa.String(32), primary_key=True),
     sa.Column("sealed_through", sa.Date, nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),  # the rows in the symbol's blocks
+    # SQLite: the highest rowid among them when sealed (a row inserted under the seal shows above it)
+    sa.Column("row_mark", sa.BigInteger, nullable=True),
     sqlite_with_rowid=False,
 )
 

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("symbol", sa.String(32), primary_key=True),
         sa.Column("sealed_through", sa.Date, nullable=False),
         sa.Column("rows", sa.Integer, nullable=False),
+        sa.Column("row_mark", sa.BigInteger, nullable=True),
         sqlite_with_rowid=False,
     )
     op.create_table(
