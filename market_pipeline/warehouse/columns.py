@@ -14,10 +14,12 @@ so a reader sees both as of one moment:
   same day) the write that reached it folds the tail into the blocks: the current year's block is
   rewritten, nothing older. A first load seals the whole history at once, from the frame in hand.
 * Triggers on the rows table mark a block **out of step** in `column_dirty` whenever a row dated on
-  or before the seal is inserted, deleted, or changed in any value, whoever writes it (this code, a
-  rename, an operator's SQL). Their conditions are cheap (one indexed look-up per inserted row, a
-  comparison of values per updated row), and a value rewritten unchanged marks nothing.
-  The next write of the symbol rebuilds the marked years from its rows.
+  or before the seal is deleted or changed in any value or key, whoever writes it (this code, a
+  rename, an operator's SQL); a value rewritten unchanged marks nothing. On PostgreSQL (statement
+  triggers) an insert under the seal is marked too. SQLite has no insert trigger (its program would
+  run for every bar written): a read counts each sealed symbol's rows under its seal and their
+  highest rowid from the index against the seal's `rows` and `row_mark`, and a write looks at the
+  years it wrote under the seal. The next write of the symbol rebuilds the marked years.
 * A read takes one snapshot (`snapshot`: a read transaction on SQLite, REPEATABLE READ on PostgreSQL)
   and serves each symbol from its blocks plus its tail, unless its blocks cannot be trusted: marked
   out of step, of another block format, fewer than the seal says, or unreadable bytes. Then that
