@@ -209,6 +209,18 @@ def encode_years(ds: Dataset, rows: _Rows) -> list[tuple[int, int, bytes]]:
     return [(int(years[a]), b - a, _ipc(batch.slice(a, b - a))) for a, b in zip(edges[:-1], edges[1:])]
 
 
+@lru_cache(maxsize=16)
+def _stream_ends(ds: Dataset) -> tuple[bytes, bytes]:
+    """The bytes every block of `ds` starts with (the schema message) and ends with (the end mark)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, _schema(ds)):
+        pass
+    empty = sink.getvalue().to_pybytes()  # schema message + end of stream
+    return empty[:-8], empty[-8:]
+
+
 class BlockError(ValueError):
     """Block bytes that do not decode to the dataset's schema."""
 
@@ -220,13 +232,24 @@ def decode(ds: Dataset, payloads: Sequence) -> _Rows:
     if not payloads:
         return _empty_rows(ds)
     schema = _schema(ds)
+    head, tail = _stream_ends(ds)
     try:
-        batches = [pa.ipc.open_stream(p if isinstance(p, bytes) else pa.py_buffer(p)).read_next_batch() for p in payloads]
+        if all(bytes(p[: len(head)]) == head and bytes(p[-len(tail):]) == tail for p in payloads):
+            # every block is this schema's message, one batch and the end mark: their batches read as
+            # one stream (one reader in C++ instead of one per block)
+            stream = b"".join([head, *(memoryview(p)[len(head) : len(p) - len(tail)] for p in payloads), tail])
+            table = pa.ipc.open_stream(stream).read_all()
+            if table.num_rows and len(table.column(0).chunks) != len(payloads):
+                raise BlockError("a block of more or fewer than one batch")
+        else:
+            batches = [pa.ipc.open_stream(p if isinstance(p, bytes) else pa.py_buffer(p)).read_next_batch() for p in payloads]
+            if any(not b.schema.equals(schema) for b in batches):
+                raise BlockError("a block of another schema")
+            table = pa.Table.from_batches(batches, schema=schema)
     except (pa.ArrowException, OSError, StopIteration) as exc:
         raise BlockError(f"undecodable block: {exc}") from exc
-    if any(not b.schema.equals(schema) for b in batches):
+    if not table.schema.equals(schema):
         raise BlockError("a block of another schema")
-    table = pa.Table.from_batches(batches, schema=schema)
     days = table.column("date").cast(pa.int32()).to_numpy()
     values = {c: table.column(c).to_numpy() for c in ds.floats}
     missing = {}
