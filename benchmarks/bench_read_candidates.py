@@ -56,14 +56,9 @@ _FLOATS = ("open", "high", "low", "close", "volume", "vwap")
 
 
 def _names(n: int) -> list[str]:
-    out = []
-    for i in range(n):
-        letters = ""
-        for _ in range(4):
-            i, r = divmod(i, 26)
-            letters = chr(65 + r) + letters
-        out.append("C" + letters)
-    return out
+    from benchmarks.bench_corporate_actions import _names as names
+
+    return names("C", n)
 
 
 def frame_from_arrays(symbols: list[str], counts: np.ndarray, days: np.ndarray, floats: dict, tx: np.ndarray, tx_missing: np.ndarray) -> pd.DataFrame:

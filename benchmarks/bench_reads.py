@@ -38,14 +38,9 @@ ADJUSTMENTS = ("none", "splits", "total_return")
 
 
 def _names(n: int) -> list[str]:
-    out = []
-    for i in range(n):
-        letters = ""
-        for _ in range(4):
-            i, r = divmod(i, 26)
-            letters = chr(65 + r) + letters
-        out.append("R" + letters)
-    return out
+    from benchmarks.bench_corporate_actions import _names as names
+
+    return names("R", n)
 
 
 def build(url: str, symbols: int, years: int, log) -> list[str]:
