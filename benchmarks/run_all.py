@@ -19,6 +19,9 @@
    12 cli_start   `market-pipeline --help` and the read-only commands, as child processes, start-up included
    13 reference_refresh  the weekly `symbol_reference` refresh of --scale-symbols (10,000) tracked stocks at
                   --latency-ms: pages of the list of tickers, with list dates known and unknown
+   14 reads       read_bars of the N x Y panel through the column blocks, each adjustment, beside the
+                  pyarrow-from-Parquet floor and the row path; one symbol; peak memory (PostgreSQL too
+                  with --postgres)
 
     .venv/bin/python -m benchmarks.run_all                           # defaults
     .venv/bin/python -m benchmarks.run_all --full-size               # + floor/main job/UI path at 1,000 x 20
@@ -48,7 +51,7 @@ from benchmarks.report import MET, MISSED, NOT_MEASURED, Results, Section
 
 SCENARIOS = (
     "floor", "main_job", "ui_path", "requests", "scale", "quality", "memory", "network", "corporate_actions", "rate_budget",
-    "daily_refresh", "cli_start", "reference_refresh",
+    "daily_refresh", "cli_start", "reference_refresh", "reads",
 )
 
 
@@ -95,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _scenario_functions():
     from benchmarks.api_requests import requests_scenario
     from benchmarks.cli_start import cli_start
+    from benchmarks.bench_reads import scenario as reads
     from benchmarks.bench_corporate_actions import scenario as corporate_actions
     from benchmarks.daily_refresh import daily_refresh
     from benchmarks.network import network
@@ -111,6 +115,7 @@ def _scenario_functions():
         "corporate_actions": corporate_actions, "rate_budget": rate_budget, "daily_refresh": daily_refresh,
         "cli_start": cli_start,
         "reference_refresh": reference_refresh,
+        "reads": reads,
     }
 
 
@@ -279,6 +284,23 @@ def evaluate_targets(results: Results, default: Bench, full: Bench | None) -> No
         t = results.target("CLI start-up", "`--help` < 0.5 s, read-only commands < 1 s, none loading Dagster (quiet machine)")
         t.measured = "; ".join(f"{label.replace('market-pipeline ', '')} {median:.2f} s" for label, (median, _, _) in started.items())
         t.status = MET if all(m < target and not dagster for m, target, dagster in started.values()) else MISSED
+    # reads through the column blocks
+    for b in (full, default):
+        rd = b.keep.get("reads") if b is not None else None
+        if not rd:
+            continue
+        r = rd["sqlite"]
+        worst = max(r[f"blocks {a}"]["median"] / r[f"floor {a}"]["median"] for a in ("none", "splits", "total_return"))
+        t = results.target("Whole-panel read", "<= 2x the pyarrow-from-Parquet floor, each adjustment, 1,000 x 20")
+        t.measured = f"at most {worst:.2f}x at {size(b)}"
+        t.status = (MET if worst <= 2 else MISSED) + ("" if at_full(b) else f" (at {size(b)})")
+        t = results.target("One symbol, split-adjusted", "<= 10 ms median for 20 years")
+        t.measured = f"{r['one symbol splits']['median_ms']:.1f} ms at {b.years} years"
+        t.status = MET if r["one symbol splits"]["median_ms"] <= 10 else MISSED
+        t = results.target("Peak memory of the whole-panel read", "no more than the row path's")
+        t.measured = f"{r['peak rss blocks']['peak_mb']} MB against {r['peak rss rows']['peak_mb']} MB at {size(b)}"
+        t.status = MET if r["peak rss blocks"]["peak_mb"] <= r["peak rss rows"]["peak_mb"] else MISSED
+        break
 
     # corporate actions (issue 11)
     for b in (full, default):
@@ -339,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 benches.append(full)
                 sandbox.add(fsymbols)
                 full.log(f"full size: rendering {len(fsymbols)} series took {sandbox.warm(fsymbols):.1f} s")
-                for name in ("floor", "main_job", "memory", "ui_path", "network", "corporate_actions"):
+                for name in ("floor", "main_job", "memory", "ui_path", "network", "corporate_actions", "reads"):
                     _run(full, name, functions[name])
             evaluate_targets(results, default, full)
         finally:

@@ -1,10 +1,10 @@
 """`read_bars`: stored bars of one or more symbols, as traded, split-adjusted or total-return.
 
 The numbers are those of the views `ohlcv_daily_adjusted` / `ohlcv_daily_total_return` (the same
-`adjustment_factors` ranges applied the same way), computed without the view's join: each symbol's
-bars come through the bar store's fast read path (a binary COPY on PostgreSQL) and its few factor
-ranges are applied with one `searchsorted` per symbol, so an adjusted read costs about what an
-unadjusted one does.
+`adjustment_factors` ranges applied the same way), computed without the view's join: the bars come
+as columns through the column blocks (warehouse.columns), the factors in the same snapshot, and each
+symbol's few factor ranges are applied in place with one `searchsorted`, so an adjusted read costs
+about what an unadjusted one does.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import datetime as dt
 from collections.abc import Iterable
 
 import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 
-from market_pipeline.polygon.bars import BAR_COLUMNS
-from market_pipeline.warehouse.schema import adjustment_factors
+from market_pipeline.warehouse import columns
 from market_pipeline.warehouse.store import BarStore
 
 ADJUSTMENTS = ("none", "splits", "total_return")
+OUTPUTS = ("pandas", "arrow")
 _PRICES = ("open", "high", "low", "close", "vwap")
 
 
@@ -42,38 +41,49 @@ def _date(value, name: str) -> dt.date | None:
 
 
 def _factor_table(conn: sa.Connection, symbols: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """symbol -> (valid_to as datetime64[D], split factors, total-return factors), ordered by date."""
-    rows: dict[str, list] = {}
+    """symbol -> (valid_to as datetime64[D], split factors, total-return factors), ordered by date:
+    one query per 500 symbols, its rows as DBAPI tuples cut into arrays."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    rows: list[tuple] = []
     for i in range(0, len(symbols), 500):
-        query = (
-            sa.select(adjustment_factors.c.symbol, adjustment_factors.c.valid_to,
-                      adjustment_factors.c.split_factor, adjustment_factors.c.total_return_factor)
-            .where(adjustment_factors.c.symbol.in_(symbols[i : i + 500]))
-            .order_by(adjustment_factors.c.symbol, adjustment_factors.c.valid_from)
+        part = symbols[i : i + 500]
+        result = conn.exec_driver_sql(
+            "SELECT symbol, valid_to, split_factor, total_return_factor FROM adjustment_factors "
+            f"WHERE symbol IN ({', '.join([marker] * len(part))}) ORDER BY symbol, valid_from",
+            tuple(part),
         )
-        for symbol, valid_to, split, total in conn.execute(query):
-            rows.setdefault(symbol, []).append((valid_to, split, total))
-    out = {}
-    for symbol, items in rows.items():
-        upper, split, total = zip(*items)
-        out[symbol] = (np.array(upper, dtype="datetime64[D]"), np.array(split), np.array(total))
-    return out
+        rows += result.cursor.fetchall()
+        result.close()
+    if not rows:
+        return {}
+    table = np.array(rows, dtype=object)
+    names = table[:, 0]
+    upper = np.array([str(v)[:10] for v in table[:, 1]], dtype="datetime64[D]")
+    split, total = table[:, 2].astype("float64"), table[:, 3].astype("float64")
+    starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
+    ends = np.r_[starts[1:], len(names)]
+    return {str(names[a]): (upper[a:b], split[a:b], total[a:b]) for a, b in zip(starts.tolist(), ends.tolist())}
 
 
-def _apply(frame: pd.DataFrame, ranges, adjustment: str) -> pd.DataFrame:
-    """Multiply the prices (and divide the volume) of a freshly read frame in place."""
-    if adjustment == "none" or ranges is None or frame.empty:
-        return frame
-    upper, split_factors, total_factors = ranges
-    days = np.asarray(frame["date"].to_numpy(), dtype="datetime64[D]")
-    k = np.searchsorted(upper, days, side="right")  # the range with valid_from <= date < valid_to
-    # factor 1 after the last range: index len(upper) picks the appended 1.0
-    split = np.append(split_factors, 1.0)[k]
-    price = np.append(total_factors, 1.0)[k] if adjustment == "total_return" else split
-    for column in _PRICES:
-        frame[column] = frame[column].to_numpy(dtype="float64") * price
-    frame["volume"] = frame["volume"].to_numpy(dtype="float64") / split
-    return frame
+def _apply(data: columns.Columns, factors: dict, adjustment: str) -> None:
+    """Multiply the prices (and divide the volume) of freshly read columns in place."""
+    if adjustment == "none" or not factors:
+        return
+    offsets = data.offsets
+    for k, symbol in enumerate(data.symbols):
+        ranges = factors.get(symbol)
+        lo, hi = int(offsets[k]), int(offsets[k + 1])
+        if ranges is None or hi == lo:
+            continue
+        upper, split_factors, total_factors = ranges
+        days = data.days[lo:hi].astype("datetime64[D]")
+        at = np.searchsorted(upper, days, side="right")  # the range with valid_from <= date < valid_to
+        # factor 1 after the last range: index len(upper) picks the appended 1.0
+        split = np.append(split_factors, 1.0)[at]
+        price = np.append(total_factors, 1.0)[at] if adjustment == "total_return" else split
+        for column in _PRICES:
+            data.values[column][lo:hi] *= price
+        data.values["volume"][lo:hi] /= split
 
 
 def read_bars(
@@ -83,15 +93,21 @@ def read_bars(
     adjustment: str = "none",
     *,
     url: str | None = None,
-) -> pd.DataFrame:
-    """Bars of `symbols` from `start` to `end` (inclusive, dates or ISO strings), indexed by
-    (symbol, date); columns open, high, low, close, volume, vwap, transactions.
+    output: str = "pandas",
+):
+    """Bars of `symbols` from `start` to `end` (inclusive, dates or ISO strings), as the warehouse
+    holds them at the moment of the call (one snapshot), indexed by (symbol, date); columns open,
+    high, low, close, volume, vwap, transactions.
 
     adjustment: "none" (as traded, `ohlcv_daily`), "splits" (`ohlcv_daily_adjusted`) or
     "total_return" (`ohlcv_daily_total_return`).
+    output: "pandas" (the frame above) or "arrow" (a `pyarrow.Table` with columns symbol, date and
+    the same values, in the same order; `polars.from_arrow` takes it without a copy).
     """
     if adjustment not in ADJUSTMENTS:
         raise ReadError(f"unknown adjustment {adjustment!r}: use one of {', '.join(ADJUSTMENTS)}")
+    if output not in OUTPUTS:
+        raise ReadError(f"unknown output {output!r}: use one of {', '.join(OUTPUTS)}")
     names = [symbols] if isinstance(symbols, str) else list(symbols)
     names = list(dict.fromkeys(s.strip().upper() for s in names))
     if not names:
@@ -100,14 +116,8 @@ def read_bars(
     if start_date and end_date and end_date < start_date:
         raise ReadError(f"end {end_date} is before start {start_date}")
     store = BarStore(url)
-    frames = []
-    with store.engine.connect() as conn:
+    with columns.snapshot(store.engine) as conn:
         factors = _factor_table(conn, names) if adjustment != "none" else {}
-        for symbol in names:
-            frame = store._read(conn, symbol, start_date, end_date)
-            frame = _apply(frame, factors.get(symbol), adjustment)
-            frame.insert(0, "symbol", symbol)
-            frames.append(frame)
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["symbol", *BAR_COLUMNS])
-    out["transactions"] = out["transactions"].astype("Int64")
-    return out.set_index(["symbol", "date"])
+        data = columns.read(conn, columns.OHLCV, names, start_date, end_date)
+    _apply(data, factors, adjustment)
+    return data.arrow() if output == "arrow" else data.frame()

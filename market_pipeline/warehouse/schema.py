@@ -215,7 +215,43 @@ adjustment_factors = sa.Table(
     sa.Column("total_return_factor", sa.Float(53), nullable=False),
 )
 
-# ---- 0012: daily returns, their upkeep, the charts drawn, the checks' latest outcomes ---------------
+# ---- 0008: column blocks (market_pipeline.warehouse.columns) ----------------------------------------
+# Each symbol's rows dated through `column_seals.sealed_through`, per calendar year, as the bytes of an
+# Arrow IPC stream (format `format`); written in the same transaction as the rows they cover. Triggers
+# on the rows' table mark a block in `column_dirty` when a row it covers changes.
+column_blocks = sa.Table(
+    "column_blocks",
+    metadata,
+    sa.Column("dataset", sa.String(32), primary_key=True),  # the rows' table: "ohlcv_daily"
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("format", sa.Integer, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+)
+
+column_seals = sa.Table(
+    "column_seals",
+    metadata,
+    sa.Column("dataset", sa.String(32), primary_key=True),
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("sealed_through", sa.Date, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),  # the rows in the symbol's blocks
+    # SQLite: the highest rowid among them when sealed (a row inserted under the seal shows above it)
+    sa.Column("row_mark", sa.BigInteger, nullable=True),
+    sqlite_with_rowid=False,
+)
+
+column_dirty = sa.Table(
+    "column_dirty",
+    metadata,
+    sa.Column("dataset", sa.String(32), primary_key=True),
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True, autoincrement=False),
+    sqlite_with_rowid=False,
+)
+
+# ---- 0009: daily returns, their upkeep, the charts drawn, the checks' latest outcomes ---------------
 # Each symbol's daily returns (market_pipeline.returns), one row per stored bar after its first: from
 # the total-return close (simple and log) and the split-adjusted close, both on today's share basis.
 daily_returns = sa.Table(

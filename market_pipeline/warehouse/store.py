@@ -15,7 +15,9 @@ Writes take the bulk path of each engine:
   `INSERT ... ON CONFLICT DO UPDATE` statements of 500 bars. A batch of many symbols (a grouped
   refresh) is read, compared and written the same way for all of them at once.
 
-The read paths (a symbol's frame, its last stored dates, its count and date range) are served by
+Every write ends, in its transaction, by bringing the symbols' column blocks in step
+(`warehouse.columns.after_write`): bar frames are read from the blocks plus each symbol's short tail
+of newer rows. The other read paths (its last stored dates, its count and date range) are served by
 the primary key (symbol, date); no other index is needed.
 """
 
@@ -33,6 +35,8 @@ import sqlalchemy as sa
 
 from market_pipeline import settings
 from market_pipeline.polygon.bars import BAR_COLUMNS, empty_bars
+from market_pipeline.warehouse import columns
+from market_pipeline.warehouse.columns import pg_copy as _pg_copy
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import BAR_VALUE_COLUMNS, ohlcv_daily
 
@@ -180,25 +184,6 @@ def _pg_copy_payload(frame: pd.DataFrame) -> bytes:
     rows["transactions_len"] = 8
     rows["transactions"] = np.where(missing, _PG_NO_TX, tx)
     return _PG_COPY_HEADER + rows.tobytes() + _PG_COPY_TRAILER
-
-
-def _pg_copy(conn: sa.Connection, sql: str, params: tuple, stream) -> None:
-    """Run a COPY on this connection's transaction (psycopg2's copy_expert: `stream` is read from or
-    written to). DBAPI errors come out as SQLAlchemy errors, and a lost connection is invalidated
-    like any other statement's, so the pool never hands it out again."""
-    dbapi_connection = conn.connection.dbapi_connection
-    try:
-        with dbapi_connection.cursor() as cursor:
-            statement = cursor.mogrify(sql, params).decode() if params else sql
-            cursor.copy_expert(statement, stream, size=1 << 20)
-    except conn.dialect.loaded_dbapi.Error as exc:
-        disconnected = conn.dialect.is_disconnect(exc, dbapi_connection, None)
-        if disconnected:
-            conn.invalidate(exc)
-        raise sa.exc.DBAPIError.instance(
-            sql, params, exc, conn.dialect.loaded_dbapi.Error, connection_invalidated=disconnected,
-            dialect=conn.dialect,
-        ) from exc
 
 
 def _pg_read_query(symbol: str, start: dt.date | None, end: dt.date | None) -> tuple[str, tuple]:
@@ -420,17 +405,22 @@ class BarStore:
             if conn.dialect.name == "sqlite" and len(items) > 1 and len({symbol for symbol, _ in items}) == len(items):
                 ordered = sorted(((symbol, frame) for symbol, frame in items if not frame.empty), key=lambda item: item[0])
                 merged = _sqlite_merge_many(conn, ordered, fetched_at) if ordered else {}
+                columns.after_write(conn, columns.OHLCV, {symbol: normalize_bars(frame) for symbol, frame in ordered})
                 return {
                     symbol: UpsertResult(*merged[symbol], fetched_at) if symbol in merged else UpsertResult(0, 0, 0)
                     for symbol, _ in items
                 }
             merge = self._merge_postgresql if conn.dialect.name == "postgresql" else self._merge_portable
+            written_frames = {}
             for symbol, frame in sorted(items, key=lambda item: item[0]):
                 if frame.empty:
                     out[symbol] = UpsertResult(0, 0, 0)
                 else:
-                    written, inserted, changed, *stored = merge(conn, symbol, normalize_bars(frame), fetched_at)
+                    frame = written_frames[symbol] = normalize_bars(frame)
+                    written, inserted, changed, *stored = merge(conn, symbol, frame, fetched_at)
                     out[symbol] = UpsertResult(written, inserted, changed, fetched_at, stored[0] if stored else None)
+            # the column blocks of the symbols written, in the same transaction (warehouse.columns)
+            columns.after_write(conn, columns.OHLCV, written_frames)
         return out
 
     @staticmethod
@@ -439,7 +429,7 @@ class BarStore:
         # deadlock, and the append of new dates below cannot meet a concurrent insert of the same date
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PG_LOCK_NAMESPACE, symbol))
         conn.exec_driver_sql(_PG_STAGE)
-        conn.exec_driver_sql("DELETE FROM ohlcv_stage")  # emptied at commit; upsert_many stages symbol after symbol
+        conn.exec_driver_sql("TRUNCATE ohlcv_stage")  # emptied at commit too; TRUNCATE leaves no dead rows behind for the next symbol of an upsert_many to scan
         _pg_copy(conn, _PG_COPY_IN, (), io.BytesIO(_pg_copy_payload(frame)))
         params = {"symbol": symbol, "fetched_at": fetched_at}
         days = _days(frame)
@@ -476,7 +466,9 @@ class BarStore:
 
     # ---- reads --------------------------------------------------------------------------------
     def _read(self, conn: sa.Connection, symbol: str, start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:
-        """One query, raw DBAPI rows (a binary COPY on PostgreSQL), vectorised conversions."""
+        """One symbol's bars from its rows on `conn` (inside its transaction): one query, raw DBAPI rows
+        (a binary COPY on PostgreSQL), vectorised conversions. Reads outside a write go through the
+        column blocks instead (read_bars, read_bars_many)."""
         if conn.dialect.name == "postgresql":
             return _pg_read(conn, symbol, start, end)
         marker = _marker(conn)
@@ -492,18 +484,15 @@ class BarStore:
 
     def read_bars_many(self, symbols: list[str], since: dict[str, dt.date] | None = None) -> dict[str, pd.DataFrame]:
         """Several symbols' stored bars (symbol -> bar frame, empty for a symbol without bars), those
-        dated on or after `since[symbol]` for a symbol there: one query per symbol on one connection (a
-        binary COPY on PostgreSQL). On SQLite that is faster than one query for all of them: a `symbol`
-        column costs a text object per row, and splitting the rows by symbol costs more than the
-        queries (5 million bars: 5.6 s against 14 s or more)."""
-        symbols, since = list(dict.fromkeys(symbols)), since or {}
-        with self.engine.connect() as conn:
-            return {symbol: self._read(conn, symbol, since.get(symbol)) for symbol in symbols}
+        dated on or after `since[symbol]` for a symbol there, as of one moment: through the column
+        blocks (warehouse.columns)."""
+        with columns.snapshot(self.engine) as conn:
+            return columns.read(conn, columns.OHLCV, list(symbols), since=since).frames()
 
     def read_bars(self, symbol: str, start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:
-        """One symbol's stored bars as a bar frame, in one query."""
-        with self.engine.connect() as conn:
-            return self._read(conn, symbol, start, end)
+        """One symbol's stored bars as a bar frame (through the column blocks)."""
+        with columns.snapshot(self.engine) as conn:
+            return columns.read(conn, columns.OHLCV, [symbol], start, end).frames()[symbol]
 
     def refetch_start(self, symbol: str, window: int) -> dt.date | None:
         """The date of the `window`-th last stored bar (the first date to fetch again), or None if none."""
