@@ -16,7 +16,7 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
 - hostile answers (`wire_faults.py`): `next_url_origin`, `paginate_badly`, `trickle_next`,
   `serve_empty`, `serve_future_bars`, `gzip_bomb`, `clear_wire_faults`;
 - corporate actions (`corporate_actions_routes.py`): `add_split`, `record_split`, `duplicate_split`,
-  `withdraw_split`, `add_dividend`, `withdraw_dividend`, `corporate_actions_v1`;
+  `withdraw_split`, `add_dividend`, `withdraw_dividend`, `correct_dividend`, `corporate_actions_v1`;
 - observation: `request_counts()`, `reset_counts()`, `request_log()`, `max_concurrent()` (the most
   requests it was answering at one moment, latency included).
 """

@@ -258,3 +258,167 @@ def factors_changed(conn: sa.Connection, symbol: str, now: dt.datetime) -> None:
     conn.exec_driver_sql(
         f"{ignore} adjustment_factor_changes (symbol, changed_at) VALUES ({m}, {m}){conflict}", (symbol, stamp(conn, now))
     )
+
+
+# ---- reading the revisions, retention ----------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class BarRevision:
+    """One revised bar: its values before and after a write replaced them, and when."""
+
+    date: dt.date
+    old: dict  # column -> value (None: NULL)
+    new: dict
+    stored_at: dt.datetime | None  # when the old values were stored (None: before the history kept)
+    replaced_at: dt.datetime
+
+    @property
+    def changed(self) -> list[str]:
+        return [c for c in BAR_VALUE_COLUMNS if not _same_value(self.old[c], self.new[c])]
+
+
+@dataclasses.dataclass(frozen=True)
+class EventChange:
+    """One change of a split's or dividend's state, as `corporate_action_revisions` keeps it."""
+
+    kind: str
+    provider_id: str
+    old: dict
+    new: dict
+    stored_at: dt.datetime | None
+    replaced_at: dt.datetime
+
+    @property
+    def changed(self) -> list[str]:
+        return [k for k in self.old if self.old.get(k) != self.new.get(k)]
+
+
+@dataclasses.dataclass
+class SymbolRevisions:
+    symbol: str  # the symbol the history is stored under
+    bars: list[BarRevision]
+    events: list[EventChange]
+    renamed_from: list[tuple[str, dt.datetime | None]]  # (old name, when renamed)
+    bars_first_stored: int  # bars first stored in the period
+
+
+def _same_value(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)
+
+
+class RevisionStore:
+    """The revisions kept in the warehouse named by `url` (default: MARKET_PIPELINE_DB_URL)."""
+
+    def __init__(self, url: str | None = None):
+        self.url = normalize_url(url or settings.db_url())
+
+    @property
+    def engine(self) -> sa.Engine:
+        return get_engine(self.url)
+
+    def known(self, symbol: str) -> tuple[str, list[tuple[str, dt.datetime | None]]] | None:
+        """(the symbol `symbol`'s history is stored under, its previous names with when they were
+        renamed), or None when the warehouse knows no such symbol (no bars, events or registry row)."""
+        with self.engine.connect() as conn:
+            m = _marker(conn)
+            alias = conn.exec_driver_sql(f"SELECT symbol FROM symbol_aliases WHERE old_symbol = {m}", (symbol,)).first()
+            target = symbol
+            if alias is not None and not conn.exec_driver_sql(f"SELECT 1 FROM ohlcv_daily WHERE symbol = {m} LIMIT 1", (symbol,)).first():
+                target = alias[0]
+            names = [
+                (old, as_datetime(at)) for old, at in conn.exec_driver_sql(
+                    f"SELECT old_symbol, created_at FROM symbol_aliases WHERE symbol = {m} ORDER BY created_at", (target,)
+                )
+            ]
+            for table in ("ohlcv_daily", "tracked_symbols", "splits", "dividends", "ohlcv_revisions"):
+                if conn.exec_driver_sql(f"SELECT 1 FROM {table} WHERE symbol = {m} LIMIT 1", (target,)).first():
+                    return target, names
+        return None
+
+    def of_symbol(self, symbol: str, since: dt.datetime | None = None) -> SymbolRevisions:
+        """Every revision of `symbol`'s bars and corporate actions replaced at or after `since`
+        (None: all kept), oldest first, with the values that replaced them."""
+        from market_pipeline.warehouse.schema import dividends, splits
+
+        with self.engine.connect() as conn:
+            m = _marker(conn)
+            after = stamp(conn, since or dt.datetime(1, 1, 1))
+            values = ", ".join(BAR_VALUE_COLUMNS)
+            rows = conn.exec_driver_sql(
+                f"SELECT date, replaced_at, stored_at, {values} FROM ohlcv_revisions WHERE symbol = {m} ORDER BY date, replaced_at",
+                (symbol,),
+            ).all()
+            dates = sorted({str(r[0])[:10] for r in rows})
+            current = {}
+            for part in _chunks(dates):
+                for r in conn.exec_driver_sql(
+                    f"SELECT date, {values} FROM ohlcv_daily WHERE symbol = {m} AND date IN ({', '.join([m] * len(part))})",
+                    (symbol, *part),
+                ):
+                    current[str(r[0])[:10]] = dict(zip(BAR_VALUE_COLUMNS, r[1:]))
+            bars = []
+            for i, r in enumerate(rows):
+                day = str(r[0])[:10]
+                newer = rows[i + 1] if i + 1 < len(rows) and str(rows[i + 1][0])[:10] == day else None
+                new = dict(zip(BAR_VALUE_COLUMNS, newer[3:])) if newer is not None else current.get(day, {c: None for c in BAR_VALUE_COLUMNS})
+                replaced = as_datetime(r[1])
+                if since is None or replaced >= since:
+                    bars.append(BarRevision(dt.date.fromisoformat(day), dict(zip(BAR_VALUE_COLUMNS, r[3:])), new, as_datetime(r[2]), replaced))
+            bars.sort(key=lambda b: (b.replaced_at, b.date))
+            events = []
+            states = {}
+            for kind, table in (("split", splits), ("dividend", dividends)):
+                for row in conn.execute(sa.select(table).where(table.c.symbol == symbol)):
+                    states[(kind, row.provider_id)] = json.loads(event_state(kind, row))
+            kept = conn.exec_driver_sql(
+                f"SELECT kind, provider_id, replaced_at, stored_at, state FROM corporate_action_revisions WHERE symbol = {m} "
+                "ORDER BY kind, provider_id, replaced_at",
+                (symbol,),
+            ).all()
+            for i, (kind, provider_id, replaced_at, stored_at, state) in enumerate(kept):
+                newer = kept[i + 1] if i + 1 < len(kept) and tuple(kept[i + 1][:2]) == (kind, provider_id) else None
+                new = json.loads(newer[4]) if newer is not None else states.get((kind, provider_id), {})
+                replaced = as_datetime(replaced_at)
+                if since is None or replaced >= since:
+                    events.append(EventChange(kind, provider_id, json.loads(state), new, as_datetime(stored_at), replaced))
+            events.sort(key=lambda e: (e.replaced_at, e.kind, e.provider_id))
+            first = conn.exec_driver_sql(
+                f"SELECT COALESCE(sum(bars), 0) FROM ohlcv_insertions WHERE symbol = {m} AND stored_at >= {m}", (symbol, after)
+            ).scalar()
+            names = [
+                (old, as_datetime(at)) for old, at in conn.exec_driver_sql(
+                    f"SELECT old_symbol, created_at FROM symbol_aliases WHERE symbol = {m} ORDER BY created_at", (symbol,)
+                )
+            ]
+        return SymbolRevisions(symbol, bars, events, names, int(first or 0))
+
+    def prune(self, older_than_days: int, now: dt.datetime | None = None) -> dict[str, int]:
+        """Drop the revisions replaced (and the insertions recorded) more than `older_than_days` ago,
+        in one transaction; reads as of an instant before then are refused from now on. Returns the
+        rows dropped per table."""
+        from market_pipeline.warehouse.store import utcnow
+
+        cutoff = (now or utcnow()) - dt.timedelta(days=older_than_days)
+        dropped = {}
+        with self.engine.begin() as conn:
+            m, at = _marker(conn), stamp(conn, cutoff)
+            for table, column in (
+                ("ohlcv_revisions", "replaced_at"), ("ohlcv_insertions", "stored_at"),
+                ("corporate_action_revisions", "replaced_at"), ("adjustment_factor_changes", "changed_at"),
+            ):
+                dropped[table] = conn.exec_driver_sql(f"DELETE FROM {table} WHERE {column} < {m}", (at,)).rowcount
+            conn.exec_driver_sql(
+                f"UPDATE revision_history SET kept_from = {m} WHERE id = 1 AND (kept_from IS NULL OR kept_from < {m}) "
+                f"AND began_at < {m}",
+                (at, at, at),
+            )
+        return dropped
+
+    def sizes(self) -> dict[str, int]:
+        """Rows per revisions table."""
+        with self.engine.connect() as conn:
+            return {
+                table: int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar())
+                for table in ("ohlcv_revisions", "ohlcv_insertions", "corporate_action_revisions", "adjustment_factor_changes")
+            }
