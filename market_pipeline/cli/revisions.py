@@ -76,8 +76,8 @@ def cmd_revisions(args) -> int:
                 for b in found.bars
             ],
             "corporate_actions": [
-                {"kind": e.kind, "provider_id": e.provider_id, "replaced_at": e.replaced_at.isoformat(),
-                 "stored_at": e.stored_at.isoformat() if e.stored_at else None, "old": e.old, "new": e.new}
+                {"kind": e.kind, "provider_id": e.provider_id, "changed_at": e.replaced_at.isoformat(),
+                 "stored_at": e.stored_at.isoformat() if e.stored_at else None, "old": e.old or None, "new": e.new}
                 for e in found.events
             ],
         }, indent=1))
@@ -95,13 +95,15 @@ def cmd_revisions(args) -> int:
         for b in found.bars:
             print(f"{b.date.isoformat():<10}  {_time(b.replaced_at):<19}  {_time(b.stored_at):<19}  {_changes(b.old, b.new, b.changed)}")
     if found.events:
-        print(f"\n{'KIND':<8}  {'DATE':<10}  {'REPLACED AT (UTC)':<19}  {'HELD SINCE (UTC)':<19}  {'ID':<24}  CHANGED (old -> new)")
+        print(f"\n{'KIND':<8}  {'DATE':<10}  {'CHANGED AT (UTC)':<19}  {'HELD SINCE (UTC)':<19}  {'ID':<24}  CHANGED (old -> new)")
         for e in found.events:
-            date = e.old.get("execution_date") or e.old.get("ex_dividend_date") or ""
-            print(
-                f"{e.kind:<8}  {date:<10}  {_time(e.replaced_at):<19}  {_time(e.stored_at):<19}  {e.provider_id:<24}  "
-                f"{_changes(e.old, e.new, e.changed)}"
-            )
+            state = e.old or e.new
+            date = state.get("execution_date") or state.get("ex_dividend_date") or ""
+            if e.old:
+                what = _changes(e.old, e.new, e.changed)
+            else:  # recorded after the symbol's first bars: a late listing
+                what = "new: " + ", ".join(f"{k} {_value(v)}" for k, v in e.new.items() if v is not None)
+            print(f"{e.kind:<8}  {date:<10}  {_time(e.replaced_at):<19}  {_time(e.stored_at):<19}  {e.provider_id:<24}  {what}")
     if not found.bars and not found.events:
         print(f"no bar or corporate action of {target} was revised{period}")
     return EXIT_OK

@@ -9,7 +9,7 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
 - plain attributes: `page_size`, `rate_limit_per_minute`, `retry_after_seconds`, `error_rate`,
   `latency_ms`, `delayed`, `history_limit_days`, `now`, `api_keys`;
 - schedules: `fail_next(n, status, body)`, `truncate_next(n)`, `fail_ticker(ticker, status)`;
-- bar edits: `drop_bars`, `corrupt_bars`, `revise_bars`, `set_listing_date`, `clear_knobs`;
+- bar edits: `drop_bars`, `corrupt_bars`, `revise_bars`, `restore_bars`, `set_listing_date`, `clear_knobs`;
 - universe: `add_to_universe`;
 - symbol lifecycle (`reference.py`): `delist`, `rename_ticker`, `reuse_ticker`;
 - the list of tickers (`ticker_list.py`): `ticker_list_fault`, `clear_ticker_list_faults`;

@@ -289,7 +289,9 @@ class EventChange:
 
     @property
     def changed(self) -> list[str]:
-        return [k for k in self.old if self.old.get(k) != self.new.get(k)]
+        """The fields that changed (every field of a new event)."""
+        keys = self.old or self.new
+        return [k for k in keys if self.old.get(k) != self.new.get(k) and not (k not in self.old and self.new.get(k) is None)]
 
 
 @dataclasses.dataclass
@@ -367,21 +369,31 @@ class RevisionStore:
                     bars.append(BarRevision(dt.date.fromisoformat(day), dict(zip(BAR_VALUE_COLUMNS, r[3:])), new, as_datetime(r[2]), replaced))
             bars.sort(key=lambda b: (b.replaced_at, b.date))
             events = []
-            states = {}
+            states, first_seen = {}, {}
             for kind, table in (("split", splits), ("dividend", dividends)):
                 for row in conn.execute(sa.select(table).where(table.c.symbol == symbol)):
                     states[(kind, row.provider_id)] = json.loads(event_state(kind, row))
+                    first_seen[(kind, row.provider_id)] = as_datetime(row.first_seen)
             kept = conn.exec_driver_sql(
                 f"SELECT kind, provider_id, replaced_at, stored_at, state FROM corporate_action_revisions WHERE symbol = {m} "
                 "ORDER BY kind, provider_id, replaced_at",
                 (symbol,),
             ).all()
+            first_state = {}
             for i, (kind, provider_id, replaced_at, stored_at, state) in enumerate(kept):
+                first_state.setdefault((kind, provider_id), json.loads(state))
                 newer = kept[i + 1] if i + 1 < len(kept) and tuple(kept[i + 1][:2]) == (kind, provider_id) else None
                 new = json.loads(newer[4]) if newer is not None else states.get((kind, provider_id), {})
                 replaced = as_datetime(replaced_at)
                 if since is None or replaced >= since:
                     events.append(EventChange(kind, provider_id, json.loads(state), new, as_datetime(stored_at), replaced))
+            # events recorded after the symbol's first bars were stored (a split listed late): new ones
+            began = as_datetime(conn.exec_driver_sql(
+                f"SELECT min(stored_at) FROM ohlcv_insertions WHERE symbol = {m}", (symbol,)
+            ).scalar())
+            for key, seen in first_seen.items():
+                if began is not None and seen is not None and seen > began and (since is None or seen >= since):
+                    events.append(EventChange(key[0], key[1], {}, first_state.get(key, states[key]), None, seen))
             events.sort(key=lambda e: (e.replaced_at, e.kind, e.provider_id))
             first = conn.exec_driver_sql(
                 f"SELECT COALESCE(sum(bars), 0) FROM ohlcv_insertions WHERE symbol = {m} AND stored_at >= {m}", (symbol, after)
