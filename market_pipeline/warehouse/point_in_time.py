@@ -24,7 +24,6 @@ import json
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 
 from market_pipeline.warehouse import columns
@@ -121,8 +120,7 @@ def _days(values) -> np.ndarray:
     """Dates (date objects or ISO text) as int64 days since 1970-01-01."""
     if not len(values):
         return np.empty(0, "int64")
-    text = [v.isoformat() if isinstance(v, dt.date) else str(v)[:10] for v in values]
-    return np.array(text, dtype="datetime64[D]").astype("int64")
+    return np.array(list(values), dtype="datetime64[D]").astype("int64")
 
 
 def _key(segments: np.ndarray, days: np.ndarray) -> np.ndarray:
@@ -286,11 +284,8 @@ def _rebuild(data: columns.Columns, names, targets, symbols, keys, drop, extra) 
 
 # ---- factors -------------------------------------------------------------------------------------
 def _events_as_of(conn: sa.Connection, symbols: Sequence[str], as_of: dt.datetime) -> dict[str, tuple[list, list]]:
-    """symbol -> (splits, dividends) known at `as_of`, each in the state it had then."""
-    from market_pipeline.corporate_actions import Dividend, Split
-    from market_pipeline.warehouse.revisions import _EVENT_FIELDS
-    from market_pipeline.warehouse.schema import dividends, splits
-
+    """symbol -> (splits, dividends) known at `as_of`, in the states they had then, as the factors
+    need them: splits (date, price factor) and dividends (ex-date, cash amount), the active ones."""
     m = _marker(conn)
     earliest: dict[tuple[str, str, str], tuple] = {}
     for part in _chunks(list(symbols)):
@@ -304,31 +299,61 @@ def _events_as_of(conn: sa.Connection, symbols: Sequence[str], as_of: dt.datetim
             if key not in earliest or when < earliest[key][0]:
                 earliest[key] = (when, state)
     out: dict[str, tuple[list, list]] = {s: ([], []) for s in symbols}
-    for kind, table, make, slot in (("split", splits, Split, 0), ("dividend", dividends, Dividend, 1)):
+    queries = (
+        ("split", "SELECT symbol, provider_id, first_seen, status, execution_date, split_from, split_to FROM splits"),
+        ("dividend", "SELECT symbol, provider_id, first_seen, status, ex_dividend_date, cash_amount FROM dividends"),
+    )
+    for slot, (kind, query) in enumerate(queries):
         for part in _chunks(list(symbols)):
-            for row in conn.execute(sa.select(table).where(table.c.symbol.in_(list(part)))):
-                if as_datetime(row.first_seen) > as_of:
+            for symbol, provider_id, first_seen, status, *fields in _fetch(conn, f"{query} WHERE symbol IN ({_in(conn, part)})", part):
+                if as_datetime(first_seen) > as_of:
                     continue  # not known yet
-                fields = {f: getattr(row, f) for f in _EVENT_FIELDS[kind]}
-                then = earliest.get((kind, row.symbol, row.provider_id))
-                if then is not None:
-                    fields = json.loads(then[1])
-                    for f, v in fields.items():
-                        if f.endswith("_date") and v is not None:
-                            fields[f] = dt.date.fromisoformat(v)
-                out[row.symbol][slot].append(make(symbol=row.symbol, provider_id=row.provider_id, **fields))
-    for split_list, dividend_list in out.values():
-        split_list.sort(key=lambda e: (e.execution_date or dt.date.min, e.provider_id))
-        dividend_list.sort(key=lambda e: (e.ex_dividend_date or dt.date.min, e.provider_id))
+                then = earliest.get((kind, symbol, provider_id))
+                if then is not None:  # revised since: the state it had then
+                    state = json.loads(then[1])
+                    status = state["status"]
+                    fields = [state["execution_date"], state["split_from"], state["split_to"]] if kind == "split" else [
+                        state["ex_dividend_date"], state["cash_amount"]]
+                if status != "active" or fields[0] is None:
+                    continue
+                day = fields[0] if isinstance(fields[0], dt.date) else dt.date.fromisoformat(str(fields[0])[:10])
+                if kind == "split":  # as Split.price_factor
+                    out[symbol][0].append((day, provider_id, float(fields[1]) / float(fields[2])))
+                else:
+                    out[symbol][1].append((day, provider_id, float(fields[1])))
+    for split_list, dividend_list in out.values():  # as the store reads them: by date
+        split_list.sort()
+        dividend_list.sort()
     return out
+
+
+def _rebuilt(splits: list, dividends: list, days: np.ndarray, closes: np.ndarray):
+    """The (valid_to, split, total-return) ranges of `splits` and `dividends` on bars (`days` since
+    1970, closes), computed as `corporate_actions.factors.factor_ranges` computes them; None: none."""
+    from market_pipeline.corporate_actions.factors import cumulative_factors, dividend_multipliers
+
+    bar_dates = days.astype("int64").astype("datetime64[D]")
+    applied_days, applied = [], []
+    if dividends:
+        ex = np.array([np.datetime64(d, "D") for d, _, _ in dividends], dtype="datetime64[D]")
+        cash = np.array([c for _, _, c in dividends], dtype="float64")
+        factors, _, applies = dividend_multipliers(ex, cash, bar_dates, closes)
+        applied_days, applied = ex[applies], factors[applies]
+    if not splits and not len(applied):
+        return None
+    dates = np.concatenate([np.array([np.datetime64(d, "D") for d, _, _ in splits], dtype="datetime64[D]"), applied_days])
+    split = np.concatenate([np.array([f for _, _, f in splits], dtype="float64"), np.ones(len(applied))])
+    dividend = np.concatenate([np.ones(len(splits)), np.asarray(applied, dtype="float64")])
+    return cumulative_factors(dates.astype("datetime64[D]"), split, dividend)
 
 
 def factors_as_of(
     conn: sa.Connection, data: columns.Columns, targets: dict[str, str], whole: bool, as_of: dt.datetime
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """name -> the (valid_to, split, total-return) factor ranges held at `as_of` (reader's form).
-    `whole`: `data` holds the names' whole histories (else the bars of the rebuilt symbols are read)."""
-    from market_pipeline.corporate_actions import factor_ranges
+    """name -> the (valid_to, split, total-return) factor ranges held at `as_of` (reader's form):
+    today's for a symbol whose factors did not change since, else rebuilt from the events known
+    then and the bars held then. `whole`: `data` holds the names' whole histories (else the bars of
+    the symbols rebuilt are read as of then)."""
     from market_pipeline.warehouse.reader import _factor_table
 
     symbols = list(dict.fromkeys(targets[n] for n in data.symbols))
@@ -340,27 +365,19 @@ def factors_as_of(
             f"SELECT DISTINCT symbol FROM adjustment_factor_changes WHERE symbol IN ({_in(conn, part)}) AND changed_at > {m}",
             (*part, stamp(conn, as_of)),
         )]
-    rebuilt: dict[str, tuple] = {}
+    rebuilt: dict[str, tuple | None] = {}
     if changed:
         events = _events_as_of(conn, changed, as_of)
-        if whole:
-            held = {targets[n]: frame for n, frame in data.frames().items() if targets[n] in events}
-        else:
+        held = data
+        if not whole:
             names = [n for n in data.symbols if targets[n] in events]
-            whole_data, whole_targets = bars_as_of(conn, names, None, None, as_of)
-            held = {whole_targets[n]: frame for n, frame in whole_data.frames().items()}
+            held, _ = bars_as_of(conn, names, None, None, as_of)
+        offsets, where = held.offsets, {targets[n]: k for k, n in enumerate(held.symbols)}
         for symbol in changed:
             splits, dividends = events[symbol]
-            bars = held.get(symbol)
-            bars = bars[["date", "open", "close"]] if bars is not None else pd.DataFrame({"date": [], "open": [], "close": []})
-            ranges = factor_ranges(splits, dividends, bars if (splits or dividends) else None).frame
-            if ranges.empty:
-                rebuilt[symbol] = None
-                continue
-            upper = np.array([np.datetime64(d, "D") for d in ranges["valid_to"]], dtype="datetime64[D]")
-            rebuilt[symbol] = (
-                upper, ranges["split_factor"].to_numpy(dtype="float64"), ranges["total_return_factor"].to_numpy(dtype="float64")
-            )
+            k = where.get(symbol)
+            part = slice(int(offsets[k]), int(offsets[k + 1])) if k is not None else slice(0, 0)
+            rebuilt[symbol] = _rebuilt(splits, dividends, held.days[part], held.values["close"][part])
     out = {}
     for name in data.symbols:
         symbol = targets[name]
