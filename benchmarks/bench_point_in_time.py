@@ -4,8 +4,8 @@
    dividends, as `bench_reads` builds it) whose last `--days` sessions arrive one a day, as a daily
    refresh writes them: each day every symbol's last 3 stored sessions are written again with the
    new one, `--changed` of those re-fetched bars with other values (a late correction, kept by the
-   following days), in grouped batches of 200 symbols (`upsert_many`), each day's dividends recorded
-   on their ex-date (factors recomputed). Then, side by side in interleaved rounds, `read_bars` of the
+   following days), in grouped batches of 200 symbols (`upsert_many`) followed by the factors of the
+   symbols revised (as a refresh recomputes them), each day's dividends recorded on their ex-date. Then, side by side in interleaved rounds, `read_bars` of the
    whole panel now and `read_bars(..., as_of=...)` a year, six months and a week back, each
    adjustment. Target: every as_of read at most 1.5x the current read. The as_of reads are checked
    against what `read_bars` returned at those instants (hashes taken during the simulation).
@@ -103,7 +103,9 @@ def simulate(url: str, names: list[str], frames: dict[str, pd.DataFrame], days: 
                         for column in ("open", "high", "low", "close", "vwap"):
                             frame.loc[hit, column] = frame.loc[hit, column] * (1 + 0.001 * (day + 1))
                     batch.append((name, frame.iloc[end - 3 : end + 1]))
-                store.upsert_many(batch)
+                written = store.upsert_many(batch)
+                if events is not None:  # as a refresh does after storing bars: the factors follow the closes
+                    actions.recompute([name for name, result in written.items() if result.revised], now=at)
         today = frames[names[0]]["date"].iloc[first[names[0]] + day].date()
         record(today, at, on=today)
         if day in watch:

@@ -123,6 +123,11 @@ def _days(values) -> np.ndarray:
     return np.array(list(values), dtype="datetime64[D]").astype("int64")
 
 
+def _instants(values) -> np.ndarray:
+    """Timestamps (datetimes or ISO text; None: NaT) as datetime64[us]."""
+    return np.array([as_datetime(v) if isinstance(v, str) else v for v in values], dtype="datetime64[us]")
+
+
 def _key(segments: np.ndarray, days: np.ndarray) -> np.ndarray:
     """One sortable int64 per (segment, day): segments in order, days in order within them."""
     return (segments.astype("int64") << 32) + (days.astype("int64") + 2**31)
@@ -177,27 +182,47 @@ def bars_as_of(
     keys = _key(segments, data.days)
     drop = np.zeros(len(keys), dtype=bool)
 
-    # bars first stored after as_of
-    lows, highs = [], []
+    # bars first stored after as_of: on a whole-history read, per symbol the span its insertions since
+    # cover and how many bars they inserted; a span holding exactly that many bars is dropped whole
+    # (the usual case: the sessions appended since); any other symbol's insertions are read one by one
+    spans = []
     bounds, bound_params = _bounds_sql(conn, "first_date", "last_date", start, end)
-    for part in _chunks(symbols):
-        rows = _fetch(
+    for part in _chunks(symbols if start is None and end is None else []):
+        spans += _fetch(
             conn,
-            f"SELECT symbol, first_date, last_date FROM ohlcv_insertions WHERE symbol IN ({_in(conn, part)}) AND stored_at > {m}{bounds}",
+            f"SELECT symbol, min(first_date), max(last_date), sum(bars) FROM ohlcv_insertions "
+            f"WHERE symbol IN ({_in(conn, part)}) AND stored_at > {m}{bounds} GROUP BY symbol",
             (*part, moment, *bound_params),
         )
-        if rows:
-            table = np.array(rows, dtype=object)
-            seg = np.array([index[s] for s in table[:, 0]], dtype="int64")
-            lows.append(_key(seg, _days(table[:, 1])))
-            highs.append(_key(seg, _days(table[:, 2])))
-    if lows and len(keys):
+    lows, highs = [], []
+    mixed = symbols if start is not None or end is not None else []
+    if spans and len(keys):
+        table = np.array(spans, dtype=object)
+        seg = np.array([index[s] for s in table[:, 0]], dtype="int64")
+        low, high = _key(seg, _days(table[:, 1])), _key(seg, _days(table[:, 2]))
+        inside = np.searchsorted(keys, high, side="right") - np.searchsorted(keys, low, side="left")
+        whole = inside == table[:, 3].astype("int64")
+        lows.append(low[whole])
+        highs.append(high[whole])
+        mixed = [str(s) for s in table[~whole, 0]]
+    if len(keys):
+        for part in _chunks(mixed):
+            rows = _fetch(
+                conn,
+                f"SELECT symbol, first_date, last_date FROM ohlcv_insertions WHERE symbol IN ({_in(conn, part)}) "
+                f"AND stored_at > {m}{bounds}",
+                (*part, moment, *bound_params),
+            )
+            if rows:
+                table = np.array(rows, dtype=object)
+                seg = np.array([index[s] for s in table[:, 0]], dtype="int64")
+                lows.append(_key(seg, _days(table[:, 1])))
+                highs.append(_key(seg, _days(table[:, 2])))
+    if lows:
         low, high = np.concatenate(lows), np.concatenate(highs)
-        order = np.argsort(low, kind="stable")
-        low, reach = low[order], np.maximum.accumulate(high[order])
-        at = np.searchsorted(low, keys, side="right") - 1
-        inside = at >= 0
-        drop[inside] = keys[inside] <= reach[at[inside]]
+        starts, stops = np.searchsorted(keys, low, side="left"), np.searchsorted(keys, high, side="right")
+        covered = np.cumsum(np.bincount(starts, minlength=len(keys) + 1) - np.bincount(stops, minlength=len(keys) + 1))
+        drop = covered[: len(keys)] > 0
 
     # values revised after as_of: the earliest revision replaced after it holds the value then
     value_columns = columns.OHLCV.columns
@@ -215,11 +240,12 @@ def bars_as_of(
         table = np.array(revised, dtype=object)
         seg = np.array([index[s] for s in table[:, 0]], dtype="int64")
         rev_keys = _key(seg, _days(table[:, 1]))
-        replaced = np.array([as_datetime(v) for v in table[:, 2]], dtype="datetime64[us]").astype("int64")
+        replaced = _instants(table[:, 2])
         order = np.lexsort((replaced, rev_keys))
         table, rev_keys = table[order], rev_keys[order]
         first = np.r_[True, rev_keys[1:] != rev_keys[:-1]]
-        held = np.array([v is None or as_datetime(v) <= as_of for v in table[:, 3]], dtype=bool)
+        since = _instants(table[:, 3])
+        held = np.isnat(since) | (since <= np.datetime64(as_of, "us"))
         take = first & held
         table, rev_keys = table[take], rev_keys[take]
         at = np.searchsorted(keys, rev_keys)
@@ -252,8 +278,9 @@ def _rebuild(data: columns.Columns, names, targets, symbols, keys, drop, extra) 
     days = data.days[keep]
     values = {c: v[keep] for c, v in data.values.items()}
     missing = {c: v[keep] for c, v in data.missing.items()}
-    row_keys = keys[keep]
+    counts = data.counts - np.bincount((keys[drop] >> 32).astype("int64"), minlength=len(symbols))
     if extra is not None:
+        row_keys = keys[keep]
         extra_keys, table = extra
         days = np.concatenate([days, ((extra_keys & 0xFFFFFFFF) - 2**31).astype("int32")])
         for i, c in enumerate(ds.columns, start=4):
@@ -268,8 +295,8 @@ def _rebuild(data: columns.Columns, names, targets, symbols, keys, drop, extra) 
         row_keys, days = row_keys[order], days[order]
         values = {c: v[order] for c, v in values.items()}
         missing = {c: v[order] for c, v in missing.items()}
-    segments = (row_keys >> 32).astype("int64")
-    counts = np.bincount(segments, minlength=len(symbols)).astype("int64")
+        counts = np.bincount((row_keys >> 32).astype("int64"), minlength=len(symbols))
+    counts = counts.astype("int64")
     if [targets[n] for n in names] == symbols:
         return columns.Columns(ds, list(names), counts, days.astype("int32"), values, missing)
     offsets = np.concatenate(([0], np.cumsum(counts)))
