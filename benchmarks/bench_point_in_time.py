@@ -66,15 +66,17 @@ def simulate(url: str, names: list[str], frames: dict[str, pd.DataFrame], days: 
     digests: dict[str, dict] = {}
     watch = watch or {}
 
-    def record(through: dt.date, at: dt.datetime, on: dt.date | None = None) -> None:
+    def record(through: dt.date, at: dt.datetime, on: dt.date | None = None) -> bool:
         """The events dated by `through` (at the load), or on the day `on` (a dividend on its ex-date)."""
         if events is None:
-            return
+            return False
         splits = [e for name in names for e in events[name][0] if on is None and e.execution_date <= through]
         dividends = [e for name in names for e in events[name][1] if (e.ex_dividend_date == on if on else e.ex_dividend_date <= through)]
         if splits or dividends:
             with clock_at(at):
                 actions.record(splits, dividends, complete_symbols=[] if on else names)
+            return True
+        return False
 
     def snapshot(label: str, at: dt.datetime):
         with clock_at(at + dt.timedelta(minutes=30)):
@@ -89,6 +91,7 @@ def simulate(url: str, names: list[str], frames: dict[str, pd.DataFrame], days: 
     if -1 in watch:
         snapshot(watch[-1], LOADED)
     stamps = []
+    dividend_day = -10  # the last day dividends were recorded
     for day in range(days):
         at = LOADED + dt.timedelta(days=day + 1)
         stamps.append(at)
@@ -104,10 +107,13 @@ def simulate(url: str, names: list[str], frames: dict[str, pd.DataFrame], days: 
                             frame.loc[hit, column] = frame.loc[hit, column] * (1 + 0.001 * (day + 1))
                     batch.append((name, frame.iloc[end - 3 : end + 1]))
                 written = store.upsert_many(batch)
-                if events is not None:  # as a refresh does after storing bars: the factors follow the closes
+                if events is not None and day - dividend_day <= 2:
+                    # as a refresh does after storing bars, the factors follow the closes: only the revised
+                    # symbols' can change, and only while the close before the last ex-date is re-fetched
                     actions.recompute([name for name, result in written.items() if result.revised], now=at)
         today = frames[names[0]]["date"].iloc[first[names[0]] + day].date()
-        record(today, at, on=today)
+        if record(today, at, on=today):
+            dividend_day = day
         if day in watch:
             snapshot(watch[day], at)
         if (day + 1) % 25 == 0:

@@ -310,68 +310,77 @@ def _rebuild(data: columns.Columns, names, targets, symbols, keys, drop, extra) 
 
 
 # ---- factors -------------------------------------------------------------------------------------
-def _events_as_of(conn: sa.Connection, symbols: Sequence[str], as_of: dt.datetime) -> dict[str, tuple[list, list]]:
-    """symbol -> (splits, dividends) known at `as_of`, in the states they had then, as the factors
-    need them: splits (date, price factor) and dividends (ex-date, cash amount), the active ones."""
-    m = _marker(conn)
+_NO_EVENTS = (np.empty(0, "datetime64[D]"), np.empty(0, "float64"))
+
+
+def _events_as_of(conn: sa.Connection, symbols: Sequence[str], as_of: dt.datetime) -> dict[str, tuple]:
+    """symbol -> the active splits (dates, price factors) and active dividends (ex-dates, cash
+    amounts) it had at `as_of`: those recorded by then, in the states they had then; by date."""
+    m, moment = _marker(conn), stamp(conn, as_of)
     earliest: dict[tuple[str, str, str], tuple] = {}
     for part in _chunks(list(symbols)):
         for kind, symbol, provider_id, replaced_at, state in _fetch(
             conn,
             f"SELECT kind, symbol, provider_id, replaced_at, state FROM corporate_action_revisions "
             f"WHERE symbol IN ({_in(conn, part)}) AND replaced_at > {m}",
-            (*part, stamp(conn, as_of)),
+            (*part, moment),
         ):
             key, when = (kind, symbol, provider_id), as_datetime(replaced_at)
             if key not in earliest or when < earliest[key][0]:
                 earliest[key] = (when, state)
-    out: dict[str, tuple[list, list]] = {s: ([], []) for s in symbols}
+    out: dict[str, list] = {s: [*_NO_EVENTS, *_NO_EVENTS] for s in symbols}
     queries = (
-        ("split", "SELECT symbol, provider_id, first_seen, status, execution_date, split_from, split_to FROM splits"),
-        ("dividend", "SELECT symbol, provider_id, first_seen, status, ex_dividend_date, cash_amount FROM dividends"),
+        ("split", "execution_date", ("execution_date", "split_from", "split_to"), "SELECT symbol, provider_id, status, execution_date, split_from, split_to FROM splits"),
+        ("dividend", "ex_dividend_date", ("ex_dividend_date", "cash_amount"), "SELECT symbol, provider_id, status, ex_dividend_date, cash_amount FROM dividends"),
     )
-    for slot, (kind, query) in enumerate(queries):
+    for slot, (kind, date, fields, query) in enumerate(queries):
+        rows = []
         for part in _chunks(list(symbols)):
-            for symbol, provider_id, first_seen, status, *fields in _fetch(conn, f"{query} WHERE symbol IN ({_in(conn, part)})", part):
-                if as_datetime(first_seen) > as_of:
-                    continue  # not known yet
-                then = earliest.get((kind, symbol, provider_id))
-                if then is not None:  # revised since: the state it had then
+            rows += _fetch(
+                conn, f"{query} WHERE symbol IN ({_in(conn, part)}) AND first_seen <= {m} ORDER BY symbol, {date}, provider_id",
+                (*part, moment),
+            )
+        revised = {(s, p): then for (k, s, p), then in earliest.items() if k == kind}
+        if revised:  # the state each event revised since had then
+            for i, row in enumerate(rows):
+                then = revised.get((row[0], row[1]))
+                if then is not None:
                     state = json.loads(then[1])
-                    status = state["status"]
-                    fields = [state["execution_date"], state["split_from"], state["split_to"]] if kind == "split" else [
-                        state["ex_dividend_date"], state["cash_amount"]]
-                if status != "active" or fields[0] is None:
-                    continue
-                day = fields[0] if isinstance(fields[0], dt.date) else dt.date.fromisoformat(str(fields[0])[:10])
-                if kind == "split":  # as Split.price_factor
-                    out[symbol][0].append((day, provider_id, float(fields[1]) / float(fields[2])))
-                else:
-                    out[symbol][1].append((day, provider_id, float(fields[1])))
-    for split_list, dividend_list in out.values():  # as the store reads them: by date
-        split_list.sort()
-        dividend_list.sort()
-    return out
+                    rows[i] = (row[0], row[1], state["status"], *(state[f] for f in fields))
+        rows = [r for r in rows if r[2] == "active" and r[3] is not None]
+        if not rows:
+            continue
+        table = np.array(rows, dtype=object)
+        days = np.array([d if isinstance(d, dt.date) else str(d)[:10] for d in table[:, 3]], dtype="datetime64[D]")
+        if kind == "split":  # Split.price_factor: split_from / split_to
+            values = table[:, 4].astype("float64") / table[:, 5].astype("float64")
+        else:
+            values = table[:, 4].astype("float64")
+        names = table[:, 0]
+        cuts = np.flatnonzero(names[1:] != names[:-1]) + 1
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(names)]):
+            out[names[a]][2 * slot : 2 * slot + 2] = [days[a:b], values[a:b]]
+    return {s: tuple(v) for s, v in out.items()}
 
 
-def _rebuilt(splits: list, dividends: list, days: np.ndarray, closes: np.ndarray):
-    """The (valid_to, split, total-return) ranges of `splits` and `dividends` on bars (`days` since
-    1970, closes), computed as `corporate_actions.factors.factor_ranges` computes them; None: none."""
+def _rebuilt(events: tuple, days: np.ndarray, closes: np.ndarray):
+    """The (valid_to, split, total-return) ranges of a symbol's active events (`_events_as_of`) on
+    its bars (`days` since 1970, closes), by the arithmetic of `corporate_actions.factors`
+    (`factor_ranges`); None: no event applies."""
     from market_pipeline.corporate_actions.factors import cumulative_factors, dividend_multipliers
 
-    bar_dates = days.astype("int64").astype("datetime64[D]")
-    applied_days, applied = [], []
-    if dividends:
-        ex = np.array([np.datetime64(d, "D") for d, _, _ in dividends], dtype="datetime64[D]")
-        cash = np.array([c for _, _, c in dividends], dtype="float64")
-        factors, _, applies = dividend_multipliers(ex, cash, bar_dates, closes)
-        applied_days, applied = ex[applies], factors[applies]
-    if not splits and not len(applied):
+    split_days, split, ex_days, cash = events
+    applied_days, applied = ex_days[:0], cash[:0]
+    if len(ex_days):
+        factors, _, applies = dividend_multipliers(ex_days, cash, days.astype("int64").astype("datetime64[D]"), closes)
+        applied_days, applied = ex_days[applies], factors[applies]
+    if not len(split_days) and not len(applied_days):
         return None
-    dates = np.concatenate([np.array([np.datetime64(d, "D") for d, _, _ in splits], dtype="datetime64[D]"), applied_days])
-    split = np.concatenate([np.array([f for _, _, f in splits], dtype="float64"), np.ones(len(applied))])
-    dividend = np.concatenate([np.ones(len(splits)), np.asarray(applied, dtype="float64")])
-    return cumulative_factors(dates.astype("datetime64[D]"), split, dividend)
+    return cumulative_factors(
+        np.concatenate([split_days, applied_days]),
+        np.concatenate([split, np.ones(len(applied_days))]),
+        np.concatenate([np.ones(len(split_days)), applied]),
+    )
 
 
 def factors_as_of(
@@ -401,10 +410,9 @@ def factors_as_of(
             held, _ = bars_as_of(conn, names, None, None, as_of)
         offsets, where = held.offsets, {targets[n]: k for k, n in enumerate(held.symbols)}
         for symbol in changed:
-            splits, dividends = events[symbol]
             k = where.get(symbol)
             part = slice(int(offsets[k]), int(offsets[k + 1])) if k is not None else slice(0, 0)
-            rebuilt[symbol] = _rebuilt(splits, dividends, held.days[part], held.values["close"][part])
+            rebuilt[symbol] = _rebuilt(events[symbol], held.days[part], held.values["close"][part])
     out = {}
     for name in data.symbols:
         symbol = targets[name]
