@@ -1,6 +1,6 @@
 """The revisions every write keeps (warehouse.revisions), on SQLite and PostgreSQL: a write that changes
 nothing adds nothing, a kill between a change and its revision leaves neither, a warehouse upgraded
-from 0009 knows each stored bar since its `fetched_at`, a rename reads under either name, and the
+from the schema before them knows each stored bar since its `fetched_at`, a rename reads under either name, and the
 retention drops only what is older than N days (its weekly job and its setting). Instants injected."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ from market_pipeline import settings
 from market_pipeline.corporate_actions import parse_dividend, parse_split
 from market_pipeline.warehouse import SymbolRegistry
 from market_pipeline.warehouse.corporate_actions import CorporateActionStore
-from market_pipeline.warehouse.engine import dispose_engine, open_engine, upgrade
+from market_pipeline.warehouse.engine import dispose_engine, head_revision, open_engine, upgrade
 from market_pipeline.warehouse.reader import ReadError, read_bars
 from market_pipeline.warehouse.revisions import RevisionStore
 from market_pipeline.warehouse.store import BarStore, clock_at
@@ -142,11 +143,23 @@ def test_a_kill_between_a_change_and_its_revision_leaves_neither(any_warehouse_u
             )
 
 
-def _warehouse_at_0009(url: str) -> dict[str, pd.DataFrame]:
-    """A warehouse at revision 0009 (before revisions) whose bars were written on two days: the first
-    load, then the last three sessions again with the next day's."""
+def before_revisions() -> str:
+    """The schema revision the migration adding the revisions tables follows (found by what it
+    creates, so the test holds wherever the migration sits in the chain)."""
+    from alembic.script import ScriptDirectory
+
+    from market_pipeline.warehouse.engine import _alembic_config
+
+    script = ScriptDirectory.from_config(_alembic_config())
+    (found,) = [r for r in script.walk_revisions() if '"ohlcv_revisions"' in Path(r.path).read_text()]
+    return found.down_revision
+
+
+def _warehouse_before_revisions(url: str) -> dict[str, pd.DataFrame]:
+    """A warehouse at the revision before the revisions tables whose bars were written on two days:
+    the first load, then the last three sessions again with the next day's."""
     engine = open_engine(url)
-    upgrade(engine, "0009")
+    upgrade(engine, before_revisions())
     frames = {"OLD": bars(400, seed=31), "OLE": bars(30, first="2024-03-01", seed=32)}
     with engine.begin() as conn:
         for symbol, frame in frames.items():
@@ -167,7 +180,7 @@ def _warehouse_at_0009(url: str) -> dict[str, pd.DataFrame]:
 
 def test_an_upgraded_warehouse_knows_each_bar_since_its_fetched_at(any_warehouse_url):
     url = any_warehouse_url
-    frames = _warehouse_at_0009(url)
+    frames = _warehouse_before_revisions(url)
     upgraded = dt.datetime(2026, 1, 7, 12, 0)
     with clock_at(upgraded):
         now = read_bars(["OLD", "OLE"], url=url)  # the first use migrates to the head
@@ -179,7 +192,7 @@ def test_an_upgraded_warehouse_knows_each_bar_since_its_fetched_at(any_warehouse
         assert len(first_load) == 424
         pd.testing.assert_frame_equal(read_bars(["OLD", "OLE"], url=url, as_of="2026-01-06T00:00:00Z"), now, check_exact=True)
     with open_engine(url).connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0010"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head_revision()
         runs = conn.execute(sa.text("SELECT symbol, first_date, last_date, bars FROM ohlcv_insertions ORDER BY symbol, first_date")).all()
     assert [(r[0], r[3]) for r in runs] == [("OLD", 397), ("OLD", 3), ("OLE", 27), ("OLE", 3)]
     revised = frames["OLD"].iloc[-3:].copy()
