@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -26,7 +25,7 @@ from market_pipeline.warehouse.engine import dispose_engine, head_revision, open
 from market_pipeline.warehouse.reader import ReadError, read_bars
 from market_pipeline.warehouse.revisions import RevisionStore
 from market_pipeline.warehouse.store import BarStore, clock_at
-from market_pipeline_tests.test_columnar_reads import VIEWS, bars
+from market_pipeline_tests.test_columnar_reads import VIEWS, bars, insert_rows
 
 T0 = dt.datetime(2025, 3, 3, 22, 0)
 DAY = dt.timedelta(days=1)
@@ -163,17 +162,8 @@ def _warehouse_before_revisions(url: str) -> dict[str, pd.DataFrame]:
     frames = {"OLD": bars(400, seed=31), "OLE": bars(30, first="2024-03-01", seed=32)}
     with engine.begin() as conn:
         for symbol, frame in frames.items():
-            for k, row in enumerate(frame.itertuples(index=False)):
-                written = dt.datetime(2026, 1, 5, 22, 0) if k >= len(frame) - 3 else dt.datetime(2026, 1, 2, 3, 4, 5)
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO ohlcv_daily (symbol, date, open, high, low, close, volume, vwap, transactions, fetched_at) "
-                        "VALUES (:s, :d, :o, :h, :l, :c, :v, :w, :t, :f)"
-                    ),
-                    {"s": symbol, "d": row.date.date(), "o": row.open, "h": row.high, "l": row.low, "c": row.close,
-                     "v": row.volume, "w": None if np.isnan(row.vwap) else row.vwap,
-                     "t": None if pd.isna(row.transactions) else int(row.transactions), "f": written},
-                )
+            last = len(frame) - 3
+            insert_rows(conn, symbol, frame, lambda k: dt.datetime(2026, 1, 5, 22, 0) if k >= last else dt.datetime(2026, 1, 2, 3, 4, 5))
     dispose_engine(url)
     return frames
 

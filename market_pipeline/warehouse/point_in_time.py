@@ -27,6 +27,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from market_pipeline.warehouse import columns
+from market_pipeline.warehouse.columns import _fetch, _marker
 from market_pipeline.warehouse.revisions import as_datetime, stamp
 
 ACCEPTED = (
@@ -99,21 +100,8 @@ def check_instant(conn: sa.Connection, moment: dt.datetime, name: str = "as_of")
 
 
 # ---- the read ------------------------------------------------------------------------------------
-def _marker(conn: sa.Connection) -> str:
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
-
-
 def _chunks(items: Sequence, size: int = _CHUNK):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _fetch(conn: sa.Connection, sql: str, params) -> list[tuple]:
-    result = conn.exec_driver_sql(sql, tuple(params))
-    try:
-        return result.cursor.fetchall()
-    finally:
-        result.close()
+    return columns._chunks(items, size)
 
 
 def _days(values) -> np.ndarray:

@@ -32,6 +32,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from market_pipeline import settings
+from market_pipeline.warehouse import columns
+from market_pipeline.warehouse.columns import _marker
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import BAR_VALUE_COLUMNS
 
@@ -54,13 +56,15 @@ def as_datetime(value) -> dt.datetime | None:
     return dt.datetime.fromisoformat(str(value))
 
 
-def _marker(conn: sa.Connection) -> str:
-    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
-
-
 def _chunks(items: Sequence, size: int = _CHUNK):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+    return columns._chunks(items, size)
+
+
+def _insert_ignoring(conn: sa.Connection) -> tuple[str, str]:
+    """(statement head, tail) of an INSERT that skips rows whose key is already there."""
+    if conn.dialect.name == "sqlite":
+        return "INSERT OR IGNORE INTO", ""
+    return "INSERT INTO", " ON CONFLICT DO NOTHING"
 
 
 # ---- bars: what a write of the bar store records ---------------------------------------------------
@@ -77,8 +81,7 @@ def keep_superseded(conn: sa.Connection, bars: Sequence[tuple[str, str]], replac
     """Copy the stored values of these (symbol, ISO date) bars, which the write about to run replaces
     with other values, into `ohlcv_revisions` (in the write's transaction, before it)."""
     m = _marker(conn)
-    ignore = "INSERT OR IGNORE INTO" if conn.dialect.name == "sqlite" else "INSERT INTO"
-    conflict = "" if conn.dialect.name == "sqlite" else " ON CONFLICT DO NOTHING"
+    ignore, conflict = _insert_ignoring(conn)
     values = ", ".join(f"d.{c}" for c in BAR_VALUE_COLUMNS)
     for part in _chunks(list(bars)):
         keys = ", ".join([f"({m}, {m})"] * len(part))
@@ -229,8 +232,7 @@ def keep_event_states(
     after = event_states(conn, symbol)
     changes = []
     m = _marker(conn)
-    ignore = "INSERT OR IGNORE INTO" if conn.dialect.name == "sqlite" else "INSERT INTO"
-    conflict = "" if conn.dialect.name == "sqlite" else " ON CONFLICT DO NOTHING"
+    ignore, conflict = _insert_ignoring(conn)
     for key, (old, first_seen) in sorted(before.items()):
         new = after.get(key, (old, first_seen))[0]
         if new == old:
@@ -253,8 +255,7 @@ def keep_event_states(
 def factors_changed(conn: sa.Connection, symbol: str, now: dt.datetime) -> None:
     """Record that `symbol`'s adjustment_factors changed at `now` (in the transaction that changed them)."""
     m = _marker(conn)
-    ignore = "INSERT OR IGNORE INTO" if conn.dialect.name == "sqlite" else "INSERT INTO"
-    conflict = "" if conn.dialect.name == "sqlite" else " ON CONFLICT DO NOTHING"
+    ignore, conflict = _insert_ignoring(conn)
     conn.exec_driver_sql(
         f"{ignore} adjustment_factor_changes (symbol, changed_at) VALUES ({m}, {m}){conflict}", (symbol, stamp(conn, now))
     )
