@@ -72,6 +72,16 @@ def test_a_daily_refresh_that_changes_nothing_adds_one_insertion_per_symbol_and_
     assert kept[0] == "BBB" and str(kept[1])[:10] == str(revised.loc[297, "date"].date())
     assert kept[6] == frames["BBB"].loc[297, "close"]  # the old close, held since the day it was stored
     assert str(kept[-1])[:19] == str(T0 + DAY)[:19] and str(kept[2])[:19] == str(T0 + 2 * DAY)[:19]
+    # the grouped path (one write of many symbols) keeps what it replaces the same way
+    grouped = {"AAA": frames["AAA"].iloc[297:300], "BBB": revised.loc[297:], "CCC": frames["CCC"].iloc[296:300].copy()}
+    grouped["CCC"].loc[297, "open"] *= 0.99
+    with clock_at(T0 + 3 * DAY):
+        before = read_bars(list(frames), url=url)
+        written = store.upsert_many(list(grouped.items()))
+    assert {s: r.revised for s, r in written.items()} == {"AAA": (), "BBB": (), "CCC": (grouped["CCC"].loc[297, "date"].date(),)}
+    assert counts(url)["ohlcv_revisions"] == 2
+    with clock_at(T0 + 4 * DAY):
+        pd.testing.assert_frame_equal(read_bars(list(frames), url=url, as_of=(T0 + 2.5 * DAY).isoformat()), before, check_exact=True)
 
 
 _KILLED = """
