@@ -23,7 +23,7 @@
                   pyarrow-from-Parquet floor and the row path; one symbol; peak memory (PostgreSQL too
                   with --postgres)
    15 point_in_time  read_bars(..., as_of=...) of the N x Y panel after a year of simulated daily revisions,
-                  beside the current read on the same warehouse; the revisions' storage (1,000 stocks,
+                  beside the current read on the same warehouse; the revisions' storage (300 stocks,
                   projected to 10,000)
 
     .venv/bin/python -m benchmarks.run_all                           # defaults
