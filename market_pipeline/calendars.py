@@ -19,7 +19,6 @@ import pandas as pd
 NEW_YORK = ZoneInfo("America/New_York")
 UTC = dt.timezone.utc
 
-ASSET_CLASSES = ("stock", "etf", "crypto")
 CALENDAR_START = "1995-01-01"
 
 

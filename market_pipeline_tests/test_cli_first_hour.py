@@ -43,6 +43,20 @@ def warehouse(monkeypatch, warehouse_url):
     return warehouse_url
 
 
+def loaded(argv: list[str], prefixes: tuple[str, ...]) -> str:
+    """Run the CLI with `argv` in a fresh interpreter: 'exit-code [the modules it loaded under prefixes]'."""
+    probe = (
+        "import sys\n"
+        "from market_pipeline.cli.main import main\n"
+        f"try:\n    code = main({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {prefixes!r} or m.startswith({prefixes!r}))\n"
+        "print('LOADED', code, heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["symbols", "list"], ["symbols", "list", "--json"], ["stats"], ["stats", "--json"],
@@ -50,17 +64,14 @@ def warehouse(monkeypatch, warehouse_url):
     ids=lambda argv: " ".join(argv),
 )
 def test_read_only_commands_load_no_dagster_code_location_or_http_client(warehouse, argv):
-    probe = (
-        "import sys\n"
-        "from market_pipeline.cli.main import main\n"
-        f"try:\n    code = main({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
-        f"heavy = sorted(m for m in sys.modules if m in {HEAVY!r} or m.startswith({HEAVY!r}[:4]))\n"
-        "print('HEAVY', code, heavy)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    last = done.stdout.strip().splitlines()[-1]
-    assert last == "HEAVY 0 []", last
+    assert loaded(argv, HEAVY) == "LOADED 0 []"
+
+
+@pytest.mark.parametrize("argv", [["symbols", "list"], ["symbols", "list", "--json"], ["db", "current"]], ids=" ".join)
+def test_listing_commands_load_neither_pandas_nor_the_migrations(warehouse, argv):
+    """`symbols list` and `db current` read a few rows: SQLAlchemy is all they need (pandas, pyarrow,
+    the calendars and Alembic with its migration modules cost about half a second more)."""
+    assert loaded(argv, ("pandas", "pyarrow", "exchange_calendars", "alembic", "market_pipeline.warehouse.columns")) == "LOADED 0 []"
 
 
 def test_symbols_list_shows_bars_status_and_names_cut_at_a_word(warehouse, capsys):

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import ohlcv_daily, symbol_check_state
 from market_pipeline.warehouse.stats_cache import _chunks, _stamp, fingerprint, put_symbol_rows
-from market_pipeline.warehouse.store import as_date
+from market_pipeline.warehouse.timestamps import as_date
 
 
 @dataclass(frozen=True)

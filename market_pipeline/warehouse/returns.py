@@ -30,7 +30,7 @@ from market_pipeline.warehouse.schema import (
     symbol_aliases,
 )
 from market_pipeline.warehouse.stats_cache import _chunks
-from market_pipeline.warehouse.store import as_date, utcnow
+from market_pipeline.warehouse.timestamps import as_date, utcnow
 
 R, S = daily_returns, daily_returns_state
 _VALUES = ("total_return", "log_return", "split_adjusted_return")

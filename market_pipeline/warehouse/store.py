@@ -39,15 +39,11 @@ from market_pipeline.warehouse import columns
 from market_pipeline.warehouse.columns import pg_copy as _pg_copy
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import BAR_VALUE_COLUMNS, ohlcv_daily
+from market_pipeline.warehouse.timestamps import as_date, utcnow  # noqa: F401  (imported from here too)
 
 _INSERT_COLUMNS = ("symbol", *BAR_COLUMNS, "fetched_at")
 _FLOAT_COLUMNS = ("open", "high", "low", "close", "volume", "vwap")
 _UPDATES = ", ".join(f"{c} = excluded.{c}" for c in (*BAR_VALUE_COLUMNS, "fetched_at"))
-
-
-def utcnow() -> dt.datetime:
-    """Naive UTC now: how the warehouse stores timestamps on every engine."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -559,8 +555,3 @@ def _marker(conn: sa.Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def as_date(value) -> dt.date | None:
-    """A date as a database or a report gives it (a date, ISO text, or None) as a date or None."""
-    if value is None or isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])

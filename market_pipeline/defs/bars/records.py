@@ -14,7 +14,7 @@ from market_pipeline.refresh.ingest import SymbolResult
 from market_pipeline.warehouse.corporate_actions import CorporateActionStore
 from market_pipeline.warehouse.check_state import CheckStateStore
 from market_pipeline.warehouse.stats_cache import StatsCache
-from market_pipeline.warehouse.store import utcnow
+from market_pipeline.warehouse.timestamps import utcnow
 
 TABLE_NAME = "ohlcv_daily"
 CHECK_BATCH = 50  # symbols whose checks are evaluated together (one event-log and one splits query)

@@ -25,7 +25,7 @@ from dagster import AssetCheckEvaluation, AssetMaterialization, MetadataValue
 
 from market_pipeline import settings
 from market_pipeline.defs.metadata import bars_table, chart_markdown, table
-from market_pipeline.warehouse.store import utcnow
+from market_pipeline.warehouse.timestamps import utcnow
 from market_pipeline.warehouse.views_log import CheckOutcome, DrawnChart, ViewsLog
 
 LAST_BARS = 10
