@@ -251,7 +251,7 @@ def _ohlcv_daily(
         stored: list[SymbolResult] = []
         checking: list[tuple[SymbolResult, object]] = []  # stored symbols whose checks are still to record
         returning: list[tuple[SymbolResult, object]] = []  # stored symbols whose returns are still to update
-        views = RunViews(context, warehouse, rows, now)
+        views = RunViews(context, warehouse, rows, now, storing=True)
         table_rows = store.count_rows()  # the table's rows, kept current as each symbol adds its new ones
         tally = Counter()  # how the checks got their bars
         client = polygon.get_client(logger=context.log)  # a bad setting fails here, before anything is written
@@ -260,7 +260,7 @@ def _ohlcv_daily(
         except BaseException:
             client.close()
             raise
-        with client, closing(
+        with client, closing(views.open()), closing(
             FirstRunReferences(context, client, registry, refs_store, rows)  # running ahead of the bars
         ) as lookups:
             refs = refs_store.get_many([row.symbol for row in rows if row.symbol not in lookups.pending])
@@ -291,20 +291,28 @@ def _ohlcv_daily(
                     )
                 elif len(stored) % PROGRESS_EVERY == 0:
                     context.log.info(f"{len(stored)} of {len(rows)} symbol(s) stored")
-                yield materialization(result, table_rows, {**reference_metadata(refs.get(symbol)), **views.bars_metadata(result, row)})
+                yield from views.stored(
+                    result, row,
+                    lambda metadata, result=result, rows=table_rows, ref=refs.get(symbol): materialization(
+                        result, rows, {**reference_metadata(ref), **metadata}
+                    ),
+                )
                 if selected_checks:
                     checking.append((result, row))
                     if len(checking) >= CHECK_BATCH:
+                        yield from views.held()  # the checks name the materializations they judge
                         yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally))
                         checking = []
                 else:
                     result.stored_bars = None  # memory stays flat however many symbols the run holds
                 returning.append((result, row))
                 if len(returning) >= CHECK_BATCH:
+                    yield from views.held()
                     yield from _returns(context, config, warehouse, returning, returns, returns_checks, views)
                     returning = []
                     views.flush()
             refreshing.close()
+            yield from views.held()
             if stop is not None:
                 raise stopped_failure(context, registry, scope, {r.symbol for r in stored}, failures, stop)
             if checking:
