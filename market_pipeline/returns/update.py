@@ -112,6 +112,31 @@ def update_returns(url: str, requests: Sequence[ReturnsRequest], *, threshold: f
     return [outcomes[r.symbol] for r in requests]
 
 
+def judge_stored(url: str, symbols: Sequence[str], *, threshold: float = DEFAULT_THRESHOLD) -> dict[str, list[dict]]:
+    """symbol -> its stored returns beyond `threshold` that no event recorded now explains: what the
+    returns check finds when it runs on its own (the stored returns read through the column blocks,
+    one snapshot; each return spans from the bar before it, the previous stored return's date, or the
+    symbol's first bar for its first)."""
+    from market_pipeline.warehouse.store import BarStore
+
+    store = ReturnsStore(url)
+    symbols = list(dict.fromkeys(symbols))
+    stored = store.read(symbols)
+    events = store.event_dates(symbols)
+    firsts = BarStore(url).summary(symbols)
+    out = {symbol: [] for symbol in symbols}
+    present = set(stored.index.get_level_values("symbol")) if len(stored) else set()
+    for symbol in symbols:
+        if symbol not in present:
+            continue
+        returns = stored.loc[symbol].reset_index()
+        dates = returns["date"].to_numpy(dtype="datetime64[D]")
+        first_bar = np.datetime64(firsts[symbol][1], "D") if symbol in firsts else dates[0] - np.timedelta64(1, "D")
+        previous = np.concatenate(([min(first_bar, dates[0] - np.timedelta64(1, "D"))], dates[:-1]))
+        out[symbol] = unexplained_returns(returns, previous, events[symbol], threshold)
+    return out
+
+
 def _empty() -> pd.DataFrame:
     return daily_returns([], [], [])
 

@@ -17,8 +17,8 @@ from dagster import AssetMaterialization, AssetSpec, MetadataValue, TableColumn,
 from market_pipeline.defs.bars.checks import OHLCV_KEY
 from market_pipeline.defs.metadata import table
 from market_pipeline.defs.returns.checks import RETURNS_KEY, returns_evaluations
-from market_pipeline.returns.update import ReturnsOutcome, ReturnsRequest, update_returns
-from market_pipeline.warehouse.returns import ReturnsStore
+from market_pipeline.returns.update import ReturnsOutcome, ReturnsRequest, judge_stored, update_returns
+from market_pipeline.warehouse.returns import ReturnsState, ReturnsStore
 
 TABLE_NAME = "daily_returns"
 LAST_RETURNS = 10
@@ -63,16 +63,19 @@ def changed_from(result):
 def returns_batch(context, config, url: str, batch, selected_checks: set, views, *, materialize: bool = True, whole: bool = False):
     """Update the returns of a batch of (SymbolResult, tracked row) and yield their materializations
     and check evaluations (the row count is the symbol's returns in the table). `whole`: recompute whole histories (the asset selected on its own);
-    `materialize` False: only the checks, on the returns as stored."""
+    `materialize` False: only the check, on the returns as stored (judged again against the events
+    recorded now)."""
     if not batch:
         return
     symbols = [result.symbol for result, _ in batch]
     if materialize:
         requests = [ReturnsRequest(result.symbol, None if whole else changed_from(result), whole) for result, _ in batch]
         outcomes = update_returns(url, requests, threshold=config.max_unexplained_return)
-    else:
-        states = ReturnsStore(url).states(symbols)
-        outcomes = [ReturnsOutcome(s, "unchanged", "checks only", None, None, states.get(s)) for s in symbols]
+    else:  # the check alone: the stored returns judged again (read through the column blocks)
+        judged = judge_stored(url, symbols, threshold=config.max_unexplained_return)
+        outcomes = [
+            ReturnsOutcome(s, "unchanged", "checks only", None, None, ReturnsState(s, None, "", judged[s])) for s in symbols
+        ]
     counts = ReturnsStore(url).counts(symbols)
     for (result, _), outcome in zip(batch, outcomes if materialize else []):
         rows = counts.get(result.symbol, (0, 0))[0]
