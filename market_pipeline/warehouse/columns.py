@@ -150,17 +150,19 @@ def _concat(ds: Dataset, parts: Sequence[_Rows]) -> _Rows:
     )
 
 
-def _frame_days(frame: pd.DataFrame) -> np.ndarray:
+def _frame_days(frame) -> np.ndarray:
     """A frame's `date` column as int32 days since 1970-01-01."""
-    return (np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]") - _EPOCH).astype("int32")
+    return (np.asarray(np.asarray(frame["date"]), dtype="datetime64[ns]").astype("datetime64[D]") - _EPOCH).astype("int32")
 
 
-def rows_of_frame(ds: Dataset, frame: pd.DataFrame) -> _Rows:
-    """A frame's rows (a `date` column and the dataset's columns), converted exactly as the store writes them."""
+def rows_of_frame(ds: Dataset, frame) -> _Rows:
+    """A frame's rows (a `date` column and the dataset's columns), converted exactly as the store
+    writes them. `frame`: a DataFrame, or a mapping of numpy arrays (floats with NaN for NULL)."""
     days = _frame_days(frame)
     values, missing = {}, {}
     for c in ds.floats:
-        values[c] = frame[c].to_numpy(dtype="float64", na_value=np.nan)
+        column = frame[c]
+        values[c] = column.to_numpy(dtype="float64", na_value=np.nan) if hasattr(column, "to_numpy") else np.asarray(column, dtype="float64")
     for c in ds.integers:
         column = frame[c]
         if not isinstance(column.dtype, pd.Int64Dtype):
@@ -1126,8 +1128,9 @@ def after_write(conn: sa.Connection, ds: Dataset, written: Mapping[str, pd.DataF
     """Bring the blocks of the symbols just written in step with their rows, in the write's
     transaction: rebuild what the triggers marked (and on SQLite what shows above the watermark),
     fold a tail that reached its limit, move the watermark. `written`: symbol -> the frame written
-    (sorted by date, one row per date), used instead of reading the rows back whenever it is exactly
-    what a block or the tail holds (a first load, a re-fetch, new days, recomputed returns)."""
+    (sorted by date, one row per date; a DataFrame, or a mapping of numpy arrays), used instead of
+    reading the rows back whenever it is exactly what a block or the tail holds (a first load, a
+    re-fetch, new days, recomputed returns)."""
     symbols = sorted(written)
     if not symbols:
         return

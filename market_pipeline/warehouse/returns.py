@@ -137,14 +137,14 @@ class ReturnsStore:
         computed_at = computed_at or utcnow()
         updates = list({u.symbol: u for u in updates}.values())
         columns_in: list[list] = [[] for _ in range(5)]  # symbol, date, *values
-        written: dict[str, pd.DataFrame] = {}  # what each symbol's rows from `since` on are now (NULL as NaN)
+        written: dict[str, dict] = {}  # what each symbol's rows from `since` on are now, as arrays (NULL as NaN)
         for update in updates:
             frame = update.frame
             if frame.empty:
                 written[update.symbol] = _NO_RETURNS
                 continue
             values = {c: _finite(frame[c].to_numpy(dtype="float64")) for c in _VALUES}
-            written[update.symbol] = pd.DataFrame({"date": frame["date"].to_numpy(), **values})
+            written[update.symbol] = {"date": frame["date"].to_numpy(), **values}
             days = np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]")
             columns_in[0].extend([update.symbol] * len(frame))
             columns_in[1].extend(days.astype(object).tolist())
@@ -219,7 +219,7 @@ _UPSERT = (
 )
 
 
-def _stale_rows(conn: sa.Connection, updates: Sequence[SymbolReturns], written: dict[str, pd.DataFrame]) -> list[dict]:
+def _stale_rows(conn: sa.Connection, updates: Sequence[SymbolReturns], written: dict[str, dict]) -> list[dict]:
     """The stored rows, dated on or after each update's first recomputed date (all of a whole
     recompute's), that its recomputed returns do not have: {"s": symbol, "d": date}."""
     bounds = [(u.symbol, u.since or dt.date(1, 1, 1)) for u in updates]
@@ -241,13 +241,13 @@ def _stale_rows(conn: sa.Connection, updates: Sequence[SymbolReturns], written: 
     if not stored:
         return []
     kept = {
-        symbol: set(np.datetime_as_string(np.asarray(frame["date"].to_numpy(), dtype="datetime64[D]"), unit="D").tolist())
+        symbol: set(np.datetime_as_string(np.asarray(frame["date"], dtype="datetime64[D]"), unit="D").tolist())
         for symbol, frame in written.items()
     }
     return [{"s": symbol, "d": as_date(day)} for symbol, day in stored if str(day)[:10] not in kept.get(symbol, ())]
 
 
-_NO_RETURNS = pd.DataFrame({"date": np.array([], dtype="datetime64[ns]"), **{c: np.array([], dtype="float64") for c in _VALUES}})
+_NO_RETURNS = {"date": np.array([], dtype="datetime64[ns]"), **{c: np.array([], dtype="float64") for c in _VALUES}}
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
