@@ -748,14 +748,16 @@ class Columns:
         return pd.DataFrame(data, index=index, columns=list(self.dataset.columns), copy=False)
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        """One frame per symbol (a `date` column and the value columns, numbered rows)."""
-        offsets, out = self.offsets, {}
-        for k, symbol in enumerate(self.symbols):
-            part = slice(int(offsets[k]), int(offsets[k + 1]))
-            data = {"date": self._dates(self.days[part])}
-            data |= {c: self._column(c, part) for c in self.dataset.columns}
-            out[symbol] = pd.DataFrame(data, columns=["date", *self.dataset.columns])
-        return out
+        """One frame per symbol (a `date` column and the value columns, numbered rows): row slices of
+        one frame of all the rows (building a frame per symbol costs five times more)."""
+        whole = pd.DataFrame(
+            {"date": self._dates(self.days), **{c: self._column(c) for c in self.dataset.columns}},
+            columns=["date", *self.dataset.columns], copy=False,
+        )
+        offsets = self.offsets
+        return {
+            symbol: whole.iloc[int(offsets[k]) : int(offsets[k + 1])].reset_index(drop=True) for k, symbol in enumerate(self.symbols)
+        }
 
     def arrow(self):
         """An Arrow table: symbol (dictionary-encoded), date (date32) and the value columns."""

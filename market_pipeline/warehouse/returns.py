@@ -189,15 +189,14 @@ class ReturnsStore:
             )
 
     # ---- reads ------------------------------------------------------------------------------
-    def counts(self, symbols: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """symbol -> (rows, rows with a NULL value) in daily_returns."""
-        incomplete = sa.func.sum(sa.case((sa.or_(*(R.c[c].is_(None) for c in _VALUES)), 1), else_=0))
-        out = {s: (0, 0) for s in symbols}
+    def counts(self, symbols: Sequence[str]) -> dict[str, int]:
+        """symbol -> its rows in daily_returns (counted from the primary key's index)."""
+        out = {s: 0 for s in symbols}
         with self.engine.connect() as conn:
             for part in _chunks(list(symbols)):
-                query = sa.select(R.c.symbol, sa.func.count(), incomplete).where(R.c.symbol.in_(part)).group_by(R.c.symbol)
-                for symbol, count, nulls in conn.execute(query):
-                    out[symbol] = (int(count), int(nulls or 0))
+                query = sa.select(R.c.symbol, sa.func.count()).where(R.c.symbol.in_(part)).group_by(R.c.symbol)
+                for symbol, count in conn.execute(query):
+                    out[symbol] = int(count)
         return out
 
     def read(self, symbols: Sequence[str], start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:

@@ -81,7 +81,7 @@ def returns_batch(context, config, url: str, batch, selected_checks: set, views,
     counts = ReturnsStore(url).counts(symbols) if materialize else {}
     recorded: dict[str, float] = {}
     for (result, _), outcome in zip(batch, outcomes if materialize else []):
-        rows = counts.get(result.symbol, (0, 0))[0]
+        rows = counts.get(result.symbol, 0)
         if outcome.action == "unchanged":
             recomputed = f"nothing: {outcome.reason}"
         elif outcome.action == "whole":
