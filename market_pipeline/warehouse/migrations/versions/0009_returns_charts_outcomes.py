@@ -1,18 +1,12 @@
-"""daily_returns and their upkeep state (read through column blocks), the charts drawn per symbol, the
-checks' latest outcomes; the SQLite watermark of the column blocks
+"""daily_returns and their upkeep state, the charts drawn per symbol, the checks' latest outcomes
 
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-07
-
-On SQLite, the rows of ohlcv_daily under each seal are counted once (about 0.1 s a million bars)
-before the watermark is set.
 """
 
 import sqlalchemy as sa
 from alembic import op
-
-from market_pipeline.warehouse import columns
 
 revision = "0009"
 down_revision = "0008"
@@ -30,18 +24,6 @@ def upgrade() -> None:
         sa.Column("split_adjusted_return", sa.Float(53), nullable=True),
         sa.Column("computed_at", sa.DateTime, nullable=False),
     )
-    op.create_table(
-        "column_marks",
-        sa.Column("dataset", sa.String(32), primary_key=True),
-        sa.Column("row_mark", sa.BigInteger, nullable=False),
-    )
-    dialect = op.get_bind().dialect.name
-    for statement in columns.trigger_sql(columns.RETURNS, dialect):
-        op.execute(statement)
-    for dataset in (columns.OHLCV, columns.RETURNS):
-        for statement in columns.mark_sql(dataset, dialect):
-            op.execute(statement)
-        columns.reset_marks(op.get_bind(), dataset)
     op.create_table(
         "daily_returns_state",
         sa.Column("symbol", sa.String(32), primary_key=True),
@@ -71,13 +53,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    dialect = op.get_bind().dialect.name
-    for dataset in (columns.OHLCV, columns.RETURNS):
-        for statement in columns.drop_mark_sql(dataset, dialect):
-            op.execute(statement)
-    for statement in columns.drop_trigger_sql(columns.RETURNS, dialect):
-        op.execute(statement)
-    for table in ("column_blocks", "column_seals", "column_dirty"):
-        op.execute(sa.text(f"DELETE FROM {table} WHERE dataset = 'daily_returns'"))
-    for name in ("check_outcomes", "symbol_charts", "daily_returns_state", "column_marks", "daily_returns"):
+    for name in ("check_outcomes", "symbol_charts", "daily_returns_state", "daily_returns"):
         op.drop_table(name)
