@@ -25,7 +25,9 @@ def newcomer_env(copy: Path, **extra) -> dict:
     variables; the copy's code first on the path, this suite's virtualenv on PATH."""
     env = {
         k: v for k, v in os.environ.items()
-        if not k.startswith(("MARKET_PIPELINE_", "POLYGON_", "MASSIVE_", "DAGSTER_"))
+        # MAKELEVEL and MAKEFLAGS too: under `make test` a `make` the newcomer types would be a sub-make
+        # (printing "Entering directory" lines a shell never shows)
+        if not k.startswith(("MARKET_PIPELINE_", "POLYGON_", "MASSIVE_", "DAGSTER_", "MAKE", "MFLAGS"))
     }
     env.update(PYTHONPATH=str(copy), PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", COLUMNS="250")
     env.update(extra)

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_to_makes_pid_stops_make_dev(tmp_path, sig):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYGON_", "MASSIVE_", "DAGSTER_HOME"))}
+    # a shell's environment: not a sub-make of `make test` (MAKELEVEL, MAKEFLAGS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYGON_", "MASSIVE_", "DAGSTER_HOME", "MAKE", "MFLAGS"))}
     env.update(MARKET_PIPELINE_HOME=str(tmp_path / "home"), MARKET_PIPELINE_DB_URL=f"sqlite:///{tmp_path / 'w.sqlite'}")
     log_path = tmp_path / "make-dev.log"
     venv = VENV_BIN.parent
