@@ -24,16 +24,15 @@ transaction as the rows they cover, so a reader sees both as of one moment:
   PostgreSQL (statement triggers) an insert under the seal is marked too. SQLite has no insert
   trigger (its program would run for every bar written); there every row a seal covers has a rowid
   at most the seal's `row_mark`, and `column_marks` keeps a **watermark**: the highest rowid every
-  write through this code has accounted for, with the number of rows at or under it (a delete
-  trigger counts the rows deleted there since). SQLite gives an inserted row a rowid above the
-  highest in the table, so a row inserted under a seal by anyone shows above the watermark: a read
-  looks only at those rows (a range of the rowid, the rows written since the last write of this
-  code), after checking that the rows at or under the watermark are as many as recorded (a row
-  count from the smallest index); a write marks out of step what it finds there, and moves the
-  watermark. A small read (a few symbols) instead counts each sealed symbol's rows under its seal,
-  and their highest rowid, from the index; so does any read while the count disagrees (rows
-  written with `INSERT OR REPLACE`, or with chosen rowids), until a write or `rebuild_all` has
-  accounted for them. The next write of a symbol rebuilds its marked blocks.
+  write through this code has looked at. SQLite gives an inserted row a rowid above the highest in
+  the table (`INSERT OR REPLACE` too), so a row inserted under a seal by anyone shows above the
+  watermark: a read looks only at those rows (a range of the rowid, the rows written since the last
+  write of this code), after checking that the row at the watermark is still there (a delete
+  trigger voids the watermark when it goes: rowids under it could be given again); a write marks
+  out of step what it finds there, and moves the watermark. A small read (a few symbols) instead
+  counts each sealed symbol's rows under its seal, and their highest rowid, from the index; so does
+  any read while the watermark is void, until a write or `rebuild_all` sets it again. The next
+  write of a symbol rebuilds its marked blocks.
 * A read takes one snapshot (`snapshot`: a read transaction on SQLite, REPEATABLE READ on PostgreSQL)
   and serves each symbol from its blocks plus its tail, unless its blocks cannot be trusted: marked
   out of step, of another block format, fewer than the seal says, or unreadable bytes. Then that
@@ -1307,7 +1306,7 @@ def trigger_sql(ds: Dataset, dialect: str) -> list[str]:
         changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in keyed)
         # no insert trigger: SQLite runs a row trigger's program for every row written, even when its
         # WHEN is false (about 1 us a bar, 40% of a first load); inserts under a seal are caught by
-        # count and rowid instead (_state, _inserted_under_seal)
+        # rowid instead (_state, _sqlite_unsealed_inserts)
         return [
             f"CREATE TRIGGER {name}_update AFTER UPDATE ON {t} WHEN {changed} BEGIN {mark('OLD')} {mark('NEW')} END",
             f"CREATE TRIGGER {name}_delete AFTER DELETE ON {t} WHEN OLD.date <= {seal('OLD')} BEGIN {mark('OLD')} END",

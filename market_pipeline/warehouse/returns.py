@@ -2,12 +2,11 @@
 
 `ReturnsStore.replace` writes a batch of symbols' recomputed returns in one transaction: per symbol
 its rows from the first recomputed date on are rewritten in place (inserted where new, deleted where
-their bar is gone), its column blocks
-brought in step (warehouse.columns, dataset `columns.RETURNS`), and its state (current through which
-bar, from which adjustment factors, its unexplained large returns) replaced; an interrupted write
-leaves every symbol as it was. Reads (`read_returns`, `market-pipeline returns`, the returns check
-run on its own) go through the column blocks: each symbol's older returns in a few blocks, its recent
-ones as rows, as of one snapshot.
+their bar is gone), its column blocks brought in step (warehouse.columns, dataset `columns.RETURNS`),
+and its state (current through which bar, from which adjustment factors, its unexplained large
+returns) replaced; an interrupted write leaves every symbol as it was. Reads (`read_returns`,
+`market-pipeline returns`, the returns check run on its own) go through the column blocks: each
+symbol's older returns in a few blocks, its recent ones as rows, as of one snapshot.
 """
 
 from __future__ import annotations
