@@ -91,19 +91,25 @@ def returns_panel(any_warehouse_url):
     return url
 
 
-def test_returns_are_read_from_blocks_and_equal_the_table(returns_panel, monkeypatch):
+@pytest.fixture
+def reads(monkeypatch) -> list:
+    """(table, symbols) of every read through the column path from here on."""
+    seen = []
+    original = columns.read
+
+    def spy(conn, ds, symbols, *args, **kwargs):
+        seen.append((ds.table, list(symbols)))
+        return original(conn, ds, symbols, *args, **kwargs)
+
+    monkeypatch.setattr(columns, "read", spy)
+    return seen
+
+
+def test_returns_are_read_from_blocks_and_equal_the_table(returns_panel, reads):
     url = returns_panel
     seals, dirty = returns_state(url)
     assert seals == {"AAA": 699, "BBB": 699} and dirty == []  # CCC's 9 returns are a tail
     assert [key for key, _ in blocks_of(url, "AAA")] == [2021, 2022, 2023]  # the seal's year, the one before, the rest
-    reads = []
-    original = columns.read
-
-    def spy(conn, ds, symbols, *args, **kwargs):
-        reads.append((ds.table, list(symbols)))
-        return original(conn, ds, symbols, *args, **kwargs)
-
-    monkeypatch.setattr(columns, "read", spy)
     got = assert_same(url, ["CCC", "BBB", "AAA"])
     assert reads == [("daily_returns", ["CCC", "BBB", "AAA"])]
     assert got.index.get_level_values("symbol").unique().tolist() == ["CCC", "BBB", "AAA"]
@@ -188,18 +194,10 @@ def test_writes_that_bypass_the_store_are_never_served_from_blocks(returns_panel
     assert caplog.records == []
 
 
-def test_the_returns_command_and_the_check_on_its_own_read_through_the_blocks(returns_panel, monkeypatch, capsys):
+def test_the_returns_command_and_the_check_on_its_own_read_through_the_blocks(returns_panel, reads, monkeypatch, capsys):
     from market_pipeline.cli.main import main
 
     url = returns_panel
-    reads = []
-    original = columns.read
-
-    def spy(conn, ds, symbols, *args, **kwargs):
-        reads.append((ds.table, list(symbols)))
-        return original(conn, ds, symbols, *args, **kwargs)
-
-    monkeypatch.setattr(columns, "read", spy)
     monkeypatch.setenv("MARKET_PIPELINE_DB_URL", url)
     assert main(["returns", "BBB", "CCC", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
