@@ -748,7 +748,8 @@ class Columns:
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """One frame per symbol (a `date` column and the value columns, numbered rows): row slices of
-        one frame of all the rows (building a frame per symbol costs five times more)."""
+        one frame of all the rows (a frame built per symbol costs about four times the CPU: 340-380 ms
+        against 90 ms for 1,000 symbols' last 11 rows)."""
         whole = pd.DataFrame(
             {"date": self._dates(self.days), **{c: self._column(c) for c in self.dataset.columns}},
             columns=["date", *self.dataset.columns], copy=False,
