@@ -302,3 +302,13 @@ check_outcomes = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=True),
     sa.Column("evaluated_at", sa.DateTime, nullable=False),
 )
+
+# ---- 0010: the column blocks' SQLite watermark (daily_returns read through column blocks) ---------
+# SQLite: each dataset's watermark (warehouse.columns): the rows at or under `row_mark` have been looked
+# at by a write for rows inserted under a seal (-1: void, the row at it was deleted)
+column_marks = sa.Table(
+    "column_marks",
+    metadata,
+    sa.Column("dataset", sa.String(32), primary_key=True),
+    sa.Column("row_mark", sa.BigInteger, nullable=False),
+)

@@ -301,7 +301,7 @@ def _ohlcv_daily(
                     checking.append((result, row))
                     if len(checking) >= CHECK_BATCH:
                         yield from views.held()  # the checks name the materializations they judge
-                        yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally))
+                        yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally, views.recorded))
                         checking = []
                 else:
                     result.stored_bars = None  # memory stays flat however many symbols the run holds
@@ -316,7 +316,7 @@ def _ohlcv_daily(
             if stop is not None:
                 raise stopped_failure(context, registry, scope, {r.symbol for r in stored}, failures, stop)
             if checking:
-                yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally))
+                yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally, views.recorded))
             yield from _returns(context, config, warehouse, returning, returns, returns_checks, views)
             views.flush()
             if selected_checks:
@@ -392,9 +392,15 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
             lookups.resolve(early)
             rows = [lookups.fresh(row) for row in rows]  # those saved with them too
     windows, starts = [], {}
+    try:  # one connection for all (a fault: each symbol asks on its own below, and its plan records it)
+        refetch = {} if full_refetch else store.refetch_starts([row.symbol for row in rows], config.refetch_sessions)
+    except Exception:
+        refetch = {}
     for row in rows:
         try:
-            refetch_from = None if full_refetch else store.refetch_start(row.symbol, config.refetch_sessions)
+            refetch_from = None if full_refetch else (
+                refetch[row.symbol] if row.symbol in refetch else store.refetch_start(row.symbol, config.refetch_sessions)
+            )
             plan = plan_fetch(row, refetch_from, today, default_history_days=config.default_history_days)
             # a delisted symbol takes the range path (its own last session ends the fetch, or nothing is fetched)
             windows.append(SymbolWindow(row.symbol, row.asset_class, plan.start, plan.full or row.delisted_on is not None))

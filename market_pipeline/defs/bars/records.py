@@ -53,7 +53,7 @@ def materialization(result: SymbolResult, table_rows: int, extra: dict | None = 
     )
 
 
-def check_batch(context, config, warehouse, batch, selected_checks, now, tally: Counter | None = None):
+def check_batch(context, config, warehouse, batch, selected_checks, now, tally: Counter | None = None, recorded: dict | None = None):
     """The check evaluations of a batch of just-stored symbols: their materializations and their splits
     are read in one query each (not one per symbol), then each symbol's checks are evaluated
     (market_pipeline.quality.stored_checks).
@@ -63,11 +63,12 @@ def check_batch(context, config, warehouse, batch, selected_checks, now, tally: 
     refresh reads a month or two of bars per symbol, not its whole history. The stats are cached
     (symbol_stats_cache) with the fingerprint of the bars they were computed from, so the
     symbol_stats asset does not read those bars again. `tally` counts the symbols checked from bars
-    in memory, from a kept state, or read whole, and the bars read."""
+    in memory, from a kept state, or read whole, and the bars read. `recorded`: symbol -> when this
+    run recorded its materialization (the evaluations point at it without reading it back)."""
     tally = Counter() if tally is None else tally
     store = warehouse.bars()
     symbols = [result.symbol for result, _ in batch]
-    targets = materialization_targets(context.instance, symbols)
+    targets = materialization_targets(context.instance, symbols, run_id=context.run_id, recorded=recorded)
     wants_splits = any(k.name == SPLIT_CHECK for k in selected_checks)
     equities = [row.symbol for _, row in batch if row.asset_class != "crypto"]
     splits = CorporateActionStore(warehouse.resolved_url()).splits_by_symbol(equities) if wants_splits else {}

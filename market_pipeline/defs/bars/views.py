@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections import Counter
 
 from dagster import AssetCheckEvaluation, AssetMaterialization, MetadataValue
@@ -83,6 +84,7 @@ class RunViews:
         self.outcomes: list[CheckOutcome] = []  # still to record
         self.run_outcomes: list[CheckOutcome] = []  # every outcome of the run (its summary line)
         self.tally = Counter()
+        self.recorded: dict[str, float] = {}  # symbol -> when this run recorded its materialization (its checks point at it)
 
     # ---- the partition's materialization ------------------------------------------------------
     def bars_metadata(self, result, row) -> dict:
@@ -148,6 +150,7 @@ class RunViews:
                     keep.append((metadata, build, result))
                     continue
                 self._put_chart(metadata, self._process.chart(drawing.future, drawing.inputs), result)
+            self.recorded[result.symbol] = time.time()
             yield build(metadata)
         self._held = keep
 
@@ -180,13 +183,7 @@ class RunViews:
         bars = result.stored_bars
         if bars is not None and not bars.empty:
             return bars.tail(LAST_BARS)
-        last = _date(result.last_date)
-        if last is None:
-            return self.store.read_bars(result.symbol).tail(LAST_BARS)
-        bars = self.store.read_bars(result.symbol, last - dt.timedelta(days=25))
-        if len(bars) < LAST_BARS and result.rows_stored > len(bars):
-            bars = self.store.read_bars(result.symbol, last - dt.timedelta(days=400))
-        return bars.tail(LAST_BARS)
+        return self.store.last_bar_rows(result.symbol, LAST_BARS)
 
     def _chart_inputs(self, result, row, kind: str):
         """`symbol_chart`'s arguments for a symbol just stored, or the Chart (a note) when there is
