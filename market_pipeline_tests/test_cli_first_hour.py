@@ -126,3 +126,29 @@ def test_a_listing_piped_into_head_ends_quietly(warehouse):
     err = process.stderr.read().decode()
     process.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_the_latest_session_from_the_kept_closes_is_the_calendars(tmp_path, monkeypatch):
+    """`stats` answers freshness from the sessions' closes kept in the home's cache/ (the calendar
+    takes a quarter of a second to build): the same latest completed session as the calendar's,
+    across early closes, holidays and weekends; a damaged cache file is rebuilt."""
+    from market_pipeline import calendars
+
+    monkeypatch.setenv("MARKET_PIPELINE_HOME", str(tmp_path))
+    calendars._xnys_closes.cache_clear()
+    assert calendars._xnys_closes() is not None
+    (kept,) = (tmp_path / "cache").glob("xnys-closes-*.npy")
+    moments = [dt.datetime(2024, 11, 29, 17, 59, tzinfo=dt.timezone.utc),  # the day after Thanksgiving closes 13:00 New York
+               dt.datetime(2024, 11, 29, 18, 1, tzinfo=dt.timezone.utc), dt.datetime(2025, 1, 9, 23, tzinfo=dt.timezone.utc),
+               dt.datetime(2025, 1, 10, 20, 59, tzinfo=dt.timezone.utc), dt.datetime(2026, 7, 5, 12, tzinfo=dt.timezone.utc)]
+    moments += [dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(hours=h) for h in range(0, 24 * 400, 13)]
+    for damaged in (False, True):
+        if damaged:
+            kept.write_bytes(b"not an array")
+        calendars._xnys_closes.cache_clear()
+        for now in moments:
+            calendars._latest_completed_xnys_session.cache_clear()
+            assert calendars._latest_completed_xnys_session(now) == calendars._latest_from_calendar(now), now
+    assert kept.read_bytes().startswith(b"\x93NUMPY")  # rebuilt
+    calendars._xnys_closes.cache_clear()
+    calendars._latest_completed_xnys_session.cache_clear()
