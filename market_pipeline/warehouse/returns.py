@@ -146,7 +146,7 @@ class ReturnsStore:
             written[update.symbol] = {"date": frame["date"].to_numpy(), **values}
             days = np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]")
             columns_in[0].extend([update.symbol] * len(frame))
-            columns_in[1].extend(days.astype(object).tolist())
+            columns_in[1].append(days)  # one array per symbol, made text or dates at once below
             for i, c in enumerate(_VALUES, start=2):
                 columns_in[i].extend(_nullable(values[c]))
         with self.engine.begin() as conn:
@@ -156,14 +156,16 @@ class ReturnsStore:
             if stale:
                 conn.execute(R.delete().where(R.c.symbol == sa.bindparam("s"), R.c.date == sa.bindparam("d")), stale)
             if columns_in[0]:
+                days = np.concatenate(columns_in[1])
                 if conn.dialect.name == "sqlite":  # plain DBAPI rows: a few times faster than Core's dicts
                     stamp = computed_at.isoformat(sep=" ")
                     conn.exec_driver_sql(
                         "INSERT INTO daily_returns (symbol, date, total_return, log_return, split_adjusted_return, computed_at) "
                         f"VALUES (?, ?, ?, ?, ?, ?) {_UPSERT}",
-                        list(zip(columns_in[0], [d.isoformat() for d in columns_in[1]], *columns_in[2:], [stamp] * len(columns_in[0]))),
+                        list(zip(columns_in[0], np.datetime_as_string(days, unit="D").tolist(), *columns_in[2:], [stamp] * len(days))),
                     )
                 else:
+                    columns_in[1] = days.astype(object).tolist()
                     names = ("symbol", "date", *_VALUES)
                     insert = postgresql.insert(R)
                     conn.execute(
