@@ -7,6 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-market-pipeline
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: install run test dev bench validate clean
 
@@ -24,9 +25,10 @@ install: $(STAMP)
 run: install
 	$(BIN)/market-pipeline run
 
-## the whole test suite (real SQLite, PostgreSQL, HTTP sandbox, Dagster)
+## the whole test suite (real SQLite, PostgreSQL, HTTP sandbox, Dagster) on TEST_WORKERS processes
+## (pytest-xdist; TEST_WORKERS=0 runs it in one process)
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 ## the Dagster UI and daemon on http://127.0.0.1:3000 (sandbox when POLYGON_API_KEY is unset);
 ## DEV_ARGS="--verbose" logs the daemon at INFO, DEV_ARGS="--port 3001" serves another port

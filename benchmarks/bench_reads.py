@@ -4,8 +4,11 @@ On a warehouse of `--symbols` stocks x `--years` years (252 sessions a year, syn
 dividends), side by side in interleaved rounds:
 
 * `read_bars` of the whole panel, for each adjustment (none, splits, total_return);
-* the floor: `pyarrow.parquet.read_table(...).to_pandas()` of the same bars (the frame read_bars
-  returned, written as one Parquet file per adjustment);
+* the floor: `pyarrow.parquet.read_table(...).to_pandas()` of the same frame: the frame read_bars
+  returned written as one Parquet file per adjustment with its index, so that pyarrow gives back
+  that frame exactly (the (symbol, date) index, float64 columns, nullable Int64 transactions; checked
+  equal once); and, as before, the same bars with symbol and date as plain columns (`flat`: no
+  index built, symbols left as Arrow strings), the cheaper floor;
 * the row path `read_bars` took before column blocks (per-symbol row reads, then the frame), for
   the same adjustments (one round: it is the slow one);
 * one symbol's whole history split-adjusted (median of 21 reads), column blocks and row path;
@@ -110,14 +113,16 @@ def measure(url: str, names: list[str], folder: Path, rounds: int, before: bool,
 
     from market_pipeline.warehouse.reader import read_bars
 
-    floors = {}
+    floors, flats = {}, {}
     for adjustment in ADJUSTMENTS:
         frame = read_bars(names, adjustment=adjustment, url=url)
         if before:
             pd.testing.assert_frame_equal(frame, read_rows_path(names, adjustment, url), check_exact=True)
-        path = folder / f"panel-{adjustment}.parquet"
-        pq.write_table(pa.Table.from_pandas(frame.reset_index(), preserve_index=False), path)
-        floors[adjustment] = path
+        path, flat = folder / f"panel-{adjustment}.parquet", folder / f"panel-{adjustment}-flat.parquet"
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=True), path)
+        pq.write_table(pa.Table.from_pandas(frame.reset_index(), preserve_index=False), flat)
+        pd.testing.assert_frame_equal(pq.read_table(path).to_pandas(), frame, check_exact=True)  # the same frame
+        floors[adjustment], flats[adjustment] = path, flat
         del frame
     log("panels equal to the row path's" if before else "floors written")
     times: dict[str, list[float]] = {}
@@ -125,6 +130,7 @@ def measure(url: str, names: list[str], folder: Path, rounds: int, before: bool,
         for adjustment in ADJUSTMENTS:
             times.setdefault(f"blocks {adjustment}", []).append(_timed(lambda: read_bars(names, adjustment=adjustment, url=url)))
             times.setdefault(f"floor {adjustment}", []).append(_timed(lambda: pq.read_table(floors[adjustment]).to_pandas()))
+            times.setdefault(f"flat {adjustment}", []).append(_timed(lambda: pq.read_table(flats[adjustment]).to_pandas()))
         log(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
     if before:
         for adjustment in ADJUSTMENTS:
@@ -212,23 +218,23 @@ def table(results: dict) -> str:
         if not r:
             continue
         lines += [f"\n{engine}: {results['symbols']:,} x {results['years']} years ({results['bars']:,} bars)\n",
-                  "| Read | Column blocks (s) | Parquet floor (s) | Blocks / floor | Row path (s) | Row path / floor |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| Read | Column blocks (s) | Parquet floor, same frame (s) | Blocks / floor | Parquet, flat (s) | Blocks / flat | Row path (s) |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for a in ADJUSTMENTS:
-            blocks, floor = r[f"blocks {a}"]["median"], r[f"floor {a}"]["median"]
+            blocks, floor, flat = r[f"blocks {a}"]["median"], r[f"floor {a}"]["median"], r[f"flat {a}"]["median"]
             rows = r.get(f"rows {a}", {}).get("median")
             lines.append(
-                f"| whole panel, {a} | {blocks:.2f} | {floor:.2f} | {blocks / floor:.2f}x | "
-                + (f"{rows:.2f} | {rows / floor:.1f}x |" if rows else " | |")
+                f"| whole panel, {a} | {blocks:.2f} | {floor:.2f} | {blocks / floor:.2f}x | {flat:.2f} | {blocks / flat:.2f}x | "
+                + (f"{rows:.2f} |" if rows else " |")
             )
         one = r["one symbol splits"]["median_ms"]
         rows_one = r.get("one symbol splits, row path", {}).get("median_ms")
         cpu = r["one symbol splits"]["cpu_median_ms"]
-        lines.append(f"| one symbol, {results['years']} years, splits (ms, median of 21; CPU {cpu:.1f} ms) | {one:.1f} | | | {rows_one or float('nan'):.1f} | |")
+        lines.append(f"| one symbol, {results['years']} years, splits (ms, median of 21; CPU {cpu:.1f} ms) | {one:.1f} | | | | | {rows_one or float('nan'):.1f} |")
         for path in ("blocks", "rows"):
             p = r.get(f"peak rss {path}")
             if p:
-                lines.append(f"| peak RSS of a whole-panel read, {path} (MB; after imports {p['baseline_mb']}, frame {p['frame_mb']}) | {p['peak_mb']} | | | | |")
+                lines.append(f"| peak RSS of a whole-panel read, {path} (MB; after imports {p['baseline_mb']}, frame {p['frame_mb']}) | {p['peak_mb']} | | | | | |")
     lines.append(f"\nload average {results['load_average']}")
     return "\n".join(lines)
 
@@ -273,12 +279,13 @@ def scenario(bench):
         "reads" + bench.key_suffix,
         f"14. Reads through the column blocks{bench.label}",
         f"`read_bars` of {n} stocks x {years} years (synthetic splits and dividends) for each adjustment, beside the "
-        "floor (`pyarrow.parquet.read_table().to_pandas()` of the same bars as one Parquet file) and the row path "
+        "floor (`pyarrow.parquet.read_table().to_pandas()` of the same frame, index and dtypes included, as one Parquet "
+        "file; and of the same bars with symbol and date as plain columns) and the row path "
         "`read_bars` took before column blocks; interleaved rounds, medians. One symbol's split-adjusted history "
         "(median of 21). Peak RSS of a process reading the whole total-return panel. Targets: each panel read at "
         "most 2x its floor at 1,000 x 20; one symbol <= 10 ms; peak memory no more than the row path's.",
-        ["Engine", "Read", "Column blocks", "Floor", "Blocks / floor", "Row path", "Target"],
-        align="llrrrrr",
+        ["Engine", "Read", "Column blocks", "Floor (same frame)", "Blocks / floor", "Floor (flat)", "Blocks / flat", "Row path", "Target"],
+        align="llrrrrrrr",
     )
     results = run(n, years, bench.repeats, bench.postgres or False, True, bench.log)
     for engine in ("sqlite", "postgresql"):
@@ -286,12 +293,13 @@ def scenario(bench):
         if not r:
             continue
         for a in ADJUSTMENTS:
-            blocks, floor, rows = r[f"blocks {a}"]["median"], r[f"floor {a}"]["median"], r[f"rows {a}"]["median"]
-            section.row(engine, f"whole panel, {a} (s)", f"{blocks:.2f}", f"{floor:.2f}", f"{blocks / floor:.2f}x", f"{rows:.2f}", "<= 2x")
+            blocks, floor, flat, rows = (r[f"{k} {a}"]["median"] for k in ("blocks", "floor", "flat", "rows"))
+            section.row(engine, f"whole panel, {a} (s)", f"{blocks:.2f}", f"{floor:.2f}", f"{blocks / floor:.2f}x", f"{flat:.2f}",
+                        f"{blocks / flat:.2f}x", f"{rows:.2f}", "<= 2x")
         section.row(engine, f"one symbol, splits (ms; CPU {r['one symbol splits']['cpu_median_ms']:.1f})", f"{r['one symbol splits']['median_ms']:.1f}", "", "",
-                    f"{r['one symbol splits, row path']['median_ms']:.1f}", "<= 10")
+                    "", "", f"{r['one symbol splits, row path']['median_ms']:.1f}", "<= 10")
         blocks_peak, rows_peak = r["peak rss blocks"], r["peak rss rows"]
-        section.row(engine, "peak RSS, whole panel (MB)", str(blocks_peak["peak_mb"]), "", "", str(rows_peak["peak_mb"]), "<= row path")
+        section.row(engine, "peak RSS, whole panel (MB)", str(blocks_peak["peak_mb"]), "", "", "", "", str(rows_peak["peak_mb"]), "<= row path")
     section.notes.append(f"Load average at the end: {results['load_average']}.")
     section.data = results
     bench.keep["reads"] = results

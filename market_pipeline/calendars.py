@@ -19,7 +19,6 @@ import pandas as pd
 NEW_YORK = ZoneInfo("America/New_York")
 UTC = dt.timezone.utc
 
-ASSET_CLASSES = ("stock", "etf", "crypto")
 CALENDAR_START = "1995-01-01"
 
 
@@ -76,7 +75,21 @@ def latest_completed_session(asset_class: str, now: dt.datetime | None = None) -
 
 @functools.lru_cache(maxsize=256)
 def _latest_completed_xnys_session(now: dt.datetime) -> dt.date:
-    """(memoised: a run's checks ask it once per symbol for the same `now`)"""
+    """(memoised: a run's checks ask it once per symbol for the same `now`). Answered from the
+    sessions' closes kept on disk (`_xnys_closes`) when they cover `now`; else from the calendar."""
+    kept = _xnys_closes()
+    if kept is not None:
+        sessions, closes = kept
+        i = int(np.searchsorted(closes, np.datetime64(now.astimezone(UTC).replace(tzinfo=None), "ns"), side="right")) - 1
+        ny_date = now.astimezone(NEW_YORK).date()
+        if 0 <= i < len(sessions) - 1:  # a later session exists: the kept list reaches past now
+            found = sessions[i].astype("datetime64[D]").item()
+            if found >= ny_date - dt.timedelta(days=14):
+                return found
+    return _latest_from_calendar(now)
+
+
+def _latest_from_calendar(now: dt.datetime) -> dt.date:
     cal = xnys()
     ts = pd.Timestamp(now).tz_convert("UTC")
     ny_date = now.astimezone(NEW_YORK).date()
@@ -85,6 +98,44 @@ def _latest_completed_xnys_session(now: dt.datetime) -> dt.date:
         if cal.session_close(session) <= ts:
             return session.date()
     return candidates[0].date() if len(candidates) else ny_date
+
+
+@functools.lru_cache(maxsize=1)
+def _xnys_closes() -> tuple[np.ndarray, np.ndarray] | None:
+    """Every XNYS session (datetime64[D]) and its close (UTC datetime64[ns]) from CALENDAR_START to
+    the calendar's end, kept in the home folder's `cache/` per exchange_calendars version and day of
+    creation: building the calendar takes about 0.25 s, which the command line's `stats` would
+    otherwise pay for the latest session alone. None when it can be neither read nor made."""
+    from importlib.metadata import version
+
+    from market_pipeline import settings
+
+    try:
+        path = settings.home_dir() / "cache" / f"xnys-closes-{version('exchange_calendars')}-{CALENDAR_START}-{dt.date.today():%Y%m%d}.npy"
+    except Exception:
+        return None
+    try:
+        pair = np.load(path, allow_pickle=False)
+        return pair[0].astype("datetime64[ns]").astype("datetime64[D]"), pair[1].astype("datetime64[ns]")
+    except (OSError, ValueError, IndexError):
+        pass
+    cal = xnys()
+    sessions = np.asarray(cal.sessions.tz_localize(None) if cal.sessions.tz is not None else cal.sessions, dtype="datetime64[ns]")
+    closes = np.asarray(cal.schedule["close"].dt.tz_convert("UTC").dt.tz_localize(None), dtype="datetime64[ns]")
+    try:
+        import os
+        import tempfile
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as out:
+            np.save(out, np.stack([sessions.astype("int64"), closes.astype("int64")]))
+        os.replace(out.name, path)
+        for old in path.parent.glob("xnys-closes-*.npy"):  # earlier days' and versions' copies
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only home: computed again next time
+    return sessions.astype("datetime64[D]"), closes
 
 
 def session_date_from_ms(t_ms: int, asset_class: str) -> dt.date:
@@ -119,7 +170,8 @@ def xnys_session_days() -> np.ndarray:
 
     Fast vectorised lookups (`np.searchsorted`, `np.isin`) use this instead of querying the calendar.
     """
-    days = xnys().sessions.tz_localize(None).values.astype("datetime64[D]")
+    kept = _xnys_closes()  # the calendar's sessions, kept on disk: no calendar to build
+    days = kept[0].copy() if kept is not None else xnys().sessions.tz_localize(None).values.astype("datetime64[D]")
     days.flags.writeable = False
     return days
 

@@ -43,6 +43,20 @@ def warehouse(monkeypatch, warehouse_url):
     return warehouse_url
 
 
+def loaded(argv: list[str], prefixes: tuple[str, ...]) -> str:
+    """Run the CLI with `argv` in a fresh interpreter: 'exit-code [the modules it loaded under prefixes]'."""
+    probe = (
+        "import sys\n"
+        "from market_pipeline.cli.main import main\n"
+        f"try:\n    code = main({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {prefixes!r} or m.startswith({prefixes!r}))\n"
+        "print('LOADED', code, heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["symbols", "list"], ["symbols", "list", "--json"], ["stats"], ["stats", "--json"],
@@ -50,17 +64,14 @@ def warehouse(monkeypatch, warehouse_url):
     ids=lambda argv: " ".join(argv),
 )
 def test_read_only_commands_load_no_dagster_code_location_or_http_client(warehouse, argv):
-    probe = (
-        "import sys\n"
-        "from market_pipeline.cli.main import main\n"
-        f"try:\n    code = main({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
-        f"heavy = sorted(m for m in sys.modules if m in {HEAVY!r} or m.startswith({HEAVY!r}[:4]))\n"
-        "print('HEAVY', code, heavy)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    last = done.stdout.strip().splitlines()[-1]
-    assert last == "HEAVY 0 []", last
+    assert loaded(argv, HEAVY) == "LOADED 0 []"
+
+
+@pytest.mark.parametrize("argv", [["symbols", "list"], ["symbols", "list", "--json"], ["db", "current"]], ids=" ".join)
+def test_listing_commands_load_neither_pandas_nor_the_migrations(warehouse, argv):
+    """`symbols list` and `db current` read a few rows: SQLAlchemy is all they need (pandas, pyarrow,
+    the calendars and Alembic with its migration modules cost about half a second more)."""
+    assert loaded(argv, ("pandas", "pyarrow", "exchange_calendars", "alembic", "market_pipeline.warehouse.columns")) == "LOADED 0 []"
 
 
 def test_symbols_list_shows_bars_status_and_names_cut_at_a_word(warehouse, capsys):
@@ -115,3 +126,29 @@ def test_a_listing_piped_into_head_ends_quietly(warehouse):
     err = process.stderr.read().decode()
     process.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_the_latest_session_from_the_kept_closes_is_the_calendars(tmp_path, monkeypatch):
+    """`stats` answers freshness from the sessions' closes kept in the home's cache/ (the calendar
+    takes a quarter of a second to build): the same latest completed session as the calendar's,
+    across early closes, holidays and weekends; a damaged cache file is rebuilt."""
+    from market_pipeline import calendars
+
+    monkeypatch.setenv("MARKET_PIPELINE_HOME", str(tmp_path))
+    calendars._xnys_closes.cache_clear()
+    assert calendars._xnys_closes() is not None
+    (kept,) = (tmp_path / "cache").glob("xnys-closes-*.npy")
+    moments = [dt.datetime(2024, 11, 29, 17, 59, tzinfo=dt.timezone.utc),  # the day after Thanksgiving closes 13:00 New York
+               dt.datetime(2024, 11, 29, 18, 1, tzinfo=dt.timezone.utc), dt.datetime(2025, 1, 9, 23, tzinfo=dt.timezone.utc),
+               dt.datetime(2025, 1, 10, 20, 59, tzinfo=dt.timezone.utc), dt.datetime(2026, 7, 5, 12, tzinfo=dt.timezone.utc)]
+    moments += [dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(hours=h) for h in range(0, 24 * 400, 13)]
+    for damaged in (False, True):
+        if damaged:
+            kept.write_bytes(b"not an array")
+        calendars._xnys_closes.cache_clear()
+        for now in moments:
+            calendars._latest_completed_xnys_session.cache_clear()
+            assert calendars._latest_completed_xnys_session(now) == calendars._latest_from_calendar(now), now
+    assert kept.read_bytes().startswith(b"\x93NUMPY")  # rebuilt
+    calendars._xnys_closes.cache_clear()
+    calendars._latest_completed_xnys_session.cache_clear()

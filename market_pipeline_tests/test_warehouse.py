@@ -203,3 +203,11 @@ def test_a_write_reports_the_symbols_count_and_range_as_summary_would(any_wareho
         else:
             assert written.stored is None
     assert expected[0] == count(any_warehouse_url, "SYM")
+
+
+def test_head_revision_read_from_the_files_is_alembics_head():
+    from alembic.script import ScriptDirectory
+
+    from market_pipeline.warehouse.engine import _alembic_config
+
+    assert head_revision() == ScriptDirectory.from_config(_alembic_config()).get_current_head()

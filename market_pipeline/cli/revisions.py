@@ -46,7 +46,7 @@ def cmd_revisions(args) -> int:
     from market_pipeline.warehouse.point_in_time import parse_instant
     from market_pipeline.warehouse.reader import ReadError
     from market_pipeline.warehouse.revisions import RevisionStore
-    from market_pipeline.warehouse.store import utcnow
+    from market_pipeline.warehouse.timestamps import utcnow
 
     symbol = args.symbol.strip().upper()
     since = None

@@ -117,23 +117,29 @@ BAR_COLUMNS = (
 )
 
 
-def bars_table(frame) -> MetadataValue:
-    """A bar frame's rows (date, open, high, low, close, volume, vwap, transactions), newest first."""
-    import numpy as np
-
-    frame = frame.iloc[::-1]
-    days = np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]").astype(str).tolist()
-    values = {c: frame[c].to_numpy(dtype="float64", na_value=np.nan).tolist() for c in ("open", "high", "low", "close", "volume", "vwap")}
-    tx = frame["transactions"].astype("Int64")
-    trades = [None if missing else int(v) for v, missing in zip(tx.to_numpy(dtype="int64", na_value=0).tolist(), tx.isna().tolist())]
+def bars_table(bars) -> MetadataValue:
+    """Bars, newest first: a bar frame's rows, or rows (date, open, high, low, close, volume, vwap,
+    transactions; None for NULL) by date as `BarStore.last_bar_rows` reads them."""
+    rows = bars if isinstance(bars, list) else _frame_rows(bars)
     records = [
         TableRecord({
-            "date": day, **{c: (None if values[c][i] != values[c][i] else values[c][i]) for c in values},
-            "transactions": trades[i],
+            "date": str(row[0])[:10],
+            **{c: (None if v is None or v != v else float(v)) for c, v in zip(("open", "high", "low", "close", "volume", "vwap"), row[1:7])},
+            "transactions": None if row[7] is None else int(row[7]),
         })
-        for i, day in enumerate(days)
+        for row in reversed(rows)
     ]
     return MetadataValue.table(records, schema=_BARS_SCHEMA)
+
+
+def _frame_rows(frame) -> list[tuple]:
+    import numpy as np
+
+    days = np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]").astype(str).tolist()
+    values = [frame[c].to_numpy(dtype="float64", na_value=np.nan).tolist() for c in ("open", "high", "low", "close", "volume", "vwap")]
+    tx = frame["transactions"].astype("Int64")
+    trades = [None if missing else int(v) for v, missing in zip(tx.to_numpy(dtype="int64", na_value=0).tolist(), tx.isna().tolist())]
+    return list(zip(days, *values, trades))
 
 
 _BARS_SCHEMA = TableSchema(columns=[

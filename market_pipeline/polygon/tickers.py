@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from market_pipeline.calendars import ASSET_CLASSES
+ASSET_CLASSES = ("stock", "etf", "crypto")
 
 
 class SymbolError(ValueError):

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import exchange_calendars
 import numpy as np
 import pandas as pd
 
@@ -54,6 +54,14 @@ class CheckState:
         return cls(QualityFold(**data["quality"]), SplitFold(**data["splits"]))
 
 
+
+@functools.lru_cache(maxsize=1)
+def _xcals_version() -> str:
+    """exchange_calendars' version, read from its metadata (importing it costs 0.1 s)."""
+    from importlib.metadata import version
+
+    return version("exchange_calendars")
+
 def validation_thresholds(settings) -> ValidationThresholds:
     """The ValidationThresholds of check settings (report.CheckThresholds or the run config)."""
     return ValidationThresholds(
@@ -68,7 +76,7 @@ def fold_basis(asset_class: str, settings, splits: Sequence[Split]) -> str:
     t = validation_thresholds(settings)
     return (
         f"fold{FOLD_VERSION}|splits-rule{SPLIT_RULES_VERSION}|{asset_class}|{t.large_move!r}|{t.stale_sessions}|{t.vwap_tolerance!r}|{t.max_examples}|"
-        f"{MAX_RANGES}|xcals{exchange_calendars.__version__}|splits:{splits_digest(splits)}"
+        f"{MAX_RANGES}|xcals{_xcals_version()}|splits:{splits_digest(splits)}"
     )
 
 

@@ -6,23 +6,23 @@
 - `freshness`: is a symbol's last stored bar the latest completed session of its market.
 """
 
-from market_pipeline.reference.events import RenameRefused, TickerChange, parse_ticker_events, plan_rename, rename_detected
-from market_pipeline.reference.freshness import Freshness, evaluate_freshness, last_trading_session
-from market_pipeline.reference.mismatch import classify, verify_message
-from market_pipeline.reference.records import ReferenceRecord, not_found_record, parse_ticker_details
+from importlib import import_module
 
-__all__ = [
-    "Freshness",
-    "ReferenceRecord",
-    "RenameRefused",
-    "TickerChange",
-    "classify",
-    "evaluate_freshness",
-    "last_trading_session",
-    "not_found_record",
-    "parse_ticker_details",
-    "parse_ticker_events",
-    "plan_rename",
-    "rename_detected",
-    "verify_message",
-]
+_EXPORTS = {
+    "RenameRefused": "events", "TickerChange": "events", "parse_ticker_events": "events", "plan_rename": "events",
+    "rename_detected": "events",
+    "Freshness": "freshness", "evaluate_freshness": "freshness", "last_trading_session": "freshness",
+    "classify": "mismatch", "verify_message": "mismatch",
+    "ReferenceRecord": "records", "not_found_record": "records", "parse_ticker_details": "records",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """The names above, imported on first use: `freshness` loads the trading calendars (pandas),
+    which the command line's `symbols list` does not need."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

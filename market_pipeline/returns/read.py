@@ -25,7 +25,8 @@ def read_returns(symbols: str | Iterable[str], start=None, end=None, *, url: str
     """Daily returns of `symbols` from `start` to `end` (inclusive, dates or ISO strings), indexed by
     (symbol, date); columns total_return (simple, dividends reinvested), log_return and
     split_adjusted_return (the split-adjusted close's move, dividends not counted). A return dated D
-    is from the previous stored bar's close to D's. Symbols without stored returns have no rows."""
+    is from the previous stored bar's close to D's. Symbols without stored returns have no rows. As
+    of one snapshot, through the column blocks (warehouse.columns)."""
     from market_pipeline.warehouse.returns import ReturnsStore
 
     names = [symbols] if isinstance(symbols, str) else list(symbols)
@@ -35,7 +36,4 @@ def read_returns(symbols: str | Iterable[str], start=None, end=None, *, url: str
     start_date, end_date = _day(start, "start"), _day(end, "end")
     if start_date and end_date and end_date < start_date:
         raise ReadError(f"end {end_date} is before start {start_date}")
-    frame = ReturnsStore(url).read(names, start_date, end_date)
-    order = {s: i for i, s in enumerate(names)}
-    frame = frame.sort_values(["symbol", "date"], key=lambda c: c.map(order) if c.name == "symbol" else c, kind="stable")
-    return frame.set_index(["symbol", "date"])[list(COLUMNS)]
+    return ReturnsStore(url).read(names, start_date, end_date)

@@ -9,9 +9,11 @@ A symbol's returns are recomputed
   otherwise: the day's new bars and the re-fetched window, not the whole history;
 - not at all when neither its bars nor its factors changed.
 
-The bars are read with `read_bars(..., "total_return")` and `read_bars(..., "splits")` (the numbers
-of the adjusted views), several symbols at a time. The factors' digest is taken before the bars are
-read, so a factor written in between only makes the next update recompute the whole history again.
+The bars are read once, several symbols at a time, through the column blocks, with both adjustments
+applied to their closes as `read_bars(..., "total_return")` and `read_bars(..., "splits")` apply them
+(the numbers of the adjusted views), in one snapshot. The factors' digest is taken before the bars
+are read, so a factor written in between only makes the next update recompute the whole history
+again.
 """
 
 from __future__ import annotations
@@ -57,8 +59,6 @@ class ReturnsOutcome:
 def update_returns(url: str, requests: Sequence[ReturnsRequest], *, threshold: float = DEFAULT_THRESHOLD) -> list[ReturnsOutcome]:
     """Recompute what changed for each request's symbol and write it (one transaction for all of them).
     Returns one outcome per request, in order."""
-    from market_pipeline.warehouse.reader import read_bars
-
     store = ReturnsStore(url)
     symbols = list(dict.fromkeys(r.symbol for r in requests))
     prints = store.factor_prints(symbols)  # before the bars (see the module docstring)
@@ -88,8 +88,7 @@ def update_returns(url: str, requests: Sequence[ReturnsRequest], *, threshold: f
         groups.setdefault(None if since is None else since - dt.timedelta(days=LOOK_BACK_DAYS), []).append(symbol)
     retry: list[str] = []
     for start, names in sorted(groups.items(), key=lambda item: (item[0] is not None, item[0] or dt.date.min)):
-        total = _closes(read_bars(names, start, None, "total_return", url=url))
-        split = _closes(read_bars(names, start, None, "splits", url=url))
+        total, split = _closes(url, names, start)
         for symbol in names:
             since, reason = plans[symbol]
             tr, sp = total.get(symbol, _NONE), split.get(symbol, _NONE)
@@ -99,8 +98,7 @@ def update_returns(url: str, requests: Sequence[ReturnsRequest], *, threshold: f
             else:
                 outcomes[symbol] = outcome
     if retry:
-        total = _closes(read_bars(retry, None, None, "total_return", url=url))
-        split = _closes(read_bars(retry, None, None, "splits", url=url))
+        total, split = _closes(url, retry, None)
         for symbol in retry:
             reason = f"{plans[symbol][1]}, and the bar before is more than {LOOK_BACK_DAYS} days earlier"
             outcomes[symbol] = _compute(symbol, None, reason, total.get(symbol, _NONE), split.get(symbol, _NONE),
@@ -112,6 +110,31 @@ def update_returns(url: str, requests: Sequence[ReturnsRequest], *, threshold: f
     return [outcomes[r.symbol] for r in requests]
 
 
+def judge_stored(url: str, symbols: Sequence[str], *, threshold: float = DEFAULT_THRESHOLD) -> dict[str, list[dict]]:
+    """symbol -> its stored returns beyond `threshold` that no event recorded now explains: what the
+    returns check finds when it runs on its own (the stored returns read through the column blocks,
+    one snapshot; each return spans from the bar before it, the previous stored return's date, or the
+    symbol's first bar for its first)."""
+    from market_pipeline.warehouse.store import BarStore
+
+    store = ReturnsStore(url)
+    symbols = list(dict.fromkeys(symbols))
+    stored = store.read(symbols)
+    events = store.event_dates(symbols)
+    firsts = BarStore(url).summary(symbols)
+    out = {symbol: [] for symbol in symbols}
+    present = set(stored.index.get_level_values("symbol")) if len(stored) else set()
+    for symbol in symbols:
+        if symbol not in present:
+            continue
+        returns = stored.loc[symbol].reset_index()
+        dates = returns["date"].to_numpy(dtype="datetime64[D]")
+        first_bar = np.datetime64(firsts[symbol][1], "D") if symbol in firsts else dates[0] - np.timedelta64(1, "D")
+        previous = np.concatenate(([min(first_bar, dates[0] - np.timedelta64(1, "D"))], dates[:-1]))
+        out[symbol] = unexplained_returns(returns, previous, events[symbol], threshold)
+    return out
+
+
 def _empty() -> pd.DataFrame:
     return daily_returns([], [], [])
 
@@ -119,19 +142,32 @@ def _empty() -> pd.DataFrame:
 _NONE = (np.array([], dtype="datetime64[ns]"), np.array([], dtype="float64"))
 
 
-def _closes(frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """symbol -> (its bar dates as datetime64[ns], its closes), from a read_bars frame (rows by symbol,
-    then date)."""
-    if frame.empty:
-        return {}
-    symbols = frame.index.get_level_values("symbol").to_numpy()
-    dates = np.asarray(frame.index.get_level_values("date").to_numpy(), dtype="datetime64[ns]")
-    close = frame["close"].to_numpy(dtype="float64")
-    cuts = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1
-    return {
-        symbols[a]: (dates[a:b], close[a:b])
-        for a, b in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [len(symbols)])).tolist())
-    }
+def _closes(url: str, symbols: list[str], start: dt.date | None) -> tuple[dict, dict]:
+    """symbol -> (its bar dates as datetime64[ns], its closes), total-return and split-adjusted: one
+    read of the bars from `start` through the column blocks, both adjustments applied to the close
+    as `read_bars` applies them (the same numbers), in one snapshot."""
+    from market_pipeline.warehouse import columns
+    from market_pipeline.warehouse.reader import _factor_table, price_factors
+    from market_pipeline.warehouse.store import BarStore
+
+    with columns.snapshot(BarStore(url).engine) as conn:
+        factors = _factor_table(conn, symbols)
+        data = columns.read(conn, columns.OHLCV, symbols, start, None)
+    offsets, close = data.offsets, data.values["close"]
+    dates = data._dates(data.days)
+    total, split = {}, {}
+    for k, symbol in enumerate(data.symbols):
+        lo, hi = int(offsets[k]), int(offsets[k + 1])
+        if hi == lo:
+            continue
+        ranges = factors.get(symbol)
+        if ranges is None:
+            total[symbol] = split[symbol] = (dates[lo:hi], close[lo:hi])
+            continue
+        split_factor, total_factor = price_factors(ranges, data.days[lo:hi].astype("datetime64[D]"))
+        total[symbol] = (dates[lo:hi], close[lo:hi] * total_factor)
+        split[symbol] = (dates[lo:hi], close[lo:hi] * split_factor)
+    return total, split
 
 
 def _compute(symbol, since, reason, tr, sp, state, factors_print, event_dates, threshold) -> ReturnsOutcome | None:

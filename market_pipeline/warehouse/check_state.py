@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from market_pipeline.warehouse.engine import get_engine, normalize_url
-from market_pipeline.warehouse.schema import ohlcv_daily, symbol_check_state
+from market_pipeline.warehouse.schema import symbol_check_state
 from market_pipeline.warehouse.stats_cache import _chunks, _stamp, fingerprint, put_symbol_rows
-from market_pipeline.warehouse.store import as_date
+from market_pipeline.warehouse.timestamps import as_date
 
 
 @dataclass(frozen=True)
@@ -69,21 +69,52 @@ class CheckStateStore:
         """symbol -> its fingerprints now, of its bars before each of its cuts and of all of them: one
         aggregate per cut over the bars before it, and one over the bars from the earliest cut on,
         which with the first gives the whole (no bar leaves the database; a symbol's bars are found
-        through the (symbol, date) key, so a refresh's query scans that symbol's index entries only)."""
-        out: dict[str, Prints] = {}
-        c = ohlcv_daily.c
-        aggregate = [sa.func.count(), sa.func.min(c.date), sa.func.max(c.date), sa.func.max(c.fetched_at)]
+        through the (symbol, date) key, so a refresh's query scans that symbol's index entries only).
+        One statement per 500 ranges."""
+        ranges: list[tuple[str, dt.date, dt.date]] = []  # (symbol, from, before): dates from <= date < before
+        for symbol, symbol_cuts in cuts.items():
+            symbol_cuts = sorted(set(symbol_cuts))
+            ranges += [(symbol, dt.date(1, 1, 1), cut) for cut in symbol_cuts]
+            ranges.append((symbol, symbol_cuts[0], dt.date(9999, 12, 31)))
+        found: list[tuple] = []
         with self.engine.connect() as conn:
-            for symbol, symbol_cuts in cuts.items():
-                symbol_cuts = sorted(set(symbol_cuts))
-                parts = {
-                    cut: conn.execute(sa.select(*aggregate).where(c.symbol == symbol, c.date < cut)).one()
-                    for cut in symbol_cuts
-                }
-                after = conn.execute(sa.select(*aggregate).where(c.symbol == symbol, c.date >= symbol_cuts[0])).one()
-                before = {cut: _print(*row) for cut, row in parts.items()}
-                out[symbol] = Prints(_print(*_joined(parts[symbol_cuts[0]], after)), before)
+            for offset in range(0, len(ranges), 500):
+                part = ranges[offset : offset + 500]
+                found += [(offset + k, *row) for k, *row in _aggregates(conn, part)]
+        rows = {k: tuple(row) for k, *row in found}
+        out: dict[str, Prints] = {}
+        k = 0
+        for symbol, symbol_cuts in cuts.items():
+            symbol_cuts = sorted(set(symbol_cuts))
+            parts = {cut: rows.get(k + i, (0, None, None, None)) for i, cut in enumerate(symbol_cuts)}
+            after = rows.get(k + len(symbol_cuts), (0, None, None, None))
+            k += len(symbol_cuts) + 1
+            before = {cut: _print(*row) for cut, row in parts.items()}
+            out[symbol] = Prints(_print(*_joined(parts[symbol_cuts[0]], after)), before)
         return out
+
+
+def _aggregates(conn: sa.Connection, ranges: list[tuple[str, dt.date, dt.date]]) -> list[tuple]:
+    """(k, count, first date, last date, latest fetched_at) of the bars of each range k (symbol, from,
+    before) that has any: one statement."""
+    if conn.dialect.name == "postgresql":
+        result = conn.exec_driver_sql(
+            "SELECT s.k, a.n, a.first, a.last, a.stamp FROM unnest(%s::int4[], %s::text[], %s::date[], %s::date[]) AS s(k, symbol, lo, hi) "
+            "CROSS JOIN LATERAL (SELECT count(*) AS n, min(d.date) AS first, max(d.date) AS last, max(d.fetched_at) AS stamp "
+            "FROM ohlcv_daily d WHERE d.symbol = s.symbol AND d.date >= s.lo AND d.date < s.hi) a WHERE a.n > 0",
+            (list(range(len(ranges))), [r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges]),
+        )
+    else:
+        result = conn.exec_driver_sql(
+            f"WITH s(k, symbol, lo, hi) AS (VALUES {', '.join(['(?, ?, ?, ?)'] * len(ranges))}) "
+            "SELECT s.k, count(*), min(d.date), max(d.date), max(d.fetched_at) FROM s CROSS JOIN ohlcv_daily d "
+            "WHERE d.symbol = s.symbol AND d.date >= s.lo AND d.date < s.hi GROUP BY s.k",
+            tuple(v for k, (symbol, lo, hi) in enumerate(ranges) for v in (k, symbol, lo.isoformat(), hi.isoformat())),
+        )
+    try:
+        return result.all()
+    finally:
+        result.close()
 
 
 def _print(count, first, last, stamp) -> str:

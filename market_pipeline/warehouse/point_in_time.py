@@ -80,7 +80,7 @@ def history_bounds(conn: sa.Connection) -> tuple[dt.datetime | None, dt.datetime
 def check_instant(conn: sa.Connection, moment: dt.datetime, name: str = "as_of") -> None:
     """ReadError unless the warehouse can answer for `moment`: not in the future, not before its
     history began, not before the revisions retention dropped."""
-    from market_pipeline.warehouse.store import utcnow
+    from market_pipeline.warehouse.timestamps import utcnow
 
     now = utcnow()
     began, kept = history_bounds(conn)

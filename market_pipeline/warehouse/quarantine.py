@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from market_pipeline import settings
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import ohlcv_quarantine
-from market_pipeline.warehouse.store import utcnow
+from market_pipeline.warehouse.timestamps import utcnow
 
 Q = ohlcv_quarantine
 

@@ -68,6 +68,14 @@ def _factor_table(conn: sa.Connection, symbols: list[str]) -> dict[str, tuple[np
     return {str(names[a]): (upper[a:b], split[a:b], total[a:b]) for a, b in zip(starts.tolist(), ends.tolist())}
 
 
+def price_factors(ranges: tuple[np.ndarray, np.ndarray, np.ndarray], days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The split and total-return factors of each of a symbol's days (datetime64[D], ascending) from
+    its factor ranges (`_factor_table`): the range with valid_from <= date < valid_to, 1 after the last."""
+    upper, split_factors, total_factors = ranges
+    at = np.searchsorted(upper, days, side="right")  # index len(upper) picks the appended 1.0
+    return np.append(split_factors, 1.0)[at], np.append(total_factors, 1.0)[at]
+
+
 def _apply(data: columns.Columns, factors: dict, adjustment: str) -> None:
     """Multiply the prices (and divide the volume) of freshly read columns in place."""
     if adjustment == "none" or not factors:
@@ -78,12 +86,8 @@ def _apply(data: columns.Columns, factors: dict, adjustment: str) -> None:
         lo, hi = int(offsets[k]), int(offsets[k + 1])
         if ranges is None or hi == lo:
             continue
-        upper, split_factors, total_factors = ranges
-        days = data.days[lo:hi].astype("datetime64[D]")
-        at = np.searchsorted(upper, days, side="right")  # the range with valid_from <= date < valid_to
-        # factor 1 after the last range: index len(upper) picks the appended 1.0
-        split = np.append(split_factors, 1.0)[at]
-        price = np.append(total_factors, 1.0)[at] if adjustment == "total_return" else split
+        split, total = price_factors(ranges, data.days[lo:hi].astype("datetime64[D]"))
+        price = total if adjustment == "total_return" else split
         for column in _PRICES:
             data.values[column][lo:hi] *= price
         data.values["volume"][lo:hi] /= split

@@ -22,7 +22,7 @@ from market_pipeline.reference.records import ReferenceRecord
 from market_pipeline.polygon.tickers import SymbolError
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import metadata, ohlcv_daily, symbol_aliases, symbol_reference, tracked_symbols
-from market_pipeline.warehouse.store import _PG_LOCK_NAMESPACE, utcnow
+from market_pipeline.warehouse.timestamps import utcnow
 
 R, A, T = symbol_reference, symbol_aliases, tracked_symbols
 _NOT_MOVED = {"tracked_symbols", "symbol_aliases", "symbol_reference"}
@@ -161,6 +161,8 @@ class ReferenceStore:
         moved: dict[str, int] = {}
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":  # bar writers of either symbol wait for the rename
+                from market_pipeline.warehouse.store import _PG_LOCK_NAMESPACE
+
                 for symbol in sorted((old, new)):
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PG_LOCK_NAMESPACE, symbol))
             row = conn.execute(sa.select(T).where(T.c.symbol == old)).first()

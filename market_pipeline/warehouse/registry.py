@@ -16,7 +16,7 @@ from market_pipeline import settings
 from market_pipeline.polygon.tickers import SymbolError, normalize_symbol, parse_start_date, validate_asset_class
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import tracked_symbols
-from market_pipeline.warehouse.store import utcnow
+from market_pipeline.warehouse.timestamps import utcnow
 
 T = tracked_symbols
 MAX_ERROR_CHARS = 2000

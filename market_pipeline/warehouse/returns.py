@@ -1,9 +1,12 @@
 """The `daily_returns` table and its upkeep state (`daily_returns_state`).
 
 `ReturnsStore.replace` writes a batch of symbols' recomputed returns in one transaction: per symbol
-its rows from the first recomputed date on are deleted and the new ones inserted, and its state
-(current through which bar, from which adjustment factors, its unexplained large returns) replaced;
-an interrupted write leaves every symbol as it was. `read_returns` is a plain read of the table.
+its rows from the first recomputed date on are rewritten in place (inserted where new, deleted where
+their bar is gone), its column blocks brought in step (warehouse.columns, dataset `columns.RETURNS`),
+and its state (current through which bar, from which adjustment factors, its unexplained large
+returns) replaced; an interrupted write leaves every symbol as it was. Reads (`read_returns`,
+`market-pipeline returns`, the returns check run on its own) go through the column blocks: each
+symbol's older returns in a few blocks, its recent ones as rows, as of one snapshot.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from market_pipeline import settings
+from market_pipeline.warehouse import columns
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import (
     adjustment_factors,
@@ -30,7 +34,7 @@ from market_pipeline.warehouse.schema import (
     symbol_aliases,
 )
 from market_pipeline.warehouse.stats_cache import _chunks
-from market_pipeline.warehouse.store import as_date, utcnow
+from market_pipeline.warehouse.timestamps import as_date, utcnow
 
 R, S = daily_returns, daily_returns_state
 _VALUES = ("total_return", "log_return", "split_adjusted_return")
@@ -130,40 +134,54 @@ class ReturnsStore:
         if not updates:
             return
         computed_at = computed_at or utcnow()
-        columns: list[list] = [[] for _ in range(5)]  # symbol, date, *values
+        updates = list({u.symbol: u for u in updates}.values())
+        columns_in: list[list] = [[] for _ in range(5)]  # symbol, date, *values
+        written: dict[str, dict] = {}  # what each symbol's rows from `since` on are now, as arrays (NULL as NaN)
         for update in updates:
             frame = update.frame
             if frame.empty:
+                written[update.symbol] = _NO_RETURNS
                 continue
+            values = {c: _finite(frame[c].to_numpy(dtype="float64")) for c in _VALUES}
+            written[update.symbol] = {"date": frame["date"].to_numpy(), **values}
             days = np.asarray(frame["date"].to_numpy(), dtype="datetime64[ns]").astype("datetime64[D]")
-            columns[0].extend([update.symbol] * len(frame))
-            columns[1].extend(days.astype(object).tolist())
+            columns_in[0].extend([update.symbol] * len(frame))
+            columns_in[1].append(days)  # one array per symbol, made text or dates at once below
             for i, c in enumerate(_VALUES, start=2):
-                columns[i].extend(_nullable(frame[c].to_numpy(dtype="float64")))
+                columns_in[i].extend(_nullable(values[c]))
         with self.engine.begin() as conn:
-            whole = [{"s": u.symbol} for u in updates if u.since is None]
-            partial = [{"s": u.symbol, "d": u.since} for u in updates if u.since is not None]
-            if whole:  # one executemany per kind, not a statement per symbol
-                conn.execute(R.delete().where(R.c.symbol == sa.bindparam("s")), whole)
-            if partial:
-                conn.execute(R.delete().where(R.c.symbol == sa.bindparam("s"), R.c.date >= sa.bindparam("d")), partial)
-            if columns[0]:
+            # rows rewritten in place (a value recomputed unchanged marks no block out of step), those
+            # whose bar is gone deleted
+            stale = _stale_rows(conn, updates, written)
+            if stale:
+                conn.execute(R.delete().where(R.c.symbol == sa.bindparam("s"), R.c.date == sa.bindparam("d")), stale)
+            if columns_in[0]:
+                days = np.concatenate(columns_in[1])
                 if conn.dialect.name == "sqlite":  # plain DBAPI rows: a few times faster than Core's dicts
                     stamp = computed_at.isoformat(sep=" ")
                     conn.exec_driver_sql(
                         "INSERT INTO daily_returns (symbol, date, total_return, log_return, split_adjusted_return, computed_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        list(zip(columns[0], [d.isoformat() for d in columns[1]], *columns[2:], [stamp] * len(columns[0]))),
+                        f"VALUES (?, ?, ?, ?, ?, ?) {_UPSERT}",
+                        list(zip(columns_in[0], np.datetime_as_string(days, unit="D").tolist(), *columns_in[2:], [stamp] * len(days))),
                     )
                 else:
+                    columns_in[1] = days.astype(object).tolist()
                     names = ("symbol", "date", *_VALUES)
-                    conn.execute(R.insert(), [{**dict(zip(names, row)), "computed_at": computed_at} for row in zip(*columns)])
+                    insert = postgresql.insert(R)
+                    conn.execute(
+                        insert.on_conflict_do_update(
+                            index_elements=["symbol", "date"], set_={c: insert.excluded[c] for c in (*_VALUES, "computed_at")}
+                        ),
+                        [{**dict(zip(names, row)), "computed_at": computed_at} for row in zip(*columns_in)],
+                    )
+            # the column blocks of the symbols written, in the same transaction
+            columns.after_write(conn, columns.RETURNS, written)
             states = [
                 {
                     "symbol": u.symbol, "current_through": u.state.current_through, "factors_print": u.state.factors_print,
                     "outliers": json.dumps(u.state.outliers), "computed_at": computed_at,
                 }
-                for u in {u.symbol: u for u in updates}.values()
+                for u in updates
             ]
             insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(S)
             conn.execute(
@@ -172,33 +190,69 @@ class ReturnsStore:
             )
 
     # ---- reads ------------------------------------------------------------------------------
-    def counts(self, symbols: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """symbol -> (rows, rows with a NULL value) in daily_returns."""
-        incomplete = sa.func.sum(sa.case((sa.or_(*(R.c[c].is_(None) for c in _VALUES)), 1), else_=0))
-        out = {s: (0, 0) for s in symbols}
+    def counts(self, symbols: Sequence[str]) -> dict[str, int]:
+        """symbol -> its rows in daily_returns (counted from the primary key's index)."""
+        out = {s: 0 for s in symbols}
         with self.engine.connect() as conn:
             for part in _chunks(list(symbols)):
-                query = sa.select(R.c.symbol, sa.func.count(), incomplete).where(R.c.symbol.in_(part)).group_by(R.c.symbol)
-                for symbol, count, nulls in conn.execute(query):
-                    out[symbol] = (int(count), int(nulls or 0))
+                query = sa.select(R.c.symbol, sa.func.count()).where(R.c.symbol.in_(part)).group_by(R.c.symbol)
+                for symbol, count in conn.execute(query):
+                    out[symbol] = int(count)
         return out
 
     def read(self, symbols: Sequence[str], start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:
-        """The stored returns of `symbols` from `start` to `end` (inclusive), by symbol and date."""
-        query = sa.select(R.c.symbol, R.c.date, *(R.c[c] for c in _VALUES))
-        if start is not None:
-            query = query.where(R.c.date >= start)
-        if end is not None:
-            query = query.where(R.c.date <= end)
-        rows = []
-        with self.engine.connect() as conn:
-            for part in _chunks(list(symbols)):
-                rows += conn.execute(query.where(R.c.symbol.in_(part)).order_by(R.c.symbol, R.c.date)).all()
-        frame = pd.DataFrame(rows, columns=["symbol", "date", *_VALUES])
-        frame["date"] = pd.to_datetime(frame["date"])
-        for column in _VALUES:
-            frame[column] = frame[column].astype("float64")
-        return frame
+        """The stored returns of `symbols` from `start` to `end` (inclusive), as of one snapshot, through
+        the column blocks: indexed by (symbol, date) (datetime64[s]), symbols in the order given, dates
+        ascending; the three columns float64 with NaN for NULL."""
+        with columns.snapshot(self.engine) as conn:
+            data = columns.read(conn, columns.RETURNS, list(symbols), start, end)
+        if not len(data.days):
+            empty = pd.DataFrame({"symbol": pd.Series([], dtype=object), "date": pd.Series([], dtype="datetime64[s]")})
+            return empty.assign(**{c: pd.Series([], dtype="float64") for c in _VALUES}).set_index(["symbol", "date"])
+        frame = data.frame()
+        return frame.set_axis(frame.index.set_levels(frame.index.levels[1].as_unit("s"), level="date"), axis=0)
+
+
+_UPSERT = (
+    "ON CONFLICT (symbol, date) DO UPDATE SET total_return = excluded.total_return, log_return = excluded.log_return, "
+    "split_adjusted_return = excluded.split_adjusted_return, computed_at = excluded.computed_at"
+)
+
+
+def _stale_rows(conn: sa.Connection, updates: Sequence[SymbolReturns], written: dict[str, dict]) -> list[dict]:
+    """The stored rows, dated on or after each update's first recomputed date (all of a whole
+    recompute's), that its recomputed returns do not have: {"s": symbol, "d": date}."""
+    bounds = [(u.symbol, u.since or dt.date(1, 1, 1)) for u in updates]
+    stored: list[tuple] = []
+    for part in _chunks(bounds):
+        if conn.dialect.name == "postgresql":
+            result = conn.exec_driver_sql(
+                "SELECT d.symbol, d.date FROM unnest(%s::text[], %s::date[]) AS s(symbol, lo) "
+                "JOIN daily_returns d ON d.symbol = s.symbol AND d.date >= s.lo",
+                ([b[0] for b in part], [b[1] for b in part]),
+            )
+        else:
+            result = conn.exec_driver_sql(
+                f"WITH s(symbol, lo) AS (VALUES {', '.join(['(?, ?)'] * len(part))}) "
+                "SELECT d.symbol, d.date FROM s CROSS JOIN daily_returns d WHERE d.symbol = s.symbol AND d.date >= s.lo",
+                tuple(v for symbol, lo in part for v in (symbol, lo.isoformat())),
+            )
+        stored += result.all()
+    if not stored:
+        return []
+    kept = {
+        symbol: set(np.datetime_as_string(np.asarray(frame["date"], dtype="datetime64[D]"), unit="D").tolist())
+        for symbol, frame in written.items()
+    }
+    return [{"s": symbol, "d": as_date(day)} for symbol, day in stored if str(day)[:10] not in kept.get(symbol, ())]
+
+
+_NO_RETURNS = {"date": np.array([], dtype="datetime64[ns]"), **{c: np.array([], dtype="float64") for c in _VALUES}}
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """The values as stored: NaN where not a finite number (stored as NULL)."""
+    return np.where(np.isfinite(values), values, np.nan)
 
 
 def _nullable(values: np.ndarray) -> list:

@@ -410,7 +410,7 @@ class RevisionStore:
         """Drop the revisions replaced (and the insertions recorded) more than `older_than_days` ago,
         in one transaction; reads as of an instant before then are refused from now on. Returns the
         rows dropped per table."""
-        from market_pipeline.warehouse.store import utcnow
+        from market_pipeline.warehouse.timestamps import utcnow
 
         cutoff = (now or utcnow()) - dt.timedelta(days=older_than_days)
         dropped = {}

@@ -303,7 +303,17 @@ check_outcomes = sa.Table(
     sa.Column("evaluated_at", sa.DateTime, nullable=False),
 )
 
-# ---- 0010: revisions (market_pipeline.warehouse.revisions): what the warehouse held at any past instant --
+# ---- 0010: the column blocks' SQLite watermark (daily_returns read through column blocks) ---------
+# SQLite: each dataset's watermark (warehouse.columns): the rows at or under `row_mark` have been looked
+# at by a write for rows inserted under a seal (-1: void, the row at it was deleted)
+column_marks = sa.Table(
+    "column_marks",
+    metadata,
+    sa.Column("dataset", sa.String(32), primary_key=True),
+    sa.Column("row_mark", sa.BigInteger, nullable=False),
+)
+
+# ---- 0011: revisions (market_pipeline.warehouse.revisions): what the warehouse held at any past instant --
 # Every value a bar held before a write replaced it, with the interval the warehouse held it: from
 # `stored_at` (when the bar was stored with these values; NULL: before the history kept) to
 # `replaced_at` (the `fetched_at` of the write that replaced them). Bars rewritten unchanged add nothing.

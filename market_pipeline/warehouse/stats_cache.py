@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import ohlcv_daily, symbol_stats_cache
-from market_pipeline.warehouse.store import as_date
+from market_pipeline.warehouse.timestamps import as_date
 
 NO_BARS = "0|||"  # the fingerprint of a symbol without any stored bar
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain, repeat
@@ -41,38 +39,11 @@ from market_pipeline.warehouse import columns, revisions
 from market_pipeline.warehouse.columns import pg_copy as _pg_copy
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import BAR_VALUE_COLUMNS, ohlcv_daily
+from market_pipeline.warehouse.timestamps import as_date, clock_at, utcnow  # noqa: F401  (imported from here too)
 
 _INSERT_COLUMNS = ("symbol", *BAR_COLUMNS, "fetched_at")
 _FLOAT_COLUMNS = ("open", "high", "low", "close", "volume", "vwap")
 _UPDATES = ", ".join(f"{c} = excluded.{c}" for c in (*BAR_VALUE_COLUMNS, "fetched_at"))
-
-
-_clock: Callable[[], dt.datetime] | None = None  # `clock_at`: the instant every stamp takes (tests)
-
-
-def utcnow() -> dt.datetime:
-    """Naive UTC now: how the warehouse stores timestamps on every engine (every `fetched_at`,
-    revision and event stamp the warehouse writes comes from here)."""
-    if _clock is not None:
-        return _clock()
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-@contextmanager
-def clock_at(moment: dt.datetime | Callable[[], dt.datetime]):
-    """Within the block, `utcnow()` answers `moment` (naive UTC, or aware: converted), or what the
-    callable returns: how tests inject the instants writes are stamped with, instead of the wall clock."""
-    global _clock
-    if isinstance(moment, dt.datetime):
-        fixed = moment.astimezone(dt.timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
-        source = lambda: fixed  # noqa: E731
-    else:
-        source = moment
-    saved, _clock = _clock, source
-    try:
-        yield
-    finally:
-        _clock = saved
 
 
 @dataclass(frozen=True)
@@ -559,18 +530,32 @@ class BarStore:
         with columns.snapshot(self.engine) as conn:
             return columns.read(conn, columns.OHLCV, [symbol], start, end).frames()[symbol]
 
+    def last_bar_rows(self, symbol: str, count: int) -> list[tuple]:
+        """The symbol's last `count` stored bars as rows (date, open, high, low, close, volume, vwap,
+        transactions; None for NULL), by date: one query on the primary key (a few rows are cheaper
+        read as rows than through the column blocks)."""
+        with self.engine.connect() as conn:
+            marker = _marker(conn)
+            rows = _raw_rows(conn.exec_driver_sql(
+                f"SELECT date, {', '.join(BAR_VALUE_COLUMNS)} FROM ohlcv_daily WHERE symbol = {marker} "
+                f"ORDER BY date DESC LIMIT {int(count)}",
+                (symbol,),
+            ))
+        return rows[::-1]
+
     def refetch_start(self, symbol: str, window: int) -> dt.date | None:
         """The date of the `window`-th last stored bar (the first date to fetch again), or None if none."""
+        return self.refetch_starts([symbol], window)[symbol]
+
+    def refetch_starts(self, symbols: list[str], window: int) -> dict[str, dt.date | None]:
+        """`refetch_start` of each symbol, on one connection (one statement each on the primary key)."""
+        out: dict[str, dt.date | None] = {}
         with self.engine.connect() as conn:
-            dates = conn.execute(
-                sa.select(ohlcv_daily.c.date)
-                .where(ohlcv_daily.c.symbol == symbol)
-                .order_by(ohlcv_daily.c.date.desc())
-                .limit(max(window, 1))
-            ).scalars().all()
-        if not dates:
-            return None
-        return dates[-1] if window > 0 else dates[0] + dt.timedelta(days=1)
+            sql = f"SELECT date FROM ohlcv_daily WHERE symbol = {_marker(conn)} ORDER BY date DESC LIMIT {max(int(window), 1)}"
+            for symbol in symbols:
+                dates = [as_date(row[0]) for row in _raw_rows(conn.exec_driver_sql(sql, (symbol,)))]
+                out[symbol] = None if not dates else dates[-1] if window > 0 else dates[0] + dt.timedelta(days=1)
+        return out
 
     def count_rows(self) -> int:
         """The number of bars in the table (all symbols)."""
@@ -624,8 +609,3 @@ def _marker(conn: sa.Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def as_date(value) -> dt.date | None:
-    """A date as a database or a report gives it (a date, ISO text, or None) as a date or None."""
-    if value is None or isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])

@@ -16,7 +16,7 @@ from market_pipeline.quality.outcomes import CheckOutcome
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import check_outcomes, symbol_charts
 from market_pipeline.warehouse.stats_cache import _chunks, put_symbol_rows
-from market_pipeline.warehouse.store import as_date, utcnow
+from market_pipeline.warehouse.timestamps import as_date, utcnow
 
 
 @dataclasses.dataclass(frozen=True)

@@ -251,7 +251,7 @@ def _ohlcv_daily(
         stored: list[SymbolResult] = []
         checking: list[tuple[SymbolResult, object]] = []  # stored symbols whose checks are still to record
         returning: list[tuple[SymbolResult, object]] = []  # stored symbols whose returns are still to update
-        views = RunViews(context, warehouse, rows, now)
+        views = RunViews(context, warehouse, rows, now, storing=True)
         table_rows = store.count_rows()  # the table's rows, kept current as each symbol adds its new ones
         tally = Counter()  # how the checks got their bars
         client = polygon.get_client(logger=context.log)  # a bad setting fails here, before anything is written
@@ -260,7 +260,7 @@ def _ohlcv_daily(
         except BaseException:
             client.close()
             raise
-        with client, closing(
+        with client, closing(views.open()), closing(
             FirstRunReferences(context, client, registry, refs_store, rows)  # running ahead of the bars
         ) as lookups:
             refs = refs_store.get_many([row.symbol for row in rows if row.symbol not in lookups.pending])
@@ -291,24 +291,32 @@ def _ohlcv_daily(
                     )
                 elif len(stored) % PROGRESS_EVERY == 0:
                     context.log.info(f"{len(stored)} of {len(rows)} symbol(s) stored")
-                yield materialization(result, table_rows, {**reference_metadata(refs.get(symbol)), **views.bars_metadata(result, row)})
+                yield from views.stored(
+                    result, row,
+                    lambda metadata, result=result, rows=table_rows, ref=refs.get(symbol): materialization(
+                        result, rows, {**reference_metadata(ref), **metadata}
+                    ),
+                )
                 if selected_checks:
                     checking.append((result, row))
                     if len(checking) >= CHECK_BATCH:
-                        yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally))
+                        yield from views.held()  # the checks name the materializations they judge
+                        yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally, views.recorded))
                         checking = []
                 else:
                     result.stored_bars = None  # memory stays flat however many symbols the run holds
                 returning.append((result, row))
                 if len(returning) >= CHECK_BATCH:
+                    yield from views.held()
                     yield from _returns(context, config, warehouse, returning, returns, returns_checks, views)
                     returning = []
                     views.flush()
             refreshing.close()
+            yield from views.held()
             if stop is not None:
                 raise stopped_failure(context, registry, scope, {r.symbol for r in stored}, failures, stop)
             if checking:
-                yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally))
+                yield from views.checked(check_batch(context, config, warehouse, checking, selected_checks, now, tally, views.recorded))
             yield from _returns(context, config, warehouse, returning, returns, returns_checks, views)
             views.flush()
             if selected_checks:
@@ -384,9 +392,15 @@ def _refresh(context, config: OhlcvConfig, client, store, registry, rows, now: d
             lookups.resolve(early)
             rows = [lookups.fresh(row) for row in rows]  # those saved with them too
     windows, starts = [], {}
+    try:  # one connection for all (a fault: each symbol asks on its own below, and its plan records it)
+        refetch = {} if full_refetch else store.refetch_starts([row.symbol for row in rows], config.refetch_sessions)
+    except Exception:
+        refetch = {}
     for row in rows:
         try:
-            refetch_from = None if full_refetch else store.refetch_start(row.symbol, config.refetch_sessions)
+            refetch_from = None if full_refetch else (
+                refetch[row.symbol] if row.symbol in refetch else store.refetch_start(row.symbol, config.refetch_sessions)
+            )
             plan = plan_fetch(row, refetch_from, today, default_history_days=config.default_history_days)
             # a delisted symbol takes the range path (its own last session ends the fetch, or nothing is fetched)
             windows.append(SymbolWindow(row.symbol, row.asset_class, plan.start, plan.full or row.delisted_on is not None))

@@ -91,9 +91,9 @@ def _severity(name: str) -> AssetCheckSeverity:
     return AssetCheckSeverity.ERROR if name == "ERROR" else AssetCheckSeverity.WARN
 
 
-def _target(instance, symbol: str) -> AssetCheckEvaluationTargetMaterializationData | None:
+def _target(instance, symbol: str, asset_key: AssetKey = OHLCV_KEY) -> AssetCheckEvaluationTargetMaterializationData | None:
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=OHLCV_KEY, asset_partitions=[symbol]), limit=1
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[symbol]), limit=1
     ).records
     if not records:
         return None
@@ -103,25 +103,42 @@ def _target(instance, symbol: str) -> AssetCheckEvaluationTargetMaterializationD
     )
 
 
-def materialization_targets(instance, symbols: list[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
-    """The latest materialization of each symbol's partition, in one event-log query (the checks of a
-    batch of symbols point at the materializations just recorded); a symbol the query's top rows miss
+def materialization_targets(
+    instance, symbols: list[str], asset_key: AssetKey = OHLCV_KEY, run_id: str | None = None,
+    recorded: dict[str, float] | None = None,
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The latest materialization of each symbol's partition: what its check evaluations point at (a
+    partition's check counts as current in Dagster only when it names the storage id of the
+    partition's latest materialization).
+
+    `recorded`: symbol -> when this run (`run_id`) recorded the partition's materialization, just
+    before its checks: then the latest storage ids are looked up in one query that reads no event
+    (the materializations are this run's). Otherwise (checks on stored data), the latest
+    materializations are read, in one query for the batch; a symbol the query's top rows miss
     (another run materialised some of them since) is looked up on its own."""
     if not symbols:
         return {}
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=OHLCV_KEY, asset_partitions=list(symbols)), limit=len(symbols)
-    ).records
     found: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
-    for record in records:  # newest first: the first record of a partition is its latest
-        partition = record.event_log_entry.dagster_event.partition if record.event_log_entry.dagster_event else None
-        if partition is not None and partition not in found:
-            found[partition] = AssetCheckEvaluationTargetMaterializationData(
-                run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
-            )
+    if recorded and run_id:
+        from dagster import DagsterEventType
+
+        ids = instance.get_latest_storage_id_by_partition(asset_key, DagsterEventType.ASSET_MATERIALIZATION, set(symbols))
+        for symbol in symbols:
+            if symbol in ids and symbol in recorded:
+                found[symbol] = AssetCheckEvaluationTargetMaterializationData(run_id=run_id, storage_id=ids[symbol], timestamp=recorded[symbol])
+    else:
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(symbols)), limit=len(symbols)
+        ).records
+        for record in records:  # newest first: the first record of a partition is its latest
+            partition = record.event_log_entry.dagster_event.partition if record.event_log_entry.dagster_event else None
+            if partition is not None and partition not in found:
+                found[partition] = AssetCheckEvaluationTargetMaterializationData(
+                    run_id=record.event_log_entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+                )
     for symbol in symbols:
         if symbol not in found:
-            target = _target(instance, symbol)
+            target = _target(instance, symbol, asset_key)
             if target is not None:
                 found[symbol] = target
     return found

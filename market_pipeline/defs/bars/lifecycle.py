@@ -7,7 +7,7 @@ from dagster import FreshnessPolicy
 
 from market_pipeline.polygon.reference_list import SAVE_BATCH, ReferenceReads
 from market_pipeline.warehouse.reference import StoredReference, registry_delisting
-from market_pipeline.warehouse.store import utcnow
+from market_pipeline.warehouse.timestamps import utcnow
 
 # The table as a whole: some symbol's partition materializes at least daily (crypto every day, stocks
 # every weekday); three days without any covers a long weekend of a stocks-only warehouse.

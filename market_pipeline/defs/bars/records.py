@@ -14,7 +14,7 @@ from market_pipeline.refresh.ingest import SymbolResult
 from market_pipeline.warehouse.corporate_actions import CorporateActionStore
 from market_pipeline.warehouse.check_state import CheckStateStore
 from market_pipeline.warehouse.stats_cache import StatsCache
-from market_pipeline.warehouse.store import utcnow
+from market_pipeline.warehouse.timestamps import utcnow
 
 TABLE_NAME = "ohlcv_daily"
 CHECK_BATCH = 50  # symbols whose checks are evaluated together (one event-log and one splits query)
@@ -66,7 +66,7 @@ def _dates_text(symbol: str, dates: list[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "") + f" (old and new values: market-pipeline revisions {symbol})"
 
 
-def check_batch(context, config, warehouse, batch, selected_checks, now, tally: Counter | None = None):
+def check_batch(context, config, warehouse, batch, selected_checks, now, tally: Counter | None = None, recorded: dict | None = None):
     """The check evaluations of a batch of just-stored symbols: their materializations and their splits
     are read in one query each (not one per symbol), then each symbol's checks are evaluated
     (market_pipeline.quality.stored_checks).
@@ -76,11 +76,12 @@ def check_batch(context, config, warehouse, batch, selected_checks, now, tally: 
     refresh reads a month or two of bars per symbol, not its whole history. The stats are cached
     (symbol_stats_cache) with the fingerprint of the bars they were computed from, so the
     symbol_stats asset does not read those bars again. `tally` counts the symbols checked from bars
-    in memory, from a kept state, or read whole, and the bars read."""
+    in memory, from a kept state, or read whole, and the bars read. `recorded`: symbol -> when this
+    run recorded its materialization (the evaluations point at it without reading it back)."""
     tally = Counter() if tally is None else tally
     store = warehouse.bars()
     symbols = [result.symbol for result, _ in batch]
-    targets = materialization_targets(context.instance, symbols)
+    targets = materialization_targets(context.instance, symbols, run_id=context.run_id, recorded=recorded)
     wants_splits = any(k.name == SPLIT_CHECK for k in selected_checks)
     equities = [row.symbol for _, row in batch if row.asset_class != "crypto"]
     splits = CorporateActionStore(warehouse.resolved_url()).splits_by_symbol(equities) if wants_splits else {}

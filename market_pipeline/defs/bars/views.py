@@ -12,23 +12,29 @@ Charts are bounded: at most MARKET_PIPELINE_CHARTS_PER_RUN per run (settings.cha
 symbols whose history the run changed beyond appending sessions (a new history, late corrections,
 quarantined bars, new or changed corporate actions) are drawn first; of those it only appended
 sessions to, the ones whose chart is the oldest; a symbol whose bars did not change gets no new one.
-A symbol left out says where its last chart is.
+A symbol left out says where its last chart is. A run that stores at least CHART_PROCESS_FROM
+symbols draws its charts in a worker process (`charts.process`) while it stores the next symbols;
+their materializations are recorded as soon as their chart is drawn, and always before the run's
+next check or returns batch (which name the materializations they judge).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections import Counter
 
 from dagster import AssetCheckEvaluation, AssetMaterialization, MetadataValue
 
 from market_pipeline import settings
 from market_pipeline.defs.metadata import bars_table, chart_markdown, table
-from market_pipeline.warehouse.store import utcnow
+from market_pipeline.warehouse.timestamps import utcnow
 from market_pipeline.warehouse.views_log import CheckOutcome, DrawnChart, ViewsLog
 
 LAST_BARS = 10
+CHART_PROCESS_FROM = 32  # symbols a run stores from which its charts are drawn in a worker process
+PENDING_CHARTS = 4  # materializations held at most while their charts are drawn
 CHART_KEY = "chart"
 BARS_KEY = "last_bars"
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -59,7 +65,7 @@ def change_kind(result, factors_changed: set[str]) -> str | None:
 class RunViews:
     """The views of one ohlcv_daily run (see the module docstring); used on the op's thread."""
 
-    def __init__(self, context, warehouse, rows, now: dt.datetime, budget: int | None = None):
+    def __init__(self, context, warehouse, rows, now: dt.datetime, budget: int | None = None, storing: bool = False):
         self.context, self.now = context, now
         self.url = warehouse.resolved_url()
         self.store = warehouse.bars()
@@ -72,9 +78,13 @@ class RunViews:
         self.rotation = set(oldest[: self.budget])  # the appended-only symbols whose turn it is
         self.factors_changed: set[str] = set()
         self.drawn: list[DrawnChart] = []
+        self._process = None  # the chart process, started with the first chart of a big run
+        self._use_process = storing and len(self.rows) >= CHART_PROCESS_FROM and self.budget > 0
+        self._held: list[tuple[dict, object, object]] = []  # (metadata, build, result): materializations to yield
         self.outcomes: list[CheckOutcome] = []  # still to record
         self.run_outcomes: list[CheckOutcome] = []  # every outcome of the run (its summary line)
         self.tally = Counter()
+        self.recorded: dict[str, float] = {}  # symbol -> when this run recorded its materialization (its checks point at it)
 
     # ---- the partition's materialization ------------------------------------------------------
     def bars_metadata(self, result, row) -> dict:
@@ -98,12 +108,62 @@ class RunViews:
                 + self._last_chart(result.symbol)
             )
         else:
-            chart = self._symbol_chart(result, row, kind)
-            out[CHART_KEY] = chart_markdown(chart, f"{result.symbol} bars")
-            if chart.drawn:
-                self.tally["drawn"] += 1
-                self.drawn.append(DrawnChart(result.symbol, self.context.run_id, _date(result.last_date), utcnow()))
+            inputs = self._chart_inputs(result, row, kind)
+            if isinstance(inputs, dict):
+                future = self._chart_process().draw(inputs) if self._use_process else None
+                if future is not None:
+                    out[CHART_KEY] = _Drawing(future, inputs)  # replaced by the chart in `held`
+                    return out
+                from market_pipeline.charts.process import draw_symbol_chart
+
+                inputs = draw_symbol_chart(inputs)
+            self._put_chart(out, inputs, result)
         return out
+
+    def _put_chart(self, out: dict, chart, result) -> None:
+        out[CHART_KEY] = chart_markdown(chart, f"{result.symbol} bars")
+        if chart.drawn:
+            self.tally["drawn"] += 1
+            self.drawn.append(DrawnChart(result.symbol, self.context.run_id, _date(result.last_date), utcnow()))
+
+    def _chart_process(self):
+        if self._process is None:
+            from market_pipeline.charts.process import ChartProcess
+
+            self._process = ChartProcess(logger=self.context.log)
+        return self._process
+
+    def stored(self, result, row, build):
+        """The materialization of a symbol just stored: `build(metadata)` with its last bars and chart,
+        yielded now, or once its chart is drawn when the chart process draws it (with any earlier
+        ones whose chart is done; at most PENDING_CHARTS are held)."""
+        self._held.append((self.bars_metadata(result, row), build, result))
+        yield from self.held(wait=len(self._held) > PENDING_CHARTS)
+
+    def held(self, wait: bool = True):
+        """The held materializations whose chart is drawn (`wait`: all of them, waiting for their charts)."""
+        keep = []
+        for metadata, build, result in self._held:
+            drawing = metadata.get(CHART_KEY)
+            if isinstance(drawing, _Drawing):
+                if not wait and not drawing.future.done():
+                    keep.append((metadata, build, result))
+                    continue
+                self._put_chart(metadata, self._process.chart(drawing.future, drawing.inputs), result)
+            self.recorded[result.symbol] = time.time()
+            yield build(metadata)
+        self._held = keep
+
+    def open(self) -> "RunViews":
+        """Start the chart process of a big run now: it is ready by the first chart (a second of imports)."""
+        if self._use_process:
+            self._chart_process()
+        return self
+
+    def close(self) -> None:
+        """Stop the chart process (a run that ends early leaves no worker behind)."""
+        if self._process is not None:
+            self._process.close()
 
     def _spend(self) -> bool:
         if self.tally["charts"] >= self.budget:
@@ -123,16 +183,12 @@ class RunViews:
         bars = result.stored_bars
         if bars is not None and not bars.empty:
             return bars.tail(LAST_BARS)
-        last = _date(result.last_date)
-        if last is None:
-            return self.store.read_bars(result.symbol).tail(LAST_BARS)
-        bars = self.store.read_bars(result.symbol, last - dt.timedelta(days=25))
-        if len(bars) < LAST_BARS and result.rows_stored > len(bars):
-            bars = self.store.read_bars(result.symbol, last - dt.timedelta(days=400))
-        return bars.tail(LAST_BARS)
+        return self.store.last_bar_rows(result.symbol, LAST_BARS)
 
-    def _symbol_chart(self, result, row, kind: str):
-        from market_pipeline.charts import Chart, symbol_chart
+    def _chart_inputs(self, result, row, kind: str):
+        """`symbol_chart`'s arguments for a symbol just stored, or the Chart (a note) when there is
+        nothing to draw or its data could not be read."""
+        from market_pipeline.charts import Chart
         from market_pipeline.quality.gaps import detect_gaps
         from market_pipeline.reference.freshness import last_trading_session
         from market_pipeline.warehouse.corporate_actions import CorporateActionStore
@@ -162,9 +218,9 @@ class RunViews:
             missing = [(dt.date.fromisoformat(a), dt.date.fromisoformat(b)) for a, b in gaps.missing_ranges]
         except Exception as exc:  # a read failed: the note says so, the materialization goes on
             return Chart(None, f"the chart's data could not be read ({type(exc).__name__}: {str(exc)[:200]})")
-        return symbol_chart(
-            symbol, bars, adjusted, splits=splits, dividends=dividends, quarantined=quarantined, missing=missing,
-            subtitle=f"drawn for: {kind}",
+        return dict(
+            symbol=symbol, bars=bars[["date", "close", "volume"]], adjusted_close=adjusted, splits=splits,
+            dividends=dividends, quarantined=quarantined, missing=missing, subtitle=f"drawn for: {kind}",
         )
 
     # ---- check evaluations --------------------------------------------------------------------
@@ -243,8 +299,16 @@ class RunViews:
         skipped = self.tally["over_budget"]
         return (
             f"charts: {self.tally['drawn']} drawn (at most {self.budget} a run, MARKET_PIPELINE_CHARTS_PER_RUN)"
+            + (f", {self._process.drawn} of them in the chart process" if self._process is not None else "")
             + (f"; {skipped} left for later runs" if skipped else "")
         )
+
+
+class _Drawing:
+    """A chart being drawn in the chart process: its future, and its inputs to draw it here if need be."""
+
+    def __init__(self, future, inputs: dict):
+        self.future, self.inputs = future, inputs
 
 
 def _date(value) -> dt.date | None:

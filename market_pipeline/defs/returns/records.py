@@ -12,13 +12,15 @@ it recomputes the selected symbols' whole histories from the stored bars.
 
 from __future__ import annotations
 
+import time
+
 from dagster import AssetMaterialization, AssetSpec, MetadataValue, TableColumn, TableSchema
 
-from market_pipeline.defs.bars.checks import OHLCV_KEY
+from market_pipeline.defs.bars.checks import OHLCV_KEY, materialization_targets
 from market_pipeline.defs.metadata import table
 from market_pipeline.defs.returns.checks import RETURNS_KEY, returns_evaluations
-from market_pipeline.returns.update import ReturnsOutcome, ReturnsRequest, update_returns
-from market_pipeline.warehouse.returns import ReturnsStore
+from market_pipeline.returns.update import ReturnsOutcome, ReturnsRequest, judge_stored, update_returns
+from market_pipeline.warehouse.returns import ReturnsState, ReturnsStore
 
 TABLE_NAME = "daily_returns"
 LAST_RETURNS = 10
@@ -63,19 +65,23 @@ def changed_from(result):
 def returns_batch(context, config, url: str, batch, selected_checks: set, views, *, materialize: bool = True, whole: bool = False):
     """Update the returns of a batch of (SymbolResult, tracked row) and yield their materializations
     and check evaluations (the row count is the symbol's returns in the table). `whole`: recompute whole histories (the asset selected on its own);
-    `materialize` False: only the checks, on the returns as stored."""
+    `materialize` False: only the check, on the returns as stored (judged again against the events
+    recorded now)."""
     if not batch:
         return
     symbols = [result.symbol for result, _ in batch]
     if materialize:
         requests = [ReturnsRequest(result.symbol, None if whole else changed_from(result), whole) for result, _ in batch]
         outcomes = update_returns(url, requests, threshold=config.max_unexplained_return)
-    else:
-        states = ReturnsStore(url).states(symbols)
-        outcomes = [ReturnsOutcome(s, "unchanged", "checks only", None, None, states.get(s)) for s in symbols]
-    counts = ReturnsStore(url).counts(symbols)
+    else:  # the check alone: the stored returns judged again (read through the column blocks)
+        judged = judge_stored(url, symbols, threshold=config.max_unexplained_return)
+        outcomes = [
+            ReturnsOutcome(s, "unchanged", "checks only", None, None, ReturnsState(s, None, "", judged[s])) for s in symbols
+        ]
+    counts = ReturnsStore(url).counts(symbols) if materialize else {}
+    recorded: dict[str, float] = {}
     for (result, _), outcome in zip(batch, outcomes if materialize else []):
-        rows = counts.get(result.symbol, (0, 0))[0]
+        rows = counts.get(result.symbol, 0)
         if outcome.action == "unchanged":
             recomputed = f"nothing: {outcome.reason}"
         elif outcome.action == "whole":
@@ -97,14 +103,16 @@ def returns_batch(context, config, url: str, batch, selected_checks: set, views,
                 ],
                 descriptions={c.name: c.description for c in COLUMN_SCHEMA.columns},
             )
+        recorded[result.symbol] = time.time()
         yield AssetMaterialization(asset_key=RETURNS_KEY, partition=result.symbol, metadata=metadata)
     if selected_checks:
-        # no target materialization looked up (a query per batch): Dagster takes an evaluation recorded in
-        # the run of the partition's latest materialization (or after it) as evaluating that one
+        # each evaluation names the materialization it checks (else Dagster never counts it as the
+        # partition's current check): this run's just recorded, or the latest stored
+        targets = materialization_targets(context.instance, symbols, RETURNS_KEY, context.run_id, recorded)
         for (result, _), outcome in zip(batch, outcomes):
             outliers = outcome.state.outliers if outcome.state is not None else []
             yield from views.checked(returns_evaluations(
-                result.symbol, outliers, config.max_unexplained_return, selected_checks,
+                result.symbol, outliers, config.max_unexplained_return, selected_checks, targets.get(result.symbol),
             ))
 
 

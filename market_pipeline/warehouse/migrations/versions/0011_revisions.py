@@ -1,7 +1,7 @@
 """revisions: superseded bar values, when bars were first stored, corporate-action states, factor changes
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-14
 
 History begins at the upgrade: each bar already stored is known since its `fetched_at` (one row of
@@ -14,8 +14,8 @@ import datetime as dt
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
@@ -89,7 +89,7 @@ def upgrade() -> None:
         "  FROM marked"
         ") SELECT symbol, min(stamp), min(date), max(date), count(*) FROM runs GROUP BY symbol, run"
     )
-    from market_pipeline.warehouse.store import utcnow
+    from market_pipeline.warehouse.timestamps import utcnow
 
     now = utcnow()
     earliest = bind.exec_driver_sql(
