@@ -22,6 +22,9 @@
    14 reads       read_bars of the N x Y panel through the column blocks, each adjustment, beside the
                   pyarrow-from-Parquet floor and the row path; one symbol; peak memory (PostgreSQL too
                   with --postgres)
+   15 point_in_time  read_bars(..., as_of=...) of the N x Y panel after a year of simulated daily revisions,
+                  beside the current read on the same warehouse; the revisions' storage (300 stocks,
+                  projected to 10,000)
 
     .venv/bin/python -m benchmarks.run_all                           # defaults
     .venv/bin/python -m benchmarks.run_all --full-size               # + floor/main job/UI path at 1,000 x 20
@@ -51,7 +54,7 @@ from benchmarks.report import MET, MISSED, NOT_MEASURED, Results, Section
 
 SCENARIOS = (
     "floor", "main_job", "ui_path", "requests", "scale", "quality", "memory", "network", "corporate_actions", "rate_budget",
-    "daily_refresh", "cli_start", "reference_refresh", "reads",
+    "daily_refresh", "cli_start", "reference_refresh", "reads", "point_in_time",
 )
 
 
@@ -98,6 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _scenario_functions():
     from benchmarks.api_requests import requests_scenario
     from benchmarks.cli_start import cli_start
+    from benchmarks.bench_point_in_time import scenario as point_in_time
     from benchmarks.bench_reads import scenario as reads
     from benchmarks.bench_corporate_actions import scenario as corporate_actions
     from benchmarks.daily_refresh import daily_refresh
@@ -116,6 +120,7 @@ def _scenario_functions():
         "cli_start": cli_start,
         "reference_refresh": reference_refresh,
         "reads": reads,
+        "point_in_time": point_in_time,
     }
 
 
@@ -302,6 +307,18 @@ def evaluate_targets(results: Results, default: Bench, full: Bench | None) -> No
         t.status = MET if r["peak rss blocks"]["peak_mb"] <= r["peak rss rows"]["peak_mb"] else MISSED
         break
 
+    # point-in-time reads
+    for b in (full, default):
+        pit = b.keep.get("point_in_time") if b is not None else None
+        if not pit:
+            continue
+        times = pit["sqlite"]["reads"]["times"]
+        worst = max(v["median"] / times[f"now {k.rsplit(' ', 1)[1]}"]["median"] for k, v in times.items() if not k.startswith("now "))
+        t = results.target("Point-in-time read of the whole panel", "<= 1.5x the current read after a year of daily revisions, 1,000 x 20")
+        t.measured = f"at most {worst:.2f}x at {size(b)} (equal to the reads made then: {all(pit['sqlite']['reads']['equal'].values())})"
+        t.status = (MET if worst <= 1.5 else MISSED) + ("" if at_full(b) else f" (at {size(b)})")
+        break
+
     # corporate actions (issue 11)
     for b in (full, default):
         ca = b.keep.get("corporate_actions") if b is not None else None
@@ -361,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                 benches.append(full)
                 sandbox.add(fsymbols)
                 full.log(f"full size: rendering {len(fsymbols)} series took {sandbox.warm(fsymbols):.1f} s")
-                for name in ("floor", "main_job", "memory", "ui_path", "network", "corporate_actions", "reads"):
+                for name in ("floor", "main_job", "memory", "ui_path", "network", "corporate_actions", "reads", "point_in_time"):
                     _run(full, name, functions[name])
             evaluate_targets(results, default, full)
         finally:

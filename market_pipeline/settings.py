@@ -211,6 +211,24 @@ def backfill_interval_seconds() -> float:
     return value
 
 
+MAX_REVISIONS_RETENTION_DAYS = 36_500
+
+
+def revisions_retention_days() -> int | None:
+    """How many days of revisions the weekly `revisions_retention_job` keeps
+    (MARKET_PIPELINE_REVISIONS_RETENTION_DAYS; unset: every revision is kept). Reads as of an instant
+    older than that are refused once it has run."""
+    raw = _set("MARKET_PIPELINE_REVISIONS_RETENTION_DAYS")
+    if raw is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= MAX_REVISIONS_RETENTION_DAYS:
+        raise SettingsError(
+            f"MARKET_PIPELINE_REVISIONS_RETENTION_DAYS={raw!r} is not a whole number of days from 1 to "
+            f"{MAX_REVISIONS_RETENTION_DAYS}: set e.g. MARKET_PIPELINE_REVISIONS_RETENTION_DAYS=365 (or unset it to keep every revision)"
+        )
+    return int(raw)
+
+
 def check_base_url(raw: str) -> str:
     try:
         parts = urlsplit(raw)
@@ -291,6 +309,7 @@ def validate() -> None:
     step_retry_delay()
     backfill_interval_seconds()
     charts_per_run()
+    revisions_retention_days()
     if _set("POLYGON_BASE_URL"):
         check_base_url(_set("POLYGON_BASE_URL"))
     if _set("DAGSTER_HOME"):

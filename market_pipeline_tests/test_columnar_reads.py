@@ -412,6 +412,21 @@ def test_a_rename_moves_the_blocks_with_the_bars(panel):
     assert_reads_equal_rows(url, ["AAB"])
 
 
+def insert_rows(conn, symbol: str, frame: pd.DataFrame, fetched_at) -> None:
+    """`frame`'s bars inserted into ohlcv_daily row by row, as an older version wrote them; the k-th
+    stamped `fetched_at(k)`."""
+    for k, row in enumerate(frame.itertuples(index=False)):
+        conn.execute(
+            sa.text(
+                "INSERT INTO ohlcv_daily (symbol, date, open, high, low, close, volume, vwap, transactions, fetched_at) "
+                "VALUES (:s, :d, :o, :h, :l, :c, :v, :w, :t, :f)"
+            ),
+            {"s": symbol, "d": row.date.date(), "o": row.open, "h": row.high, "l": row.low, "c": row.close,
+             "v": row.volume, "w": None if np.isnan(row.vwap) else row.vwap,
+             "t": None if pd.isna(row.transactions) else int(row.transactions), "f": fetched_at(k)},
+        )
+
+
 def _old_warehouse(url: str) -> None:
     """A warehouse at revision 0007 with bars written as the bar store wrote them then (no blocks)."""
     engine = open_engine(url)  # not migrated to the head
@@ -419,16 +434,7 @@ def _old_warehouse(url: str) -> None:
     frames = {"OLD": bars(600, seed=21), "OLE": bars(20, first="2024-03-01", seed=22)}
     with engine.begin() as conn:
         for symbol, frame in frames.items():
-            for row in frame.itertuples(index=False):
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO ohlcv_daily (symbol, date, open, high, low, close, volume, vwap, transactions, fetched_at) "
-                        "VALUES (:s, :d, :o, :h, :l, :c, :v, :w, :t, :f)"
-                    ),
-                    {"s": symbol, "d": row.date.date(), "o": row.open, "h": row.high, "l": row.low, "c": row.close,
-                     "v": row.volume, "w": None if np.isnan(row.vwap) else row.vwap,
-                     "t": None if pd.isna(row.transactions) else int(row.transactions), "f": dt.datetime(2026, 1, 2, 3, 4, 5)},
-                )
+            insert_rows(conn, symbol, frame, lambda k: dt.datetime(2026, 1, 2, 3, 4, 5))
 
 
 def test_an_existing_warehouse_reads_the_same_after_the_migration(any_warehouse_url):

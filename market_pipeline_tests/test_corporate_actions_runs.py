@@ -123,6 +123,7 @@ def test_upgrade_refetches_adjusted_bars_as_traded_once(polygon_env, warehouse_u
     from market_pipeline.sandbox import SANDBOX_API_KEY
     from market_pipeline.warehouse import BarStore
     from market_pipeline.warehouse.engine import dispose_engine, normalize_url, upgrade
+    from market_pipeline.warehouse.store import clock_at
 
     url = normalize_url(warehouse_url)
     engine = sa.create_engine(url)
@@ -154,6 +155,13 @@ def test_upgrade_refetches_adjusted_bars_as_traded_once(polygon_env, warehouse_u
     assert "/2025-06-02/" in log[0] and "adjusted=false" in log[0]
     assert SymbolRegistry(url).get("MSFT").bars_basis == "as_traded"
     assert "re-fetched as traded" in materialization_metadata(instance, "MSFT")["note"]  # visible in the UI
+    # the re-fetch kept every value it replaced, in its transaction: the history before it reads back
+    with get_engine(url).connect() as conn:
+        kept = conn.execute(sa.text("SELECT count(*) FROM ohlcv_revisions WHERE symbol = 'MSFT'")).scalar()
+    assert materialization_metadata(instance, "MSFT")["bars_revised"] == kept > 100
+    with clock_at(dt.datetime(2026, 4, 2)):
+        held = read_bars(["MSFT"], url=url, as_of="2026-04-01T12:00:00Z")
+    assert held["close"].tolist() == old["close"].tolist() and held["volume"].tolist() == old["volume"].tolist()
     raw = close_on(url, "ohlcv_daily", "MSFT", "2025-11-28")
     adjusted = close_on(url, "ohlcv_daily_adjusted", "MSFT", "2025-11-28")
     expected = float(old.loc[old["date"] == "2025-11-28", "close"].item())

@@ -161,7 +161,7 @@ def test_add_symbols_sensor_backfills_then_ui_backfill_of_every_partition(tmp_pa
         )["schedulesOrError"]["results"]
         assert {s["name"]: s["scheduleState"]["status"] for s in schedules} == {
             "stocks_daily_refresh": "RUNNING", "crypto_daily_refresh": "RUNNING", "symbol_reference_weekly": "RUNNING",
-            "corporate_actions_weekly_sweep": "RUNNING",
+            "corporate_actions_weekly_sweep": "RUNNING", "revisions_retention_weekly": "RUNNING",
         }
 
         # 1. the user adds symbols with the CLI

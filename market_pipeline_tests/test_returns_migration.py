@@ -64,7 +64,7 @@ def test_a_warehouse_at_0009_reads_its_returns_right_after_the_upgrade(any_wareh
     frames = _warehouse_at_0009(url)
     assert _revision(url) == "0009"
     before = assert_same(url, ["OLD", "OLE"])  # the first use migrates to the head
-    assert _revision(url) == head_revision() == "0010"
+    assert _revision(url) == head_revision()
     assert returns_state(url) == ({"OLD": 600, "OLE": 10}, [])  # the upgrade sealed every history
     # a write through the store (new days), then one that bypasses it (a value under the seal)
     more = _returns(640, "2021-01-04", 1).iloc[600:]
@@ -90,4 +90,4 @@ def test_the_upgrade_goes_down_to_0009_and_up_again(any_warehouse_url):
     assert returns_state(url) == ({}, [])  # the returns' blocks are gone
     dispose_engine(url)
     assert_same(url, ["OLD", "OLE"])
-    assert _revision(url) == "0010" and returns_state(url) == ({"OLD": 600, "OLE": 10}, [])
+    assert _revision(url) == head_revision() and returns_state(url) == ({"OLD": 600, "OLE": 10}, [])

@@ -1,5 +1,6 @@
-"""`market-pipeline bars SYMBOL... [--start] [--end] [--adjustment none|splits|total_return] [--json | --csv FILE [--force]]`:
-print or export stored bars, as traded or adjusted (the same numbers as read_bars and the views).
+"""`market-pipeline bars SYMBOL... [--start] [--end] [--adjustment none|splits|total_return] [--as-of TIME] [--json | --csv FILE [--force]]`:
+print or export stored bars, as traded or adjusted (the same numbers as read_bars and the views), or
+as the warehouse held them at an earlier instant (`--as-of`).
 
 `--csv FILE` never replaces an existing FILE unless `--force` is given; a missing folder, a folder
 as FILE or a file that may not be written is one line, exit 2, checked before anything is read.
@@ -30,6 +31,11 @@ def add_parser(sub, parser_class) -> None:
         "--adjustment", default="none", choices=ADJUSTMENTS,
         help="none: as traded; splits: split-adjusted to today's shares; total_return: splits and dividends",
     )
+    bars.add_argument(
+        "--as-of", metavar="TIME",
+        help="the bars as the warehouse held them at TIME (values then, events known then): ISO 8601 such as "
+             "2025-06-02T21:00:00Z or 2025-06-02 (UTC when it has no offset)",
+    )
     out = bars.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print JSON records")
     out.add_argument("--csv", metavar="FILE", help="write CSV to FILE ('-' for standard output); never replaces a file without --force")
@@ -43,14 +49,16 @@ def cmd_bars(args) -> int:
         raise UsageError("--force only applies to --csv FILE (it allows replacing FILE)")
     target = _csv_target(args.csv, args.force) if args.csv and args.csv != "-" else None
     try:
-        frame = read_bars(args.symbols, args.start, args.end, args.adjustment, url=settings.db_url())
+        frame = read_bars(args.symbols, args.start, args.end, args.adjustment, url=settings.db_url(), as_of=args.as_of)
     except ReadError as exc:
-        raise UsageError(str(exc)) from None
+        message = str(exc)
+        raise UsageError("--as-of" + message[len("as_of"):] if message.startswith("as_of ") else message) from None
     found = set(frame.index.get_level_values("symbol"))
     missing = [s for s in dict.fromkeys(s.strip().upper() for s in args.symbols) if s not in found]
     if missing:
+        when = f" as of {args.as_of}" if args.as_of else ""
         raise UsageError(
-            f"no stored bars for {', '.join(missing)} in that date range: check the symbol and dates "
+            f"no stored bars for {', '.join(missing)} in that date range{when}: check the symbol and dates "
             "(`market-pipeline symbols list`, `market-pipeline stats`)"
         )
     flat = frame.reset_index()
@@ -65,7 +73,7 @@ def cmd_bars(args) -> int:
         return EXIT_OK
     if args.json:
         records = json.loads(flat.to_json(orient="records"))
-        print(json.dumps({"adjustment": args.adjustment, "bars": records}, indent=1))
+        print(json.dumps({"adjustment": args.adjustment, **({"as_of": args.as_of} if args.as_of else {}), "bars": records}, indent=1))
         return EXIT_OK
     print(f"{'SYMBOL':<8} {'DATE':<10} {'OPEN':>12} {'HIGH':>12} {'LOW':>12} {'CLOSE':>12} {'VOLUME':>16} {'VWAP':>12} {'TRADES':>8}")
     for r in flat.itertuples(index=False):
@@ -75,7 +83,7 @@ def cmd_bars(args) -> int:
             f"{r.symbol:<8} {r.date:<10} {r.open:>12.4f} {r.high:>12.4f} {r.low:>12.4f} {r.close:>12.4f} "
             f"{r.volume:>16.3f} {vwap:>12} {trades:>8}"
         )
-    print(f"{len(flat)} bar(s), adjustment: {args.adjustment}")
+    print(f"{len(flat)} bar(s), adjustment: {args.adjustment}" + (f", as held at {args.as_of}" if args.as_of else ""))
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ from market_pipeline import settings
 from market_pipeline.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from market_pipeline.cli.bars import cmd_bars  # noqa: F401  (market-pipeline bars)
 from market_pipeline.cli.returns import cmd_returns  # noqa: F401  (market-pipeline returns)
+from market_pipeline.cli.revisions import cmd_revisions  # noqa: F401  (market-pipeline revisions)
 
 if TYPE_CHECKING:
     from market_pipeline.warehouse.registry import SymbolRegistry

@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     from market_pipeline.cli import returns as returns_command
 
     returns_command.add_parser(sub, _Parser)
+    from market_pipeline.cli import revisions as revisions_command
+
+    revisions_command.add_parser(sub, _Parser)
 
     sub.add_parser(
         "daemon", add_help=False,

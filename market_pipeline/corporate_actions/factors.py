@@ -115,6 +115,18 @@ class FactorRanges:
     unapplied: dict[str, str]
 
 
+def dividend_multipliers(ex_dates: np.ndarray, cash: np.ndarray, bar_dates: np.ndarray, closes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For cash dividends (ex-dates as datetime64[D], cash amounts) against as-traded bars (dates
+    ascending as datetime64[D], closes): (1 - D / C with C the close of the last session before each
+    ex-date, the index of that session (-1: none), whether the dividend applies: such a session
+    exists and its close is above the cash)."""
+    before = np.searchsorted(bar_dates, ex_dates, side="left") - 1  # the last session before each ex-date
+    close = np.where(before >= 0, closes[np.maximum(before, 0)] if len(closes) else np.nan, np.nan)
+    applies = (before >= 0) & (close > cash)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - cash / close, before, applies
+
+
 def dividend_factors(dividends: Iterable[Dividend], bars: pd.DataFrame | None) -> tuple[list[tuple[dt.date, float]], dict[str, str]]:
     """(ex date, 1 - D / C) of each applicable active dividend, and the reasons of those not applied."""
     applied, unapplied = [], {}
@@ -124,44 +136,50 @@ def dividend_factors(dividends: Iterable[Dividend], bars: pd.DataFrame | None) -
     dates = _as_dates(bars) if bars is not None and not bars.empty else np.array([], dtype="datetime64[D]")
     closes = bars["close"].to_numpy(dtype="float64") if len(dates) else np.array([])
     ex = np.array([np.datetime64(d.ex_dividend_date, "D") for d in active])
-    before = np.searchsorted(dates, ex, side="left") - 1  # the last session before each ex-date
-    for dividend, i in zip(active, before.tolist()):
-        if i < 0:
+    cash = np.array([d.cash_amount for d in active], dtype="float64")
+    factors, before, applies = dividend_multipliers(ex, cash, dates, closes)
+    for k, dividend in enumerate(active):
+        if before[k] < 0:
             unapplied[dividend.provider_id] = f"no stored close before the ex-date {dividend.ex_dividend_date}"
-            continue
-        close = closes[i]
-        if not close > dividend.cash_amount:
+        elif not applies[k]:
             unapplied[dividend.provider_id] = (
-                f"cash {dividend.cash_amount:g} is not below the close {close:g} before {dividend.ex_dividend_date}"
+                f"cash {dividend.cash_amount:g} is not below the close {closes[before[k]]:g} before {dividend.ex_dividend_date}"
             )
-            continue
-        applied.append((dividend.ex_dividend_date, 1.0 - dividend.cash_amount / close))
+        else:
+            applied.append((dividend.ex_dividend_date, float(factors[k])))
     return applied, unapplied
+
+
+def cumulative_factors(dates: np.ndarray, split: np.ndarray, dividend: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Events (dates as datetime64[D], each a split price factor and a dividend factor, 1.0 where it
+    is not one) as (distinct dates ascending, the split factor and the total-return factor of a bar
+    before each): the events of one date multiply in the order given, then the products of every
+    date from each on."""
+    order = np.argsort(dates, kind="stable")
+    dates, split, dividend = dates[order], split[order], dividend[order]
+    starts = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]])
+    split = np.multiply.reduceat(split, starts)  # several events on one date multiply
+    total = split * np.multiply.reduceat(dividend, starts)
+    # a bar before boundary k takes the product of events k..n-1: reversed cumulative products
+    return dates[starts], np.cumprod(split[::-1])[::-1], np.cumprod(total[::-1])[::-1]
 
 
 def factor_ranges(splits: Iterable[Split], dividends: Iterable[Dividend] = (), bars: pd.DataFrame | None = None) -> FactorRanges:
     """The split and total-return factors between consecutive event dates (only active events count)."""
     split_events = [(s.execution_date, s.price_factor) for s in splits if s.status == "active"]
     dividend_events, unapplied = dividend_factors(dividends, bars)
-    events = pd.DataFrame(
-        {
-            "date": [d for d, _ in split_events] + [d for d, _ in dividend_events],
-            "split": [f for _, f in split_events] + [1.0] * len(dividend_events),
-            "dividend": [1.0] * len(split_events) + [f for _, f in dividend_events],
-        }
-    )
-    if events.empty:
+    if not split_events and not dividend_events:
         empty = pd.DataFrame(
             {"valid_from": [], "valid_to": [], "split_factor": [], "total_return_factor": []}
         )
         return FactorRanges(empty.astype({"split_factor": "float64", "total_return_factor": "float64"}), unapplied)
-    by_date = events.groupby("date", sort=True).prod()  # several events on one date multiply
-    split = by_date["split"].to_numpy()
-    total = split * by_date["dividend"].to_numpy()
-    # a bar before boundary k takes the product of events k..n-1: reversed cumulative products
-    split_factor = np.cumprod(split[::-1])[::-1]
-    total_factor = np.cumprod(total[::-1])[::-1]
-    boundaries = list(by_date.index)
+    dates = np.array([np.datetime64(d, "D") for d, _ in split_events + dividend_events], dtype="datetime64[D]")
+    boundaries, split_factor, total_factor = cumulative_factors(
+        dates,
+        np.array([f for _, f in split_events] + [1.0] * len(dividend_events), dtype="float64"),
+        np.array([1.0] * len(split_events) + [f for _, f in dividend_events], dtype="float64"),
+    )
+    boundaries = boundaries.astype(object).tolist()  # datetime.date
     frame = pd.DataFrame(
         {
             "valid_from": [RANGE_START] + boundaries[:-1],

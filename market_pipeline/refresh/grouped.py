@@ -182,7 +182,7 @@ def _store_grouped_batch(store, registry, batch, target, shared, run_id, set_asi
             results[symbol], path="grouped", requests=shared, requests_shared=True,
             fetch_from=start.isoformat(), fetch_to=target.isoformat(),
             rows_fetched=len(bars), rows_upserted=done.rows_upserted, rows_inserted=done.rows_inserted,
-            rows_changed=done.rows_changed,
+            rows_changed=done.rows_changed, revised_dates=[day.isoformat() for day in done.revised],
         )
         count, first, last = summary.get(symbol, (0, None, None))
         result.rows_stored = count

@@ -48,6 +48,8 @@ class SymbolResult:
     rows_upserted: int = 0
     rows_inserted: int = 0
     rows_changed: int = 0
+    # the dates whose previous values the write kept in ohlcv_revisions (ISO)
+    revised_dates: list[str] = field(default_factory=list)
     rows_stored: int = 0
     first_date: str | None = None
     last_date: str | None = None
@@ -290,6 +292,7 @@ def _store_and_complete(
     result.rows_upserted, result.rows_inserted, result.rows_changed = (
         written.rows_upserted, written.rows_inserted, written.rows_changed,
     )
+    result.revised_dates = [day.isoformat() for day in written.revised]
     if written.stored is not None:  # counted by the write itself, in its transaction
         count, first, last = written.stored
     else:

@@ -264,11 +264,13 @@ class Book:
     splits: tuple[SplitListing, ...] = dataclasses.field(default_factory=default_splits)
     extra_dividends: tuple[DividendListing, ...] = ()
     withdrawn_dividends: frozenset[str] = frozenset()
+    corrected_dividends: tuple[tuple[str, float], ...] = ()  # (id, cash amount listed now)
 
     def dividends(self, tickers) -> list[DividendListing]:
         out = [d for t in sorted(tickers) for d in default_dividends(t) if d.id not in self.withdrawn_dividends]
         out += [d for d in self.extra_dividends if d.ticker in tickers and d.listed]
-        return out
+        corrected = dict(self.corrected_dividends)
+        return [dataclasses.replace(d, cash_amount=corrected[d.id]) if d.id in corrected else d for d in out]
 
     def dividend_tickers(self) -> set[str]:
         return set(DEFAULT_DIVIDEND_YIELDS) | {d.ticker for d in self.extra_dividends}

@@ -1,7 +1,8 @@
 """The sandbox's corporate-action knobs and list endpoints (mixed into `SandboxServer`).
 
 Knobs: `add_split` (a split that happened; `recorded=False`: listed late, by `record_split`),
-`duplicate_split`, `withdraw_split`, `add_dividend`, `withdraw_dividend`; `corporate_actions_v1`
+`duplicate_split`, `withdraw_split`, `add_dividend`, `withdraw_dividend`, `correct_dividend` (the
+provider lists another cash amount under the same id); `corporate_actions_v1`
 (False: the v1 endpoints answer 404, as if they did not exist, to exercise the v3 fallback).
 """
 
@@ -81,6 +82,22 @@ class CorporateActionKnobs:
                 withdrawn_dividends=self._book.withdrawn_dividends | {dividend_id},
                 extra_dividends=tuple(d for d in self._book.extra_dividends if d.id != dividend_id),
             )
+
+    def correct_dividend(self, dividend_id: str, cash_amount: float) -> None:
+        """The provider corrects a dividend: it lists `cash_amount` under the same id from now on."""
+        if not cash_amount > 0:
+            raise ValueError("cash_amount must be positive")
+        with self._lock:
+            known = {d.id for d in self._book.dividends(self._book.dividend_tickers())}
+            if dividend_id not in known:
+                raise ValueError(f"the sandbox lists no dividend {dividend_id}")
+            kept = tuple(c for c in self._book.corrected_dividends if c[0] != dividend_id)
+            self._book = dataclasses.replace(self._book, corrected_dividends=kept + ((dividend_id, float(cash_amount)),))
+
+    def dividend_ids(self, ticker: str) -> list[tuple[str, str, float]]:
+        """(id, ex-date ISO, cash amount) of the dividends the sandbox lists for `ticker`, by ex-date."""
+        listed = self._book.dividends({ticker} & self._book.dividend_tickers())
+        return sorted(((d.id, d.ex_dividend_date.isoformat(), d.cash_amount) for d in listed if d.ticker == ticker), key=lambda t: t[1])
 
     def listed_splits(self, ticker: str) -> list[ca.SplitListing]:
         return [s for s in self._book.splits if s.ticker == ticker and s.listed]

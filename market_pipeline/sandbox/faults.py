@@ -115,6 +115,14 @@ class FaultKnobs:
         changes = {day: float(factor) for day in _as_dates(dates)}
         self._edit(ticker, lambda e: dataclasses.replace(e, revised={**e.revised, **changes}))
 
+    def restore_bars(self, ticker: str, dates) -> None:
+        """Serve these bars as the market has them again: no drop, corruption or revision."""
+        days = frozenset(_as_dates(dates))
+        self._edit(ticker, lambda e: dataclasses.replace(
+            e, dropped=e.dropped - days, corrupted={d: k for d, k in e.corrupted.items() if d not in days},
+            revised={d: f for d, f in e.revised.items() if d not in days},
+        ))
+
     def set_listing_date(self, ticker: str, date: dt.date | str | None) -> None:
         """No bars before `date` (None: no listing date)."""
         day = None if date is None else _as_dates(date)[0]

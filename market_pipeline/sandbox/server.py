@@ -9,14 +9,14 @@ Knobs and fault injection live on the `SandboxServer` instance and may change wh
 - plain attributes: `page_size`, `rate_limit_per_minute`, `retry_after_seconds`, `error_rate`,
   `latency_ms`, `delayed`, `history_limit_days`, `now`, `api_keys`;
 - schedules: `fail_next(n, status, body)`, `truncate_next(n)`, `fail_ticker(ticker, status)`;
-- bar edits: `drop_bars`, `corrupt_bars`, `revise_bars`, `set_listing_date`, `clear_knobs`;
+- bar edits: `drop_bars`, `corrupt_bars`, `revise_bars`, `restore_bars`, `set_listing_date`, `clear_knobs`;
 - universe: `add_to_universe`;
 - symbol lifecycle (`reference.py`): `delist`, `rename_ticker`, `reuse_ticker`;
 - the list of tickers (`ticker_list.py`): `ticker_list_fault`, `clear_ticker_list_faults`;
 - hostile answers (`wire_faults.py`): `next_url_origin`, `paginate_badly`, `trickle_next`,
   `serve_empty`, `serve_future_bars`, `gzip_bomb`, `clear_wire_faults`;
 - corporate actions (`corporate_actions_routes.py`): `add_split`, `record_split`, `duplicate_split`,
-  `withdraw_split`, `add_dividend`, `withdraw_dividend`, `corporate_actions_v1`;
+  `withdraw_split`, `add_dividend`, `withdraw_dividend`, `correct_dividend`, `corporate_actions_v1`;
 - observation: `request_counts()`, `reset_counts()`, `request_log()`, `max_concurrent()` (the most
   requests it was answering at one moment, latency included).
 """

@@ -9,6 +9,11 @@ Unchanged events only get their `last_seen` bumped.
 
 `recompute(symbols)` redoes the duplicates and factors from what is stored (after bars arrive: a
 dividend's factor needs the close before its ex-date, a duplicate's resolution the prices).
+
+Every transaction that changes an event's state (its fields, status or reason) keeps the state it
+replaced in `corporate_action_revisions`, and one that changes a symbol's factors says so in
+`adjustment_factor_changes` (warehouse.revisions): a point-in-time read adjusts with the events
+known then.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from market_pipeline.corporate_actions import (
     factor_ranges,
     resolve_duplicates,
 )
+from market_pipeline.warehouse import revisions
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import adjustment_factors, dividends, splits, tracked_symbols
 from market_pipeline.warehouse.store import BarStore, utcnow
@@ -54,6 +60,9 @@ class RecordOutcome:
     dividends: EventChanges
     recomputed: list[str]
     ignored_untracked: int  # rows of tickers the warehouse does not track
+    # every state change of an event this read made (its fields, status, reason: before and after),
+    # duplicate resolutions included
+    revisions: list[revisions.EventRevision] = dataclasses.field(default_factory=list)
 
     def metadata(self) -> dict:
         s, d = self.splits.summary("split"), self.dividends.summary("dividend")
@@ -177,11 +186,14 @@ class CorporateActionStore:
             kept_dividends, complete,
         )
         touched = sorted(split_changes.touched_symbols | dividend_changes.touched_symbols)
+        revised: list[revisions.EventRevision] = []
         for symbol in touched:
             with self.engine.begin() as conn:
                 self._lock(conn, symbol)
+                before = revisions.event_states(conn, symbol)
                 self._write_events(conn, symbol, split_changes, dividend_changes, now)
-                self._recompute(conn, symbol)
+                self._recompute(conn, symbol, now)
+                revised += revisions.keep_event_states(conn, symbol, before, now)
         with self.engine.begin() as conn:
             self._bump_last_seen(conn, splits, split_changes.unchanged, now)
             self._bump_last_seen(conn, dividends, dividend_changes.unchanged, now)
@@ -192,7 +204,7 @@ class CorporateActionStore:
                     .where(tracked_symbols.c.symbol.in_(covered[i : i + _CHUNK]))
                     .values(corporate_actions_status="ok", corporate_actions_error=None, corporate_actions_read_at=now)
                 )
-        return RecordOutcome(split_changes, dividend_changes, touched, ignored)
+        return RecordOutcome(split_changes, dividend_changes, touched, ignored, revised)
 
     def mark_failed(self, symbols: Iterable[str], error: str) -> None:
         """The read of these symbols' lists failed: their status says why; events and factors stay as they were."""
@@ -205,9 +217,10 @@ class CorporateActionStore:
                     .values(corporate_actions_status="failed", corporate_actions_error=error[:MAX_ERROR_CHARS])
                 )
 
-    def recompute(self, symbols: Iterable[str]) -> dict[str, dict[str, str]]:
-        """Resolve duplicates and rebuild the factors of each symbol (one transaction each).
-        Returns, per symbol, the dividends not applied and why."""
+    def recompute(self, symbols: Iterable[str], now: dt.datetime | None = None) -> dict[str, dict[str, str]]:
+        """Resolve duplicates and rebuild the factors of each symbol (one transaction each, stamped
+        `now`). Returns, per symbol, the dividends not applied and why."""
+        now = now or utcnow()
         out = {}
         symbols = sorted(set(symbols))
         with self.engine.connect() as conn:  # most symbols have no event: no write transaction for them
@@ -219,7 +232,9 @@ class CorporateActionStore:
         for symbol in [s for s in symbols if s in having]:
             with self.engine.begin() as conn:
                 self._lock(conn, symbol)
-                out[symbol] = self._recompute(conn, symbol)
+                before = revisions.event_states(conn, symbol)
+                out[symbol] = self._recompute(conn, symbol, now)
+                revisions.keep_event_states(conn, symbol, before, now)
         return out
 
     # ---- internals ----------------------------------------------------------------------------
@@ -269,7 +284,7 @@ class CorporateActionStore:
                 table.update().where(table.c.symbol == symbol, table.c.provider_id.in_(ids)).values(last_seen=now)
             )
 
-    def _recompute(self, conn: sa.Connection, symbol: str) -> dict[str, str]:
+    def _recompute(self, conn: sa.Connection, symbol: str, now: dt.datetime) -> dict[str, str]:
         stored_splits = self._splits(conn, [symbol])
         stored_dividends = self._dividends(conn, [symbol])
         bars = BarStore(self.url)._read(conn, symbol)[["date", "open", "close"]] if (stored_splits or stored_dividends) else None
@@ -293,18 +308,27 @@ class CorporateActionStore:
                     .where(dividends.c.symbol == symbol, dividends.c.provider_id == dividend.provider_id)
                     .values(reason=reason)
                 )
-        conn.execute(adjustment_factors.delete().where(adjustment_factors.c.symbol == symbol))
-        if not ranges.frame.empty:
-            conn.execute(
-                adjustment_factors.insert(),
-                [
-                    {
-                        "symbol": symbol, "valid_from": r.valid_from, "valid_to": r.valid_to,
-                        "split_factor": float(r.split_factor), "total_return_factor": float(r.total_return_factor),
-                    }
-                    for r in ranges.frame.itertuples(index=False)
-                ],
+        rows = [
+            {
+                "symbol": symbol, "valid_from": r.valid_from, "valid_to": r.valid_to,
+                "split_factor": float(r.split_factor), "total_return_factor": float(r.total_return_factor),
+            }
+            for r in ranges.frame.itertuples(index=False)
+        ]
+        key = lambda r: (r["valid_from"], r["valid_to"], r["split_factor"], r["total_return_factor"])  # noqa: E731
+        stored = [
+            key(r._asdict()) for r in conn.execute(
+                sa.select(adjustment_factors.c.valid_from, adjustment_factors.c.valid_to, adjustment_factors.c.split_factor,
+                          adjustment_factors.c.total_return_factor)
+                .where(adjustment_factors.c.symbol == symbol).order_by(adjustment_factors.c.valid_from)
             )
+        ]
+        if stored == [key(r) for r in rows]:
+            return ranges.unapplied  # the same factors: nothing rewritten, no change recorded
+        conn.execute(adjustment_factors.delete().where(adjustment_factors.c.symbol == symbol))
+        if rows:
+            conn.execute(adjustment_factors.insert(), rows)
+        revisions.factors_changed(conn, symbol, now)
         return ranges.unapplied
 
 

@@ -5,6 +5,9 @@ The numbers are those of the views `ohlcv_daily_adjusted` / `ohlcv_daily_total_r
 as columns through the column blocks (warehouse.columns), the factors in the same snapshot, and each
 symbol's few factor ranges are applied in place with one `searchsorted`, so an adjusted read costs
 about what an unadjusted one does.
+
+With `as_of`, the bars and factors as the warehouse held them at that instant
+(warehouse.point_in_time).
 """
 
 from __future__ import annotations
@@ -98,10 +101,16 @@ def read_bars(
     *,
     url: str | None = None,
     output: str = "pandas",
+    as_of=None,
 ):
     """Bars of `symbols` from `start` to `end` (inclusive, dates or ISO strings), as the warehouse
     holds them at the moment of the call (one snapshot), indexed by (symbol, date); columns open,
     high, low, close, volume, vwap, transactions.
+
+    as_of: an instant (a timezone-aware datetime, or an ISO 8601 string, UTC when it has no offset):
+    the bars as the warehouse held them then, with the values they had then, adjusted with the
+    splits and dividends known then; a symbol renamed since is found under either name. An instant
+    in the future, before the warehouse's history, naive or unparseable raises ReadError.
 
     adjustment: "none" (as traded, `ohlcv_daily`), "splits" (`ohlcv_daily_adjusted`) or
     "total_return" (`ohlcv_daily_total_return`).
@@ -119,9 +128,20 @@ def read_bars(
     start_date, end_date = _date(start, "start"), _date(end, "end")
     if start_date and end_date and end_date < start_date:
         raise ReadError(f"end {end_date} is before start {start_date}")
+    moment = None
+    if as_of is not None:
+        from market_pipeline.warehouse import point_in_time
+
+        moment = point_in_time.parse_instant(as_of)
     store = BarStore(url)
     with columns.snapshot(store.engine) as conn:
-        factors = _factor_table(conn, names) if adjustment != "none" else {}
-        data = columns.read(conn, columns.OHLCV, names, start_date, end_date)
+        if moment is not None:
+            point_in_time.check_instant(conn, moment)
+            data, targets = point_in_time.bars_as_of(conn, names, start_date, end_date, moment)
+            whole = start_date is None and end_date is None
+            factors = point_in_time.factors_as_of(conn, data, targets, whole, moment) if adjustment != "none" else {}
+        else:
+            factors = _factor_table(conn, names) if adjustment != "none" else {}
+            data = columns.read(conn, columns.OHLCV, names, start_date, end_date)
     _apply(data, factors, adjustment)
     return data.arrow() if output == "arrow" else data.frame()

@@ -312,3 +312,74 @@ column_marks = sa.Table(
     sa.Column("dataset", sa.String(32), primary_key=True),
     sa.Column("row_mark", sa.BigInteger, nullable=False),
 )
+
+# ---- 0011: revisions (market_pipeline.warehouse.revisions): what the warehouse held at any past instant --
+# Every value a bar held before a write replaced it, with the interval the warehouse held it: from
+# `stored_at` (when the bar was stored with these values; NULL: before the history kept) to
+# `replaced_at` (the `fetched_at` of the write that replaced them). Bars rewritten unchanged add nothing.
+ohlcv_revisions = sa.Table(
+    "ohlcv_revisions",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("date", sa.Date, primary_key=True),
+    sa.Column("replaced_at", sa.DateTime, primary_key=True),
+    sa.Column("open", sa.Float(53), nullable=False),
+    sa.Column("high", sa.Float(53), nullable=False),
+    sa.Column("low", sa.Float(53), nullable=False),
+    sa.Column("close", sa.Float(53), nullable=False),
+    sa.Column("volume", sa.Float(53), nullable=False),
+    sa.Column("vwap", sa.Float(53), nullable=True),
+    sa.Column("transactions", sa.BigInteger, nullable=True),
+    sa.Column("stored_at", sa.DateTime, nullable=True),
+    sa.Index("ix_ohlcv_revisions_symbol_replaced_at", "symbol", "replaced_at"),
+    sqlite_with_rowid=False,
+)
+
+# When bars were first stored: one row per write and run of dates the symbol did not have (no stored
+# bar dated between first_date and last_date before `stored_at`); a daily refresh adds one per symbol.
+ohlcv_insertions = sa.Table(
+    "ohlcv_insertions",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("stored_at", sa.DateTime, primary_key=True),
+    sa.Column("first_date", sa.Date, primary_key=True),
+    sa.Column("last_date", sa.Date, nullable=False),
+    sa.Column("bars", sa.Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Every state a split or dividend held before a change replaced it (its fields, status and reason as
+# JSON), with the interval: from `stored_at` (first_seen, or the change before) to `replaced_at`.
+corporate_action_revisions = sa.Table(
+    "corporate_action_revisions",
+    metadata,
+    sa.Column("kind", sa.String(8), primary_key=True),  # split or dividend
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("provider_id", sa.String(128), primary_key=True),
+    sa.Column("replaced_at", sa.DateTime, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("stored_at", sa.DateTime, nullable=True),
+    sqlite_with_rowid=False,
+)
+
+# When a symbol's adjustment_factors changed (a point-in-time read rebuilds the factors of the
+# symbols changed since its instant from the events and bars known then)
+adjustment_factor_changes = sa.Table(
+    "adjustment_factor_changes",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("changed_at", sa.DateTime, primary_key=True),
+    sqlite_with_rowid=False,
+)
+
+# One row: the instants a point-in-time read can be asked for. `began_at`: the earliest (the
+# warehouse's creation or first write; at an upgrade, the earliest `fetched_at` of the bars it held);
+# `kept_from`: set by retention, the instant before which revisions were dropped (NULL: none were).
+revision_history = sa.Table(
+    "revision_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("began_at", sa.DateTime, nullable=False),
+    sa.Column("upgraded_at", sa.DateTime, nullable=True),
+    sa.Column("kept_from", sa.DateTime, nullable=True),
+)

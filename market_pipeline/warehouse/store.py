@@ -35,11 +35,11 @@ import sqlalchemy as sa
 
 from market_pipeline import settings
 from market_pipeline.polygon.bars import BAR_COLUMNS, empty_bars
-from market_pipeline.warehouse import columns
+from market_pipeline.warehouse import columns, revisions
 from market_pipeline.warehouse.columns import pg_copy as _pg_copy
 from market_pipeline.warehouse.engine import get_engine, normalize_url
 from market_pipeline.warehouse.schema import BAR_VALUE_COLUMNS, ohlcv_daily
-from market_pipeline.warehouse.timestamps import as_date, utcnow  # noqa: F401  (imported from here too)
+from market_pipeline.warehouse.timestamps import as_date, clock_at, utcnow  # noqa: F401  (imported from here too)
 
 _INSERT_COLUMNS = ("symbol", *BAR_COLUMNS, "fetched_at")
 _FLOAT_COLUMNS = ("open", "high", "low", "close", "volume", "vwap")
@@ -55,6 +55,8 @@ class UpsertResult:
     # the symbol's (bar count, first date, last date) just after the write, in its transaction, when
     # the write could tell at no extra cost (SQLite, one symbol); None: ask BarStore.summary
     stored: tuple[int, dt.date, dt.date] | None = None
+    # the dates whose previous values the write kept in ohlcv_revisions (the changed ones)
+    revised: tuple[dt.date, ...] = ()
 
 
 # ---- frame -> column arrays ---------------------------------------------------------------------
@@ -134,14 +136,16 @@ _PG_LOCK_NAMESPACE = 0x4F484C43  # "OHLC": pg_advisory_xact_lock(namespace, hash
 # symbol's lock was granted), so `matched` says exactly which dates are new and which changed.
 # Existing dates are merged with INSERT ... ON CONFLICT DO UPDATE. New dates skip the speculative
 # insertion of ON CONFLICT (2-3x dearer per row): under the symbol's lock no other upsert_bars can add
-# them, and should any other writer have done so the primary key fails the whole transaction.
+# them, and should any other writer have done so the primary key fails the whole transaction. The
+# same statement keeps the changed bars' previous values and records the runs of new dates
+# (warehouse.revisions), so a change never commits without its revision.
 _PG_MERGE = f"""
 WITH src AS (
     SELECT date, {_PG_VALUES}, NULLIF(transactions, '{_PG_NO_TX}'::int8) AS transactions FROM ohlcv_stage
 ),
 matched AS (
     SELECT s.*, t.date IS NOT NULL AS existed,
-           t.date IS NOT NULL AND ({_PG_OLD}) IS DISTINCT FROM ({_PG_NEW}) AS changed
+           t.date IS NOT NULL AND ({_PG_OLD}) IS DISTINCT FROM ({_PG_NEW}) AS changed, {revisions.PG_OLD_VALUES}
     FROM src s LEFT JOIN ohlcv_daily t ON t.symbol = %(symbol)s AND t.date = s.date
 ),
 appended AS (
@@ -154,8 +158,9 @@ merged AS (
     SELECT %(symbol)s, {", ".join(_PG_STAGE_COLUMNS)}, %(fetched_at)s FROM matched WHERE existed ORDER BY date
     ON CONFLICT (symbol, date) DO UPDATE SET {_UPDATES}
     RETURNING 1
-)
-SELECT (SELECT count(*) FROM appended), (SELECT count(*) FROM merged), count(*) FILTER (WHERE changed)
+),{revisions.PG_MERGE_REVISIONS}
+SELECT (SELECT count(*) FROM appended), (SELECT count(*) FROM merged), count(*) FILTER (WHERE changed),
+       (SELECT count(*) FROM superseded) + (SELECT count(*) FROM arrived), array_agg(date ORDER BY date) FILTER (WHERE changed)
 FROM matched
 """
 # The same when the symbol has no row in the incoming date range (a first load, a run of new days).
@@ -231,20 +236,37 @@ def _as_float(values) -> np.ndarray:
     return np.array(values, dtype="float64")
 
 
-def _diff(stored: list[tuple], frame: pd.DataFrame, dates: list[str]) -> tuple[int, int]:
-    """(new dates, changed dates) of `frame` against the stored rows (date text, *BAR_VALUE_COLUMNS)."""
+def _diff(stored: list[tuple], frame: pd.DataFrame, dates: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(found, changed): which of `frame`'s dates the stored rows (date text, *BAR_VALUE_COLUMNS) hold,
+    and which of those hold other values."""
+    found = np.zeros(len(frame), dtype=bool)
+    differs = np.zeros(len(frame), dtype=bool)
     if not stored:
-        return len(frame), 0
+        return found, differs
     columns = list(zip(*stored))
     position = pd.Index(columns[0]).get_indexer(dates)
     found = position >= 0
     at = position[found]
-    differs = np.zeros(len(at), dtype=bool)
+    changed = np.zeros(len(at), dtype=bool)
     for i, column in enumerate(BAR_VALUE_COLUMNS, start=1):
         old = _as_float(columns[i])[at]
         new = frame[column].to_numpy(dtype="float64", na_value=np.nan)[found]
-        differs |= ~_same(old, new)
-    return int(len(frame) - found.sum()), int(differs.sum())
+        changed |= ~_same(old, new)
+    differs[found] = changed
+    return found, differs
+
+
+def _record_revisions(
+    conn: sa.Connection, symbols: np.ndarray, dates: np.ndarray, found: np.ndarray, differs: np.ndarray,
+    stored_keys: np.ndarray, fetched_at: dt.datetime,
+) -> None:
+    """Before a write of these bars (symbol and ISO date each, by symbol then date): keep the values it
+    replaces (`differs`) and record its runs of new dates (not `found`), in its transaction."""
+    if differs.any():
+        revisions.keep_superseded(conn, list(zip(symbols[differs].tolist(), dates[differs].tolist())), fetched_at)
+    if not found.all():
+        keys = np.char.add(np.char.add(symbols.astype(str), "|"), dates.astype(str))
+        revisions.record_insertions(conn, revisions.insertion_runs(symbols, keys, ~found, stored_keys, dates), fetched_at)
 
 
 def normalize_bars(frame: pd.DataFrame) -> pd.DataFrame:
@@ -350,6 +372,7 @@ def _sqlite_merge_many(conn: sa.Connection, items: list[tuple[str, pd.DataFrame]
         ))
     found = np.zeros(len(keys), dtype=bool)
     differs = np.zeros(len(keys), dtype=bool)
+    stored_keys = np.empty(0, dtype=str)
     if stored:
         columns = list(zip(*stored))
         stored_keys = np.char.add(np.char.add(np.array(columns[0], dtype=str), "|"), np.array(columns[1], dtype=str))
@@ -364,9 +387,13 @@ def _sqlite_merge_many(conn: sa.Connection, items: list[tuple[str, pd.DataFrame]
     inserted = np.bincount(owner[~found], minlength=len(symbols))
     changed = np.bincount(owner[differs], minlength=len(symbols))
 
+    _record_revisions(conn, np.array(symbols)[owner], dates, found, differs, stored_keys, fetched_at)
     _sqlite_write(conn, chain.from_iterable(map(_symbol_bars, symbols, frames)), fetched_at)
+    revised: dict[int, list[dt.date]] = {}
+    for k, day in zip(owner[differs].tolist(), dates[differs].tolist()):
+        revised.setdefault(k, []).append(dt.date.fromisoformat(day))
     return {
-        symbol: (int(count), int(inserted[k]), int(changed[k]))
+        symbol: (int(count), int(inserted[k]), int(changed[k]), tuple(revised.get(k, ())))
         for k, (symbol, count) in enumerate(zip(symbols, counts.tolist()))
     }
 
@@ -403,7 +430,8 @@ class BarStore:
                 merged = _sqlite_merge_many(conn, ordered, fetched_at) if ordered else {}
                 columns.after_write(conn, columns.OHLCV, {symbol: normalize_bars(frame) for symbol, frame in ordered})
                 return {
-                    symbol: UpsertResult(*merged[symbol], fetched_at) if symbol in merged else UpsertResult(0, 0, 0)
+                    symbol: UpsertResult(*merged[symbol][:3], fetched_at, revised=merged[symbol][3])
+                    if symbol in merged else UpsertResult(0, 0, 0)
                     for symbol, _ in items
                 }
             merge = self._merge_postgresql if conn.dialect.name == "postgresql" else self._merge_portable
@@ -413,8 +441,10 @@ class BarStore:
                     out[symbol] = UpsertResult(0, 0, 0)
                 else:
                     frame = written_frames[symbol] = normalize_bars(frame)
-                    written, inserted, changed, *stored = merge(conn, symbol, frame, fetched_at)
-                    out[symbol] = UpsertResult(written, inserted, changed, fetched_at, stored[0] if stored else None)
+                    written, inserted, changed, revised, *stored = merge(conn, symbol, frame, fetched_at)
+                    out[symbol] = UpsertResult(
+                        written, inserted, changed, fetched_at, stored[0] if stored else None, revised=revised
+                    )
             # the column blocks of the symbols written, in the same transaction (warehouse.columns)
             columns.after_write(conn, columns.OHLCV, written_frames)
         return out
@@ -431,9 +461,14 @@ class BarStore:
         days = _days(frame)
         if not conn.exec_driver_sql(_PG_ANY_STORED, (symbol, days[0].item(), days[-1].item())).scalar():
             inserted = conn.exec_driver_sql(_PG_APPEND, params).rowcount
-            return inserted, inserted, 0
-        inserted, existing, changed = conn.exec_driver_sql(_PG_MERGE, params).one()
-        return int(inserted) + int(existing), int(inserted), int(changed)
+            # one run of new dates: the symbol had no bar in the written range
+            run = revisions.Insertion(symbol, str(days[0]), str(days[-1]), inserted)
+            revisions.record_insertions(conn, [run], fetched_at)
+            return inserted, inserted, 0, ()
+        inserted, existing, changed, recorded, revised = conn.exec_driver_sql(_PG_MERGE, params).one()
+        if int(inserted):
+            revisions.began_before(conn, fetched_at)
+        return int(inserted) + int(existing), int(inserted), int(changed), tuple(revised or ())
 
     @staticmethod
     def _merge_portable(conn: sa.Connection, symbol: str, frame: pd.DataFrame, fetched_at: dt.datetime):
@@ -448,17 +483,22 @@ class BarStore:
             f"WHERE symbol = {marker} AND date >= {marker} AND date <= {marker}",
             (symbol, dates[0], dates[-1]),
         ).fetchall()
-        inserted, changed = _diff(stored, frame, dates)
+        found, differs = _diff(stored, frame, dates)
+        inserted, changed = int((~found).sum()), int(differs.sum())
+        day_array = np.array(dates)
+        stored_keys = np.array([f"{symbol}|{row[0]}" for row in stored], dtype=str)
+        _record_revisions(conn, np.full(len(dates), symbol), day_array, found, differs, stored_keys, fetched_at)
+        revised = tuple(dt.date.fromisoformat(d) for d in day_array[differs].tolist())
         if conn.dialect.name == "sqlite":
             _sqlite_write(conn, _symbol_bars(symbol, frame), fetched_at)
-            return len(frame), inserted, changed, _sqlite_stored(conn, symbol, dates, len(stored) + inserted)
+            return len(frame), inserted, changed, revised, _sqlite_stored(conn, symbol, dates, len(stored) + inserted)
         placeholders = ", ".join([marker] * len(_INSERT_COLUMNS))
         conn.exec_driver_sql(
             f"INSERT INTO ohlcv_daily ({', '.join(_INSERT_COLUMNS)}) VALUES ({placeholders}) "
             f"ON CONFLICT (symbol, date) DO UPDATE SET {_UPDATES}",
             list(_rows(symbol, frame, fetched_at)),
         )
-        return len(frame), inserted, changed
+        return len(frame), inserted, changed, revised
 
     # ---- reads --------------------------------------------------------------------------------
     def _read(self, conn: sa.Connection, symbol: str, start: dt.date | None = None, end: dt.date | None = None) -> pd.DataFrame:

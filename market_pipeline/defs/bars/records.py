@@ -34,6 +34,9 @@ def materialization(result: SymbolResult, table_rows: int, extra: dict | None = 
             "rows_upserted": result.rows_upserted,
             "rows_inserted": result.rows_inserted,
             "rows_changed": result.rows_changed,
+            # bars whose previous values this write kept in ohlcv_revisions (`market-pipeline revisions SYMBOL`)
+            "bars_revised": len(result.revised_dates),
+            **({"revised_dates": _dates_text(result.symbol, result.revised_dates)} if result.revised_dates else {}),
             "first_date": result.first_date or "",
             "last_date": result.last_date or "",
             "fetch_from": result.fetch_from or "",
@@ -51,6 +54,16 @@ def materialization(result: SymbolResult, table_rows: int, extra: dict | None = 
             **(extra or {}),
         },
     )
+
+
+MAX_REVISED_DATES_SHOWN = 30
+
+
+def _dates_text(symbol: str, dates: list[str]) -> str:
+    """The revised dates (the first MAX_REVISED_DATES_SHOWN) and where to see the values."""
+    shown = ", ".join(dates[:MAX_REVISED_DATES_SHOWN])
+    more = len(dates) - MAX_REVISED_DATES_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "") + f" (old and new values: market-pipeline revisions {symbol})"
 
 
 def check_batch(context, config, warehouse, batch, selected_checks, now, tally: Counter | None = None, recorded: dict | None = None):

@@ -64,28 +64,63 @@ MAX_EVENTS_SHOWN = 500
 EVENT_COLUMNS = {
     "symbol": "the tracked symbol",
     "kind": "split or dividend",
-    "change": "new, changed (content or validity; or listed again) or withdrawn (absent from a complete re-read)",
+    "change": "new, changed (content or validity; or listed again), withdrawn (absent from a complete re-read) "
+              "or resolved (status or reason changed by duplicate resolution or a dividend's applicability)",
     "date": "execution date (split) or ex-dividend date (New York)",
     "event": "a split's ratio (new shares for old), a dividend's cash amount per share as declared",
     "status": "active, duplicate, invalid (not applied) or withdrawn",
+    "old_event": "the event as stored before this read (empty: new)",
+    "old_status": "its status before this read (empty: new)",
     "provider_id": "the provider's id of the event",
 }
 
 
+def _event_text(kind: str, state: dict) -> str:
+    """A split's ratio or a dividend's cash amount, from a stored state (warehouse.revisions)."""
+    if kind == "split":
+        def num(v):
+            return "?" if v is None else (str(int(v)) if float(v).is_integer() else f"{float(v):g}")
+        return f"{num(state.get('split_to'))}-for-{num(state.get('split_from'))}"
+    cash = state.get("cash_amount")
+    return f"{cash:g} {state.get('currency') or ''}".strip() if cash is not None else ""
+
+
 def changed_events(outcome) -> list[dict]:
-    """The events one read changed, one row each (symbol, kind, change, date, event, status, id)."""
-    rows = []
+    """The events one read changed, one row each (symbol, kind, change, date, event, status, the event
+    and status before, id)."""
+    revised = {(r.kind, r.symbol, r.provider_id): r for r in getattr(outcome, "revisions", [])}
+    rows, seen = [], set()
+
+    def before(kind, symbol, provider_id) -> tuple[str, str]:
+        r = revised.get((kind, symbol, provider_id))
+        return (_event_text(kind, r.old), r.old.get("status") or "") if r else ("", "")
+
     for kind, changes in (("split", outcome.splits), ("dividend", outcome.dividends)):
         for change, events in (("new", changes.new), ("changed", [*changes.changed, *changes.reappeared])):
             for e in events:
                 date = e.execution_date if kind == "split" else e.ex_dividend_date
                 what = e.label if kind == "split" else f"{e.cash_amount:g} {e.currency or ''}".strip() if e.cash_amount is not None else ""
+                r = revised.get((kind, e.symbol, e.provider_id))
+                old_event, old_status = before(kind, e.symbol, e.provider_id) if change == "changed" else ("", "")
                 rows.append({"symbol": e.symbol, "kind": kind, "change": change, "date": date, "event": what,
-                             "status": e.status, "provider_id": e.provider_id})
+                             "status": r.new.get("status") if r else e.status, "old_event": old_event,
+                             "old_status": old_status, "provider_id": e.provider_id})
+                seen.add((kind, e.symbol, e.provider_id))
         for e in changes.withdrawn:  # stored events: their content tuple starts with the date
             date = e.content[0] if e.content else None
+            old_event, old_status = before(kind, e.symbol, e.provider_id)
             rows.append({"symbol": e.symbol, "kind": kind, "change": "withdrawn", "date": date, "event": "",
-                         "status": "withdrawn", "provider_id": e.provider_id})
+                         "status": "withdrawn", "old_event": old_event, "old_status": old_status or e.status,
+                         "provider_id": e.provider_id})
+            seen.add((kind, e.symbol, e.provider_id))
+    for key, r in revised.items():  # changed by the resolution that followed (e.g. a duplicate now applied)
+        if key in seen:
+            continue
+        field = "execution_date" if r.kind == "split" else "ex_dividend_date"
+        rows.append({"symbol": r.symbol, "kind": r.kind, "change": "resolved", "date": r.new.get(field),
+                     "event": _event_text(r.kind, r.new), "status": r.new.get("status"),
+                     "old_event": _event_text(r.kind, r.old), "old_status": r.old.get("status") or "",
+                     "provider_id": r.provider_id})
     return sorted(rows, key=lambda r: (r["symbol"], str(r["date"]), r["kind"]))
 
 

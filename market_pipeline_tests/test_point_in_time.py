@@ -1,0 +1,173 @@
+"""Point-in-time reads (warehouse.point_in_time, warehouse.revisions) on SQLite and PostgreSQL: a
+history served by the sandbox in one version, then revised (late corrections of recent bars, a split
+recorded late, a duplicate listing withdrawn, a dividend corrected, a quarantined bar served clean,
+a symbol added), reads as of an instant between the two runs exactly as it read then, in every
+adjustment, while the current read is the second run's; `revisions` lists the changes; bad instants
+are refused. Every instant is injected (`clock_at`), none read from the wall clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from market_pipeline.cli.main import main
+from market_pipeline.polygon.client import PolygonClient
+from market_pipeline.refresh.corporate_actions import refresh_corporate_actions
+from market_pipeline.refresh.ingest import refresh_symbol
+from market_pipeline.sandbox import SANDBOX_API_KEY
+from market_pipeline.warehouse import SymbolRegistry
+from market_pipeline.warehouse.corporate_actions import CorporateActionStore
+from market_pipeline.warehouse.engine import open_engine
+from market_pipeline.warehouse.reader import ReadError, read_bars
+from market_pipeline.warehouse.store import BarStore, clock_at
+from market_pipeline_tests.test_columnar_reads import VIEWS, stored
+
+UTC = dt.timezone.utc
+START = dt.date(2025, 1, 2)
+FIRST_RUN = dt.datetime(2025, 6, 6, 23, 0)  # naive UTC: the instants the runs' writes are stamped with
+SECOND_RUN = dt.datetime(2025, 6, 11, 23, 0)
+BETWEEN = "2025-06-08T12:00:00Z"
+AFTER = dt.datetime(2025, 6, 12, 9, 0)
+FIRST_SYMBOLS = ["AAPL", "MSFT", "KO", "NVDA"]
+ALL = [*FIRST_SYMBOLS, "SPY"]
+
+
+def run(sandbox, url: str, symbols: list[str], at: dt.datetime) -> None:
+    """One refresh as a run does it, stamped `at`: the corporate-action lists, then each symbol's bars."""
+    sandbox.now = lambda: at.replace(tzinfo=UTC)
+    registry = SymbolRegistry(url)
+    with clock_at(at), PolygonClient(SANDBOX_API_KEY, sandbox.url, 0) as client:
+        actions = refresh_corporate_actions(client, CorporateActionStore(url), symbols)
+        assert actions.ok, actions.error
+        for symbol in symbols:
+            result = refresh_symbol(client, BarStore(url), registry, registry.get(symbol), run_id="r", today=at.date())
+            assert result.status == "completed", result.error
+
+
+def reads(url: str, symbols: list[str], **kw) -> dict[str, pd.DataFrame]:
+    return {adjustment: read_bars(symbols, adjustment=adjustment, url=url, **kw) for adjustment in VIEWS}
+
+
+@pytest.fixture
+def revised(any_warehouse_url, sandbox):
+    """Two runs over the sandbox: what read_bars returned after the first, the warehouse after the second."""
+    url = any_warehouse_url
+    SymbolRegistry(url).add(FIRST_SYMBOLS, "stock", START)
+    sandbox.add_split("AAPL", "2025-03-03", 1, 2, recorded=False)  # happened; listed late
+    sandbox.add_split("NVDA", "2025-04-01", 1, 3)
+    duplicate = sandbox.duplicate_split("NVDA", "2025-04-01", listed_on="2025-04-08")
+    sandbox.corrupt_bars("KO", ["2025-06-05"], "nan_in_close")  # set aside in quarantine, not stored
+    run(sandbox, url, FIRST_SYMBOLS, FIRST_RUN)
+    with clock_at(FIRST_RUN):
+        first = reads(url, FIRST_SYMBOLS)
+
+    sandbox.revise_bars("MSFT", ["2025-06-05", "2025-06-06"], 1.01)  # late corrections in the re-fetch window
+    sandbox.record_split("AAPL", "2025-03-03")
+    sandbox.withdraw_split("NVDA", "2025-04-08")
+    dividend, ex_date, cash = next(d for d in sandbox.dividend_ids("KO") if d[1].startswith("2025-05"))
+    sandbox.correct_dividend(dividend, round(cash * 1.5, 2))
+    sandbox.restore_bars("KO", ["2025-06-05"])  # served clean now
+    SymbolRegistry(url).add(["SPY"], "stock", START)
+    run(sandbox, url, ALL, SECOND_RUN)
+    return url, first, {"duplicate": duplicate, "dividend": dividend, "ex_date": ex_date}
+
+
+def test_a_read_as_of_an_instant_between_two_runs_is_what_was_read_then(revised):
+    url, first, _ = revised
+    with clock_at(AFTER):
+        then = reads(url, ALL, as_of=BETWEEN)
+        now = reads(url, ALL)
+        aware = read_bars(ALL, adjustment="total_return", url=url, as_of=dt.datetime(2025, 6, 8, 8, tzinfo=dt.timezone(dt.timedelta(hours=-4))))
+        arrow = read_bars(ALL, adjustment="splits", url=url, as_of=BETWEEN, output="arrow")
+        window = read_bars(["MSFT", "KO"], "2025-06-02", "2025-06-10", "total_return", url=url, as_of=BETWEEN)
+    for adjustment in VIEWS:
+        pd.testing.assert_frame_equal(then[adjustment], first[adjustment], check_exact=True)
+        # today's read is the second run's: the rows and views as SQL holds them now
+        pd.testing.assert_frame_equal(now[adjustment], stored(url, ALL, adjustment), check_exact=True)
+        assert not now[adjustment].equals(first[adjustment])
+    pd.testing.assert_frame_equal(aware, first["total_return"], check_exact=True)  # the same instant, -04:00
+    assert arrow.to_pandas()["close"].tolist() == first["splits"]["close"].tolist()
+    expected = first["total_return"]
+    dates = expected.index.get_level_values("date")
+    chosen = expected.index.get_level_values("symbol").isin(["MSFT", "KO"]) & (dates >= "2025-06-02") & (dates <= "2025-06-10")
+    pd.testing.assert_frame_equal(window.reset_index(), expected[chosen].reset_index(), check_exact=True)
+    # what the second run changed, seen from both sides
+    assert "SPY" not in then["none"].index.get_level_values("symbol")  # not fetched yet then: no bars, no error
+    assert ("KO", pd.Timestamp("2025-06-05")) not in then["none"].index and ("KO", pd.Timestamp("2025-06-05")) in now["none"].index
+    assert then["none"].loc[("MSFT", pd.Timestamp("2025-06-06")), "close"] != now["none"].loc[("MSFT", pd.Timestamp("2025-06-06")), "close"]
+    assert now["none"].loc[("MSFT", pd.Timestamp("2025-06-09"))].notna().all()  # a new session since
+    aapl_before = ("AAPL", pd.Timestamp("2025-02-28"))
+    assert then["splits"].loc[aapl_before, "close"] == then["none"].loc[aapl_before, "close"]  # split unknown then
+    assert now["splits"].loc[aapl_before, "close"] == pytest.approx(now["none"].loc[aapl_before, "close"] / 2)
+
+
+def test_revisions_lists_each_change_with_its_old_and_new_values(revised, monkeypatch, capsys):
+    url, first, ids = revised
+    monkeypatch.setenv("MARKET_PIPELINE_DB_URL", url)
+    with clock_at(AFTER):
+        assert main(["revisions", "MSFT", "--json"]) == 0
+        msft = json.loads(capsys.readouterr().out)
+        assert main(["revisions", "NVDA"]) == 0
+        nvda = capsys.readouterr().out
+        assert main(["revisions", "KO", "--json", "--since", "2025-06-08"]) == 0
+        ko = json.loads(capsys.readouterr().out)
+        assert main(["revisions", "AAPL", "--json"]) == 0
+        aapl = json.loads(capsys.readouterr().out)
+        assert main(["revisions", "MSFT", "--since", "2025-06-12T00:00:00Z"]) == 0
+        quiet = capsys.readouterr().out
+    bars = {b["date"]: b for b in msft["bars"]}
+    assert set(bars) == {"2025-06-05", "2025-06-06"}
+    old_close = first["none"].loc[("MSFT", pd.Timestamp("2025-06-06")), "close"]
+    assert bars["2025-06-06"]["old"]["close"] == old_close
+    assert bars["2025-06-06"]["new"]["close"] == pytest.approx(old_close * 1.01, rel=1e-3)
+    assert bars["2025-06-06"]["replaced_at"] == SECOND_RUN.isoformat()
+    assert bars["2025-06-06"]["stored_at"] == FIRST_RUN.isoformat()
+    assert msft["bars_first_stored"] > 100  # the whole history, then the new sessions
+    assert ids["duplicate"] in nvda and "status duplicate -> withdrawn" in nvda
+    changes = {(c["kind"], c["provider_id"]): c for c in ko["corporate_actions"]}
+    change = changes[("dividend", ids["dividend"])]
+    assert change["new"]["cash_amount"] == pytest.approx(change["old"]["cash_amount"] * 1.5, abs=0.01)
+    assert ko["bars"] == [] and ko["bars_first_stored"] == 4  # the clean 2025-06-05 and three new sessions
+    late = [c for c in aapl["corporate_actions"] if c["kind"] == "split"]
+    assert len(late) == 1 and late[0]["old"] is None and late[0]["new"]["execution_date"] == "2025-03-03"
+    assert late[0]["changed_at"] == SECOND_RUN.isoformat()
+    assert "MSFT: 0 revised bar(s), 0 corporate-action change(s)" in quiet
+
+
+def test_a_read_as_of_an_instant_it_cannot_answer_is_refused_naming_the_accepted_forms(revised, monkeypatch, capsys):
+    url, _, _ = revised
+    with open_engine(url).connect() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM ohlcv_revisions")).scalar()
+    cases = {
+        "2025-06-13T00:00:00Z": "in the future",
+        "2024-12-31": "before the warehouse existed",
+        "last tuesday": "is not an instant",
+        "2025-13-01": "is not an instant",
+    }
+    with clock_at(AFTER):
+        for value, reason in cases.items():
+            with pytest.raises(ReadError, match=reason) as caught:
+                read_bars(["MSFT"], url=url, as_of=value)
+            assert "ISO 8601" in str(caught.value) and "timezone-aware datetime" in str(caught.value)
+        with pytest.raises(ReadError, match="has no time zone"):
+            read_bars(["MSFT"], url=url, as_of=dt.datetime(2025, 6, 8, 12))
+        with pytest.raises(ReadError, match="a date, not an instant"):
+            read_bars(["MSFT"], url=url, as_of=dt.date(2025, 6, 8))
+        monkeypatch.setenv("MARKET_PIPELINE_DB_URL", url)
+        for value, reason in cases.items():
+            assert main(["bars", "MSFT", "--as-of", value]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and reason in err and err.startswith("market-pipeline: error: --as-of ")
+        assert main(["revisions", "MSFT", "--since", "whenever"]) == 2
+        assert "ISO 8601" in capsys.readouterr().err
+        assert main(["revisions", "NOPE"]) == 2
+        assert "NOPE has no stored bars" in capsys.readouterr().err
+        assert main(["bars", "MSFT", "--as-of", BETWEEN, "--start", "2025-06-05", "--json"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+    assert printed["as_of"] == BETWEEN and [b["date"] for b in printed["bars"]] == ["2025-06-05", "2025-06-06"]
+    with open_engine(url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM ohlcv_revisions")).scalar() == before  # reads write nothing
