@@ -7,7 +7,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-market-pipeline
 PYTEST_ARGS ?=
-TEST_WORKERS ?= 2
+# two test processes on a machine with two or more cores and a load below its cores, else one:
+# the suite mostly waits on servers and runs, which two workers overlap on a quiet machine; on a busy
+# one a second worker only adds to the load
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; n = os.cpu_count() or 1; print(2 if n > 1 and os.getloadavg()[0] < n else 0)' 2>/dev/null || echo 0)
 
 .PHONY: install run test dev bench validate clean
 
@@ -26,7 +29,7 @@ run: install
 	$(BIN)/market-pipeline run
 
 ## the whole test suite (real SQLite, PostgreSQL, HTTP sandbox, Dagster) on TEST_WORKERS processes
-## (pytest-xdist; TEST_WORKERS=0 runs it in one process)
+## (pytest-xdist; TEST_WORKERS=0 runs it in one process, TEST_WORKERS=2 on two)
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 

@@ -19,6 +19,7 @@ from market_pipeline.warehouse.reference import ReferenceStore
 from market_pipeline.warehouse.stats_table import replace_stats
 from market_pipeline_tests.test_registry_cli import cli, snapshot
 from market_pipeline_tests.test_warehouse import bars
+from market_pipeline_tests.waiting import scaled
 
 HEAVY = ("dagster", "dagster_webserver", "market_pipeline.defs", "market_pipeline.definitions", "requests")
 LONG_NAME = "Berkshire Hathaway Inc. Class B common stock (synthetic sandbox data)"
@@ -52,7 +53,7 @@ def loaded(argv: list[str], prefixes: tuple[str, ...]) -> str:
         f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {prefixes!r} or m.startswith({prefixes!r}))\n"
         "print('LOADED', code, heavy)\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=scaled(120))
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]
 
@@ -124,7 +125,7 @@ def test_a_listing_piped_into_head_ends_quietly(warehouse):
     process.stdout.read(10)
     process.stdout.close()  # `| head -c 10`
     err = process.stderr.read().decode()
-    process.wait(timeout=60)
+    process.wait(timeout=scaled(60))
     assert "Traceback" not in err and "BrokenPipe" not in err, err
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from market_pipeline.devtools import dagster_home_guard as guard
+from market_pipeline_tests.waiting import scaled
 
 
 @pytest.mark.parametrize(
@@ -43,8 +44,8 @@ def test_the_virtualenv_runs_the_check_at_start_up(tmp_path):
     pth = Path(sysconfig.get_paths()["purelib"]) / guard.PTH_NAME
     assert pth.read_text() == guard.PTH_LINE  # written by `make install`
     other = subprocess.run([sys.executable, "-c", "print('ok')"], env={"DAGSTER_HOME": "relative"},
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=scaled(60))
     assert (other.returncode, other.stdout, other.stderr) == (0, "ok\n", "")  # not a Dagster command: untouched
     dagster = subprocess.run([sys.executable, "-m", "dagster", "--version"], env={"DAGSTER_HOME": "relative"},
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=scaled(60))
     assert dagster.returncode == 2 and dagster.stderr.startswith("python -m dagster: error: DAGSTER_HOME=relative cannot be used")

@@ -15,6 +15,7 @@ import pytest
 from market_pipeline.devtools.processes import _alive, descendants, free_port
 from market_pipeline_tests.dagster_helpers import wait_for
 from market_pipeline_tests.fresh_copy import PROJECT, VENV_BIN
+from market_pipeline_tests.waiting import scaled
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def test_a_signal_to_makes_pid_stops_make_dev(tmp_path, sig):
         stack = descendants(make.pid)
         assert len(stack) >= 4  # devstack, dg dev, webserver, daemon (and the code server)
         os.kill(make.pid, sig)  # make's own PID, not its process group
-        make.wait(timeout=90)
+        make.wait(timeout=scaled(90))
         wait_for(lambda: not [p for p in stack if _alive(p)], timeout=30, what="every process of the stack to end")
     finally:
         for pid in [make.pid, *stack]:

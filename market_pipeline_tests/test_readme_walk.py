@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from market_pipeline_tests.fresh_copy import PROJECT, VENV_BIN, fresh_copy, newcomer_env
+from market_pipeline_tests.waiting import scaled
 
 pytestmark = pytest.mark.slow
 
@@ -113,14 +114,14 @@ def test_every_readme_command_runs_in_order_and_prints_what_the_readme_shows(tmp
     for step in steps:
         if step.python:
             done = subprocess.run([sys.executable, "-c", step.command], cwd=copy, env=env, capture_output=True,
-                                  text=True, timeout=300)
+                                  text=True, timeout=scaled(300))
             output, what = done.stdout + done.stderr, "the Python example"
         else:
             command = step.command.replace(".venv/bin/", f"{VENV_BIN}/")
             if command.startswith("make "):  # with this suite's virtualenv, never installing again
                 command += f" -o {shlex.quote(str(venv / '.installed-market-pipeline'))} VENV={shlex.quote(str(venv))}"
             done = subprocess.run(["bash", "-c", command + " 2>&1"], cwd=copy, env=env, capture_output=True,
-                                  text=True, timeout=600)
+                                  text=True, timeout=scaled(600))
             output, what = done.stdout, f"`{step.command}`"
         assert (done.returncode != 0) == step.fails, f"{what} exited {done.returncode}:\n{output}"
         assert "Traceback" not in output, f"{what}:\n{output}"
