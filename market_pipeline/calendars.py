@@ -101,17 +101,24 @@ def _latest_from_calendar(now: dt.datetime) -> dt.date:
 
 
 @functools.lru_cache(maxsize=1)
+def calendars_version() -> str:
+    """exchange_calendars' version, read from its metadata (importing it costs 0.1 s): what the
+    kept sessions and the checks' kept states are valid for."""
+    from importlib.metadata import version
+
+    return version("exchange_calendars")
+
+
+@functools.lru_cache(maxsize=1)
 def _xnys_closes() -> tuple[np.ndarray, np.ndarray] | None:
     """Every XNYS session (datetime64[D]) and its close (UTC datetime64[ns]) from CALENDAR_START to
     the calendar's end, kept in the home folder's `cache/` per exchange_calendars version and day of
     creation: building the calendar takes about 0.25 s, which the command line's `stats` would
     otherwise pay for the latest session alone. None when it can be neither read nor made."""
-    from importlib.metadata import version
-
     from market_pipeline import settings
 
     try:
-        path = settings.home_dir() / "cache" / f"xnys-closes-{version('exchange_calendars')}-{CALENDAR_START}-{dt.date.today():%Y%m%d}.npy"
+        path = settings.home_dir() / "cache" / f"xnys-closes-{calendars_version()}-{CALENDAR_START}-{dt.date.today():%Y%m%d}.npy"
     except Exception:
         return None
     try:

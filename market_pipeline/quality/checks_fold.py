@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,14 +53,6 @@ class CheckState:
         return cls(QualityFold(**data["quality"]), SplitFold(**data["splits"]))
 
 
-
-@functools.lru_cache(maxsize=1)
-def _xcals_version() -> str:
-    """exchange_calendars' version, read from its metadata (importing it costs 0.1 s)."""
-    from importlib.metadata import version
-
-    return version("exchange_calendars")
-
 def validation_thresholds(settings) -> ValidationThresholds:
     """The ValidationThresholds of check settings (report.CheckThresholds or the run config)."""
     return ValidationThresholds(
@@ -76,7 +67,7 @@ def fold_basis(asset_class: str, settings, splits: Sequence[Split]) -> str:
     t = validation_thresholds(settings)
     return (
         f"fold{FOLD_VERSION}|splits-rule{SPLIT_RULES_VERSION}|{asset_class}|{t.large_move!r}|{t.stale_sessions}|{t.vwap_tolerance!r}|{t.max_examples}|"
-        f"{MAX_RANGES}|xcals{_xcals_version()}|splits:{splits_digest(splits)}"
+        f"{MAX_RANGES}|xcals{calendars.calendars_version()}|splits:{splits_digest(splits)}"
     )
 
 
