@@ -32,3 +32,13 @@ def newcomer_env(copy: Path, **extra) -> dict:
     env.update(PYTHONPATH=str(copy), PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", COLUMNS="250")
     env.update(extra)
     return env
+
+
+def interruptible() -> None:
+    """For `preexec_fn` of a process a test stops with SIGINT, as Ctrl-C in a terminal would: SIGINT
+    back to its default. When the suite itself runs as a shell's background job (`make test &`,
+    nohup, a CI runner), SIGINT is ignored here, an ignored signal stays ignored across exec, and GNU
+    make, which keeps a signal ignored at its start ignored, would never see it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -124,6 +124,10 @@ def test_market_pipeline_daemon_runs_dagsters_daemon_with_the_interval(tmp_path,
         "POLYGON_API_KEY": SANDBOX_API_KEY, "POLYGON_BASE_URL": sandbox.url, "POLYGON_REQUESTS_PER_MINUTE": "0",
     }
     log = open(tmp_path / "daemon.log", "w+")
+    # the instance's storage made before the daemon starts: two processes creating a new home's SQLite
+    # storage at once race in Dagster's own schema set-up (`table alembic_version already exists`)
+    with _instance(dagster_home):
+        pass
     process = subprocess.Popen([CLI, "daemon"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:

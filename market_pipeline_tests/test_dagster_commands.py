@@ -15,7 +15,7 @@ import requests
 
 from market_pipeline.devtools.processes import free_port
 from market_pipeline_tests.dagster_helpers import wait_for
-from market_pipeline_tests.fresh_copy import VENV_BIN, fresh_copy, newcomer_env
+from market_pipeline_tests.fresh_copy import VENV_BIN, fresh_copy, interruptible, newcomer_env
 from market_pipeline_tests.waiting import scaled
 
 pytestmark = pytest.mark.slow
@@ -63,6 +63,7 @@ def test_dev_without_dagster_home_uses_the_projects_instance_and_says_what_diffe
     process = subprocess.Popen(
         [str(VENV_BIN / command[0]), *command[1:], "-p", str(port)], cwd=copy, env=env, stdin=subprocess.DEVNULL,
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=interruptible,  # Ctrl-C stops it as from a terminal, even when the suite runs with SIGINT ignored
     )
 
     def instance_info():

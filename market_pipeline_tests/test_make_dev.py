@@ -14,7 +14,7 @@ import pytest
 
 from market_pipeline.devtools.processes import _alive, descendants, free_port
 from market_pipeline_tests.dagster_helpers import wait_for
-from market_pipeline_tests.fresh_copy import PROJECT, VENV_BIN
+from market_pipeline_tests.fresh_copy import PROJECT, VENV_BIN, interruptible
 from market_pipeline_tests.waiting import scaled
 
 pytestmark = pytest.mark.slow
@@ -32,6 +32,7 @@ def test_a_signal_to_makes_pid_stops_make_dev(tmp_path, sig):
         make = subprocess.Popen(
             ["make", "-o", f"{venv}/.installed-market-pipeline", "dev", f"VENV={venv}", f"DEV_ARGS=--port {port}"],
             cwd=PROJECT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=interruptible,  # as from a terminal, even when the suite runs with SIGINT ignored (`make test &`)
         )
     stack: list[int] = []
     try:
