@@ -15,7 +15,7 @@ from dagster import DagsterInstance
 
 from market_pipeline import calendars, settings
 from market_pipeline.cli.main import main
-from market_pipeline.devtools.runner import DEMO_SYMBOLS
+from market_pipeline.devtools.runner import DEMO_CORRECTED, DEMO_CORRECTION, DEMO_SYMBOLS
 from market_pipeline.warehouse import BarStore, SymbolRegistry
 from market_pipeline_tests.dagster_helpers import check_passed, latest_check_records, served
 from market_pipeline_tests.waiting import scaled
@@ -83,6 +83,22 @@ def test_run_without_key_uses_the_sandbox_and_demo_set(fresh_home, capsys, monke
     assert sorted(summary) == sorted(demo) and all(n > 400 for n, _, _ in summary.values())
     assert str(fresh_home) in settings.db_url()
     assert "POLYGON_API_KEY" not in os.environ  # the sandbox's key does not leak into the caller
+    # the demo's late correction: AAPL's last two sessions re-served higher, refreshed, the old values kept
+    said = [line.strip() for line in out.splitlines() if line.startswith(("Late correction", "  What changed", "  As first stored"))]
+    assert len(said) == 3 and said[0].startswith(f"Late correction (sandbox): {DEMO_CORRECTED}'s bars of "), out
+    assert said[1] == f"What changed: market-pipeline revisions {DEMO_CORRECTED}"
+    as_of = said[2].split("--as-of ")[1]
+    now = store.read_bars(DEMO_CORRECTED)
+    assert main(["revisions", DEMO_CORRECTED, "--json"]) == 0
+    revised = json.loads(capsys.readouterr().out)["bars"]
+    assert [r["date"] for r in revised] == [d.date().isoformat() for d in now["date"].iloc[-2:]]
+    for r in revised:
+        assert r["new"]["close"] == pytest.approx(r["old"]["close"] * DEMO_CORRECTION)
+    assert main(["bars", DEMO_CORRECTED, "--as-of", as_of, "--json"]) == 0
+    then = json.loads(capsys.readouterr().out)
+    closes = [b["close"] for b in (then["bars"] if isinstance(then, dict) else then)]
+    assert len(closes) == len(now)
+    assert closes[-2:] == [r["old"]["close"] for r in revised] and closes[:-2] == now["close"].iloc[:-2].tolist()
 
 
 @pytest.mark.slow

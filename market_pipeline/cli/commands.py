@@ -193,9 +193,10 @@ def cmd_run(args) -> int:
     instance = _instance(runner.ensure_pool)  # once, under a lock on DAGSTER_HOME
     runner.recover_dead_runs(instance, registry)
     runner.release_ended_runs(instance, registry)
-    with runner.polygon_endpoint() as sandbox_url:
-        if sandbox_url is not None:
-            runner.register_demo_set(registry)
+    demo: list[str] = []
+    demo_runs: list[str] = []
+    with runner.polygon_endpoint() as sandbox:
+        first_demo = sandbox is not None and runner.register_demo_set(registry)
         added, deleted = runner.reconcile_partitions(instance, registry)
         if added or deleted:
             print(f"Partitions: {len(added)} added, {len(deleted)} removed.")
@@ -219,15 +220,22 @@ def cmd_run(args) -> int:
             print("market-pipeline: interrupted: the run was stopped; unfinished symbols are marked failed", file=sys.stderr)
             return EXIT_INTERRUPTED
         stats_ok = runner.materialize_stats(instance, verbose=verbose)
-    return _report_run(registry, symbols, outcome.ok and stats_ok, outcome.run_ids, unrecorded, getattr(args, "fail_on_check", None))
+        if first_demo and outcome.ok and runner.DEMO_CORRECTED in symbols:
+            demo, demo_runs = runner.demo_late_correction(instance, sandbox, verbose=verbose)
+    code = _report_run(registry, symbols, outcome.ok and stats_ok, outcome.run_ids, unrecorded, getattr(args, "fail_on_check", None),
+                       check_runs=outcome.run_ids + demo_runs)
+    for line in demo:
+        print(line)
+    return code
 
 
 def _report_run(
     registry: SymbolRegistry, symbols: list[str], ok: bool, run_ids: list[str], unrecorded: dict[str, str] | None = None,
-    fail_on_check: str | None = None,
+    fail_on_check: str | None = None, check_runs: list[str] | None = None,
 ) -> int:
     """One line per symbol; `unrecorded`: the failures the warehouse could not take (symbol -> reason);
-    `fail_on_check`: exit 3 when a check of that severity failed (cli.checks)."""
+    `fail_on_check`: exit 3 when a check of that severity failed (cli.checks); `check_runs`: the runs
+    whose checks count (default `run_ids`)."""
     from market_pipeline.cli.checks import check_exit, run_checks
     from market_pipeline.warehouse.store import BarStore
 
@@ -235,7 +243,7 @@ def _report_run(
     rows = {r.symbol: r for r in registry.get_many(symbols)}
     failed = quarantined = 0
     unrecorded = unrecorded or {}
-    checks, checks_line, outcomes = run_checks(symbols, run_ids)
+    checks, checks_line, outcomes = run_checks(symbols, check_runs or run_ids)
     for symbol in symbols:
         row = rows[symbol]
         if symbol in unrecorded:

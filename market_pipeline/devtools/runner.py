@@ -7,8 +7,10 @@ import contextlib
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dagster import DagsterInstance
 
@@ -17,12 +19,17 @@ from market_pipeline.defs.bars.partitions import symbols_partitions
 from market_pipeline.defs.bars.reconcile import contiguous_runs, plan_partitions, range_tags
 from market_pipeline.warehouse.registry import SymbolRegistry
 
+if TYPE_CHECKING:
+    from market_pipeline.sandbox import SandboxServer
+
 CLI_TAGS = {"market_pipeline/trigger": "cli_run"}
 # the CLI prints its own summary and one line per failed symbol; Dagster's events, stack traces
 # included, stay in the run's event log (`--verbose` shows them on stderr too)
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 VERBOSE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 DEMO_SYMBOLS = {"stock": ["AAPL", "MSFT"], "etf": ["SPY"], "crypto": ["BTCUSD", "ETHUSD"]}
+DEMO_CORRECTED = "AAPL"  # the demo's late correction: its last two sessions, re-served 0.4% higher
+DEMO_CORRECTION = 1.004
 
 
 @dataclass
@@ -34,8 +41,9 @@ class RunOutcome:
 
 
 @contextlib.contextmanager
-def polygon_endpoint(out=None) -> Iterator[str | None]:
-    """Use the real API when a key is set; otherwise start the built-in sandbox for the duration.
+def polygon_endpoint(out=None) -> Iterator["SandboxServer | None"]:
+    """Use the real API when a key is set (None); otherwise start the built-in sandbox for the
+    duration (the server: its knobs can change what it serves).
 
     Against the sandbox, pacing follows the sandbox's own limit (none), so the environment for
     this process says POLYGON_REQUESTS_PER_MINUTE=0.
@@ -58,7 +66,7 @@ def polygon_endpoint(out=None) -> Iterator[str | None]:
             file=out,
         )
         try:
-            yield server.url
+            yield server
         finally:
             for key, value in saved.items():
                 if value is None:
@@ -235,3 +243,39 @@ def materialize_stats(instance: DagsterInstance, verbose: bool = False) -> bool:
     job = defs.resolve_job_def("symbol_stats_job")
     config = VERBOSE if verbose else QUIET
     return job.execute_in_process(instance=instance, run_config=config, raise_on_error=False, tags=_process_tags()).success
+
+
+def demo_late_correction(instance: DagsterInstance, sandbox: "SandboxServer", verbose: bool = False) -> tuple[list[str], list[str]]:
+    """The demo's point-in-time read: after the first run, the sandbox corrects DEMO_CORRECTED's last
+    two stored sessions (as Polygon revises recent bars after late trades) and a refresh of that symbol
+    stores the new values, keeping the old ones with when they were replaced. Returns the lines that
+    say what changed and how to read the history as first stored ([]: nothing to show), and the run
+    ids of the refresh (whose checks are now the symbol's latest)."""
+    import datetime as dt
+
+    from market_pipeline.warehouse.revisions import RevisionStore
+    from market_pipeline.warehouse.store import BarStore
+
+    url = settings.db_url()
+    stored = BarStore(url).read_bars(DEMO_CORRECTED)
+    if len(stored) < 2:
+        return [], []
+    dates = [d.date() for d in stored["date"].iloc[-2:]]
+    now = dt.datetime.now(dt.timezone.utc)
+    before = now.replace(microsecond=0) + dt.timedelta(seconds=1)  # a whole second, after every bar of the first run
+    time.sleep((before - now).total_seconds())  # and before any of the refresh
+    sandbox.revise_bars(DEMO_CORRECTED, dates, DEMO_CORRECTION)
+    refresh = materialize_symbols(instance, [DEMO_CORRECTED], verbose=verbose)
+    if not refresh.ok:
+        return [f"The demo's late correction of {DEMO_CORRECTED} did not refresh: see the run in the Dagster UI."], refresh.run_ids
+    revised = RevisionStore(url).of_symbol(DEMO_CORRECTED, before).bars
+    if not revised:
+        return [], refresh.run_ids
+    first = revised[0]
+    return [
+        f"Late correction (sandbox): {DEMO_CORRECTED}'s bars of {' and '.join(str(b.date) for b in revised)} were "
+        f"re-served {100 * (DEMO_CORRECTION - 1):.1f}% higher; a refresh stored them and kept the old values "
+        f"(close {first.old['close']:.4f} -> {first.new['close']:.4f} on {first.date}).",
+        f"  What changed: market-pipeline revisions {DEMO_CORRECTED}",
+        f"  As first stored: market-pipeline bars {DEMO_CORRECTED} --as-of {before.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+    ], refresh.run_ids

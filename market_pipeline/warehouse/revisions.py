@@ -341,8 +341,11 @@ class RevisionStore:
 
     def of_symbol(self, symbol: str, since: dt.datetime | None = None) -> SymbolRevisions:
         """Every revision of `symbol`'s bars and corporate actions replaced at or after `since`
-        (None: all kept), oldest first, with the values that replaced them."""
+        (None: all kept; naive: UTC), oldest first, with the values that replaced them."""
         from market_pipeline.warehouse.schema import dividends, splits
+
+        if since is not None and since.tzinfo is not None:
+            since = since.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
         with self.engine.connect() as conn:
             m = _marker(conn)
