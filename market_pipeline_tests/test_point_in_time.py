@@ -171,3 +171,79 @@ def test_a_read_as_of_an_instant_it_cannot_answer_is_refused_naming_the_accepted
     assert printed["as_of"] == BETWEEN and [b["date"] for b in printed["bars"]] == ["2025-06-05", "2025-06-06"]
     with open_engine(url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM ohlcv_revisions")).scalar() == before  # reads write nothing
+
+
+def test_the_factors_rebuilt_for_many_symbols_at_once_equal_each_symbols_own_bit_for_bit():
+    """The as_of read rebuilds the factors of every changed symbol in one pass; each symbol's ranges
+    equal, bit for bit, what `corporate_actions.factors` computes for it alone (`dividend_multipliers`
+    then `cumulative_factors`, as `factor_ranges` does): splits and dividends on one date, dividends
+    before the first bar or above the close, symbols with no bars, no event or only splits."""
+    import numpy as np
+
+    from market_pipeline.corporate_actions.factors import cumulative_factors, dividend_multipliers
+    from market_pipeline.warehouse import columns
+    from market_pipeline.warehouse.point_in_time import _rebuilt
+
+    rng = np.random.default_rng(5)
+    symbols = [f"S{k}" for k in range(40)]
+    held_symbols, counts, days, closes = [], [], [], []
+    split_rows, dividend_rows = [], []
+    for k, symbol in enumerate(symbols):
+        n = 0 if k % 13 == 5 else int(rng.integers(1, 400))  # a symbol with no bars held
+        first = 18_000 + int(rng.integers(0, 50))
+        span = np.sort(rng.choice(np.arange(first, first + 600), size=n, replace=False)).astype("int32")
+        if k % 17 != 3:  # a symbol whose bars are not read (absent from `held`)
+            held_symbols.append(symbol)
+            counts.append(n)
+            days.append(span)
+            closes.append(rng.uniform(1, 200, n))
+        if k % 7 == 2:
+            continue  # no event at all
+        for _ in range(int(rng.integers(0, 4))):
+            split_rows.append((symbol, first + int(rng.integers(-20, 620)), float(rng.choice([0.5, 2.0, 1 / 3, 0.1]))))
+        if k % 5 != 1:  # some symbols with splits only
+            for d in sorted(rng.integers(-30, 640, int(rng.integers(0, 12)))):
+                dividend_rows.append((symbol, first + int(d), float(rng.choice([0.01, 0.37, 1.5, 250.0]))))
+        if split_rows and dividend_rows and k % 3 == 0:  # a split and a dividend on one date
+            dividend_rows.append((symbol, split_rows[-1][1], 0.2))
+
+    def flat(rows):
+        rows = sorted(rows, key=lambda r: (r[0], r[1]))
+        return (np.array([r[0] for r in rows], dtype=object), np.array([r[1] for r in rows], dtype="int64").astype("datetime64[D]"),
+                np.array([r[2] for r in rows], dtype="float64"))
+
+    events = {"split": flat(split_rows), "dividend": flat(dividend_rows)}
+    held = columns.Columns(
+        columns.OHLCV, held_symbols, np.array(counts, dtype="int64"), np.concatenate(days).astype("int32"),
+        {c: (np.concatenate(closes) if c == "close" else np.zeros(sum(counts))) for c in columns.OHLCV.columns if c not in ("volume", "transactions")}
+        | {c: np.zeros(sum(counts), dtype="int64") for c in ("volume", "transactions")},
+        {c: np.zeros(sum(counts), dtype=bool) for c in ("volume", "transactions")},
+    )
+    where = {s: k for k, s in enumerate(held_symbols)}
+    rebuilt = _rebuilt(events, held, where, symbols)
+
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    for symbol in symbols:
+        mine = lambda kind: [i for i, s in enumerate(events[kind][0]) if s == symbol]  # noqa: E731
+        s_at, d_at = mine("split"), mine("dividend")
+        split_days, split = events["split"][1][s_at], events["split"][2][s_at]
+        ex_days, cash = events["dividend"][1][d_at], events["dividend"][2][d_at]
+        k = where.get(symbol)
+        part = slice(int(offsets[k]), int(offsets[k + 1])) if k is not None else slice(0, 0)
+        bar_days = held.days[part].astype("int64").astype("datetime64[D]")
+        applied_days, applied = ex_days[:0], cash[:0]
+        if len(ex_days):
+            factors, _, applies = dividend_multipliers(ex_days, cash, bar_days, held.values["close"][part])
+            applied_days, applied = ex_days[applies], factors[applies]
+        if not len(split_days) and not len(applied_days):
+            assert rebuilt[symbol] is None, symbol
+            continue
+        expected = cumulative_factors(
+            np.concatenate([split_days, applied_days]), np.concatenate([split, np.ones(len(applied_days))]),
+            np.concatenate([np.ones(len(split_days)), applied]),
+        )
+        got = rebuilt[symbol]
+        assert got is not None, symbol
+        for a, b in zip(got, expected):
+            assert a.dtype == b.dtype and a.tobytes() == np.ascontiguousarray(b).tobytes(), symbol
+    assert sum(r is not None for r in rebuilt.values()) > 20  # the cases above were met

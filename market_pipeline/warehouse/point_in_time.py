@@ -298,12 +298,14 @@ def _rebuild(data: columns.Columns, names, targets, symbols, keys, drop, extra) 
 
 
 # ---- factors -------------------------------------------------------------------------------------
-_NO_EVENTS = (np.empty(0, "datetime64[D]"), np.empty(0, "float64"))
+_NO_EVENTS = (np.empty(0, object), np.empty(0, "datetime64[D]"), np.empty(0, "float64"))
 
 
 def _events_as_of(conn: sa.Connection, symbols: Sequence[str], as_of: dt.datetime) -> dict[str, tuple]:
-    """symbol -> the active splits (dates, price factors) and active dividends (ex-dates, cash
-    amounts) it had at `as_of`: those recorded by then, in the states they had then; by date."""
+    """kind ("split", "dividend") -> the active events of `symbols` at `as_of` (those recorded by
+    then, in the states they had then) as three arrays, grouped by symbol in the order of
+    `ORDER BY symbol, date, provider_id` of the events' rows now: symbols, dates (datetime64[D]) and
+    values (a split's price factor, a dividend's cash amount)."""
     m, moment = _marker(conn), stamp(conn, as_of)
     earliest: dict[tuple[str, str, str], tuple] = {}
     for part in _chunks(list(symbols)):
@@ -316,12 +318,13 @@ def _events_as_of(conn: sa.Connection, symbols: Sequence[str], as_of: dt.datetim
             key, when = (kind, symbol, provider_id), as_datetime(replaced_at)
             if key not in earliest or when < earliest[key][0]:
                 earliest[key] = (when, state)
-    out: dict[str, list] = {s: [*_NO_EVENTS, *_NO_EVENTS] for s in symbols}
+    out: dict[str, tuple] = {}
     queries = (
         ("split", "execution_date", ("execution_date", "split_from", "split_to"), "SELECT symbol, provider_id, status, execution_date, split_from, split_to FROM splits"),
         ("dividend", "ex_dividend_date", ("ex_dividend_date", "cash_amount"), "SELECT symbol, provider_id, status, ex_dividend_date, cash_amount FROM dividends"),
     )
-    for slot, (kind, date, fields, query) in enumerate(queries):
+    for kind, date, fields, query in queries:
+        out[kind] = _NO_EVENTS
         rows = []
         for part in _chunks(list(symbols)):
             rows += _fetch(
@@ -344,31 +347,66 @@ def _events_as_of(conn: sa.Connection, symbols: Sequence[str], as_of: dt.datetim
             values = table[:, 4].astype("float64") / table[:, 5].astype("float64")
         else:
             values = table[:, 4].astype("float64")
-        names = table[:, 0]
-        cuts = np.flatnonzero(names[1:] != names[:-1]) + 1
-        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(names)]):
-            out[names[a]][2 * slot : 2 * slot + 2] = [days[a:b], values[a:b]]
-    return {s: tuple(v) for s, v in out.items()}
+        out[kind] = (table[:, 0], days, values)
+    return out
 
 
-def _rebuilt(events: tuple, days: np.ndarray, closes: np.ndarray):
-    """The (valid_to, split, total-return) ranges of a symbol's active events (`_events_as_of`) on
-    its bars (`days` since 1970, closes), by the arithmetic of `corporate_actions.factors`
-    (`factor_ranges`); None: no event applies."""
-    from market_pipeline.corporate_actions.factors import cumulative_factors, dividend_multipliers
+def _rebuilt(events: dict[str, tuple], held: columns.Columns, where: dict[str, int], symbols: Sequence[str]) -> dict[str, tuple | None]:
+    """symbol -> the (valid_to, split, total-return) ranges of its active events (`_events_as_of`)
+    on its bars held then (`held`, whose segment `where[symbol]` holds them), None when no event
+    applies; for every symbol of `symbols` in one pass over all of them. The arithmetic of
+    `corporate_actions.factors` (`dividend_multipliers`, then `cumulative_factors`), operation for
+    operation in the same order, so the factors equal `factor_ranges`' bit for bit."""
+    rank = {s: k for k, s in enumerate(symbols)}
+    split_names, split_days, split = events["split"]
+    div_names, ex_days, cash = events["dividend"]
+    split_k = np.array([rank[s] for s in split_names], dtype="int64")
+    div_k = np.array([rank[s] for s in div_names], dtype="int64")
 
-    split_days, split, ex_days, cash = events
-    applied_days, applied = ex_days[:0], cash[:0]
-    if len(ex_days):
-        factors, _, applies = dividend_multipliers(ex_days, cash, days.astype("int64").astype("datetime64[D]"), closes)
-        applied_days, applied = ex_days[applies], factors[applies]
-    if not len(split_days) and not len(applied_days):
-        return None
-    return cumulative_factors(
-        np.concatenate([split_days, applied_days]),
-        np.concatenate([split, np.ones(len(applied_days))]),
-        np.concatenate([np.ones(len(split_days)), applied]),
-    )
+    # each dividend against the close of the last session held before its ex-date (dividend_multipliers)
+    applied_k, applied_days, applied = div_k[:0], ex_days[:0], cash[:0]
+    if len(cash):
+        offsets = held.offsets
+        segment = np.array([where.get(s, -1) for s in div_names], dtype="int64")
+        bar_keys = _key(np.repeat(np.arange(len(held.symbols), dtype="int64"), held.counts), held.days)
+        ex = _key(np.maximum(segment, 0), ex_days.astype("int64"))
+        before = np.searchsorted(bar_keys, ex, side="left") - 1
+        first = np.where(segment >= 0, offsets[np.maximum(segment, 0)], 0)
+        found = (segment >= 0) & (before >= first)
+        closes = held.values["close"]
+        close = np.where(found, closes[np.maximum(before, 0)] if len(closes) else np.nan, np.nan)
+        applies = found & (close > cash)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factors = 1.0 - cash / close
+        applied_k, applied_days, applied = div_k[applies], ex_days[applies], factors[applies]
+    if not len(split) and not len(applied):
+        return {s: None for s in symbols}
+
+    # the events of each symbol: its splits, then its applied dividends, stably by date (cumulative_factors)
+    ks = np.concatenate([split_k, applied_k])
+    days = np.concatenate([split_days, applied_days])
+    split_factor = np.concatenate([split, np.ones(len(applied))])
+    dividend_factor = np.concatenate([np.ones(len(split)), applied])
+    order = np.argsort(_key(ks, days.astype("int64")), kind="stable")
+    ks, days, split_factor, dividend_factor = ks[order], days[order], split_factor[order], dividend_factor[order]
+    starts = np.flatnonzero(np.r_[True, (ks[1:] != ks[:-1]) | (days[1:] != days[:-1])])
+    split_factor = np.multiply.reduceat(split_factor, starts)  # several events on one date multiply
+    total = split_factor * np.multiply.reduceat(dividend_factor, starts)
+    ks, days = ks[starts], days[starts]
+    # per symbol, a bar before boundary k takes the product of events k..n-1: reversed cumulative
+    # products, each step `product so far * factor` as np.cumprod multiplies
+    bounds = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1], True])
+    lows, highs = bounds[:-1], bounds[1:]
+    split_cum, total_cum = split_factor.copy(), total.copy()
+    lengths = highs - lows
+    for j in range(1, int(lengths.max())):
+        i = highs[lengths > j] - 1 - j
+        split_cum[i] = split_cum[i + 1] * split_factor[i]
+        total_cum[i] = total_cum[i + 1] * total[i]
+    out: dict[str, tuple | None] = {s: None for s in symbols}
+    for k, a, b in zip(ks[lows].tolist(), lows.tolist(), highs.tolist()):
+        out[symbols[k]] = (days[a:b], split_cum[a:b], total_cum[a:b])
+    return out
 
 
 def factors_as_of(
@@ -394,13 +432,11 @@ def factors_as_of(
         events = _events_as_of(conn, changed, as_of)
         held = data
         if not whole:
-            names = [n for n in data.symbols if targets[n] in events]
+            wanted = set(changed)
+            names = [n for n in data.symbols if targets[n] in wanted]
             held, _ = bars_as_of(conn, names, None, None, as_of)
-        offsets, where = held.offsets, {targets[n]: k for k, n in enumerate(held.symbols)}
-        for symbol in changed:
-            k = where.get(symbol)
-            part = slice(int(offsets[k]), int(offsets[k + 1])) if k is not None else slice(0, 0)
-            rebuilt[symbol] = _rebuilt(events[symbol], held.days[part], held.values["close"][part])
+        where = {targets[n]: k for k, n in enumerate(held.symbols)}
+        rebuilt = _rebuilt(events, held, where, changed)
     out = {}
     for name in data.symbols:
         symbol = targets[name]
