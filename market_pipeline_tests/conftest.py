@@ -31,6 +31,23 @@ def _isolated_home(tmp_path_factory):
     os.environ.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def _signal_handlers_as_they_were():
+    """SIGINT's and SIGTERM's handlers put back after each test. Dagster's in-process runs end by giving
+    SIGTERM SIGINT's handler: when the suite runs as a background job (SIGINT ignored), every later
+    subprocess would otherwise start with SIGTERM ignored too, and GNU make, which keeps a signal
+    ignored at its start ignored, could no longer be stopped."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    yield
+    for sig, handler in saved.items():
+        if handler is not None and signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'warehouse.sqlite'}"

@@ -186,3 +186,26 @@ def test_run_refreshes_many_symbols_with_one_grouped_request_per_date(polygon_en
     summary = BarStore(warehouse_url).summary()
     assert {summary[s][2] for s, c in symbols.items() if c == "stock"} == {targets["stock"]}
     assert {summary[s][2] for s, c in symbols.items() if c == "crypto"} == {targets["crypto"]}
+
+
+def test_a_run_started_with_sigint_ignored_can_still_be_stopped_with_sigterm(polygon_env, instance, warehouse_url):
+    """A shell's background job (`nohup market-pipeline run &`, a cron script) starts with SIGINT
+    ignored. Dagster's in-process run ends by giving SIGTERM SIGINT's handler, which would leave
+    SIGTERM ignored too: `kill PID` could not stop the next run (the stats job, the next span). The
+    runs of the CLI put SIGTERM's handler back."""
+    import signal
+
+    from market_pipeline.devtools import runner
+
+    SymbolRegistry(warehouse_url).add(["AAPL"], "stock", "2024-01-02")
+    runner.reconcile_partitions(instance, SymbolRegistry(warehouse_url))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        assert runner.materialize_symbols(instance, ["AAPL"]).ok
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert runner.materialize_stats(instance)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])

@@ -32,6 +32,26 @@ DEMO_CORRECTED = "AAPL"  # the demo's late correction: its last two sessions, re
 DEMO_CORRECTION = 1.004
 
 
+@contextlib.contextmanager
+def keeping_sigterm() -> Iterator[None]:
+    """SIGTERM's handler as it was before the block. Dagster's `capture_interrupts`, around every
+    in-process run, ends by giving SIGTERM SIGINT's handler (`setup_interrupt_handlers`); in a process
+    started with SIGINT ignored (a shell's background job: `nohup market-pipeline run &`, cron
+    scripts) that leaves SIGTERM ignored, so `kill PID` could no longer stop the next run."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if saved is not None:  # None: a handler set outside Python, which Python cannot put back
+            signal.signal(signal.SIGTERM, saved)
+
+
 @dataclass
 class RunOutcome:
     ok: bool
@@ -222,14 +242,15 @@ def materialize_symbols(
     log_config = VERBOSE if verbose else QUIET
     for batch in contiguous_runs(symbols, ordered, size=max(len(ordered), 1)):
         run_tags = {**(tags or {}), **_process_tags()}
-        if len(batch) == 1:
-            result = job.execute_in_process(
-                instance=instance, partition_key=batch[0], tags=run_tags, run_config=log_config, raise_on_error=False
-            )
-        else:
-            result = job.execute_in_process(
-                instance=instance, tags={**run_tags, **range_tags(batch)}, run_config=log_config, raise_on_error=False
-            )
+        with keeping_sigterm():
+            if len(batch) == 1:
+                result = job.execute_in_process(
+                    instance=instance, partition_key=batch[0], tags=run_tags, run_config=log_config, raise_on_error=False
+                )
+            else:
+                result = job.execute_in_process(
+                    instance=instance, tags={**run_tags, **range_tags(batch)}, run_config=log_config, raise_on_error=False
+                )
         ok = ok and result.success
         run_ids.append(result.run_id)
         if was_interrupted(result):
@@ -242,7 +263,8 @@ def materialize_stats(instance: DagsterInstance, verbose: bool = False) -> bool:
 
     job = defs.resolve_job_def("symbol_stats_job")
     config = VERBOSE if verbose else QUIET
-    return job.execute_in_process(instance=instance, run_config=config, raise_on_error=False, tags=_process_tags()).success
+    with keeping_sigterm():
+        return job.execute_in_process(instance=instance, run_config=config, raise_on_error=False, tags=_process_tags()).success
 
 
 def demo_late_correction(instance: DagsterInstance, sandbox: "SandboxServer", verbose: bool = False) -> tuple[list[str], list[str]]:

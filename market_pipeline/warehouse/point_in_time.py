@@ -112,8 +112,12 @@ def _days(values) -> np.ndarray:
 
 
 def _instants(values) -> np.ndarray:
-    """Timestamps (datetimes or ISO text; None: NaT) as datetime64[us]."""
-    return np.array([as_datetime(v) if isinstance(v, str) else v for v in values], dtype="datetime64[us]")
+    """Timestamps (naive datetimes or ISO text as `stamp` writes it; None: NaT) as datetime64[us],
+    parsed by numpy in one call (else one by one)."""
+    try:
+        return np.array(list(values), dtype="datetime64[us]")
+    except (ValueError, TypeError):
+        return np.array([as_datetime(v) if isinstance(v, str) else v for v in values], dtype="datetime64[us]")
 
 
 def _key(segments: np.ndarray, days: np.ndarray) -> np.ndarray:
@@ -419,7 +423,6 @@ def factors_as_of(
     from market_pipeline.warehouse.reader import _factor_table
 
     symbols = list(dict.fromkeys(targets[n] for n in data.symbols))
-    current = _factor_table(conn, symbols)
     m, changed = _marker(conn), []
     for part in _chunks(symbols):
         changed += [r[0] for r in _fetch(
@@ -427,13 +430,14 @@ def factors_as_of(
             f"SELECT DISTINCT symbol FROM adjustment_factor_changes WHERE symbol IN ({_in(conn, part)}) AND changed_at > {m}",
             (*part, stamp(conn, as_of)),
         )]
+    rebuilding = set(changed)
+    current = _factor_table(conn, [s for s in symbols if s not in rebuilding])  # today's: those of as_of
     rebuilt: dict[str, tuple | None] = {}
     if changed:
         events = _events_as_of(conn, changed, as_of)
         held = data
         if not whole:
-            wanted = set(changed)
-            names = [n for n in data.symbols if targets[n] in wanted]
+            names = [n for n in data.symbols if targets[n] in rebuilding]
             held, _ = bars_as_of(conn, names, None, None, as_of)
         where = {targets[n]: k for k, n in enumerate(held.symbols)}
         rebuilt = _rebuilt(events, held, where, changed)
