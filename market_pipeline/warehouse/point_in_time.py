@@ -266,10 +266,10 @@ def bars_as_of(
 def _rebuild(data: columns.Columns, names, targets, symbols, keys, drop, extra) -> columns.Columns:
     """Columns without the dropped rows, with `extra` rows put in place, labelled with `names`."""
     ds = data.dataset
-    keep = ~drop
-    days = data.days[keep]
-    values = {c: v[keep] for c, v in data.values.items()}
-    missing = {c: v[keep] for c, v in data.missing.items()}
+    keep = np.flatnonzero(~drop)  # one index for every column: cheaper than a mask per column
+    days = data.days.take(keep)
+    values = {c: v.take(keep) for c, v in data.values.items()}
+    missing = {c: v.take(keep) for c, v in data.missing.items()}
     counts = data.counts - np.bincount((keys[drop] >> 32).astype("int64"), minlength=len(symbols))
     if extra is not None:
         row_keys = keys[keep]
@@ -346,7 +346,10 @@ def _events_as_of(conn: sa.Connection, symbols: Sequence[str], as_of: dt.datetim
         if not rows:
             continue
         table = np.array(rows, dtype=object)
-        days = np.array([d if isinstance(d, dt.date) else str(d)[:10] for d in table[:, 3]], dtype="datetime64[D]")
+        try:  # ISO text (SQLite) or date objects (PostgreSQL), in one numpy call
+            days = np.array(list(table[:, 3]), dtype="datetime64[D]")
+        except (ValueError, TypeError):
+            days = np.array([d if isinstance(d, dt.date) else str(d)[:10] for d in table[:, 3]], dtype="datetime64[D]")
         if kind == "split":  # Split.price_factor: split_from / split_to
             values = table[:, 4].astype("float64") / table[:, 5].astype("float64")
         else:
@@ -370,13 +373,19 @@ def _rebuilt(events: dict[str, tuple], held: columns.Columns, where: dict[str, i
     # each dividend against the close of the last session held before its ex-date (dividend_multipliers)
     applied_k, applied_days, applied = div_k[:0], ex_days[:0], cash[:0]
     if len(cash):
-        offsets = held.offsets
-        segment = np.array([where.get(s, -1) for s in div_names], dtype="int64")
-        bar_keys = _key(np.repeat(np.arange(len(held.symbols), dtype="int64"), held.counts), held.days)
-        ex = _key(np.maximum(segment, 0), ex_days.astype("int64"))
-        before = np.searchsorted(bar_keys, ex, side="left") - 1
-        first = np.where(segment >= 0, offsets[np.maximum(segment, 0)], 0)
-        found = (segment >= 0) & (before >= first)
+        offsets, held_days = held.offsets, held.days
+        ex = ex_days.astype("int64")
+        # the last session before each ex-date, within the symbol's own bars (-1: none); the dividends
+        # come grouped by symbol, so one search per symbol
+        before = np.full(len(cash), -1, dtype="int64")
+        cuts = np.flatnonzero(np.r_[True, div_k[1:] != div_k[:-1], True])
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            k = where.get(div_names[a])
+            if k is not None:
+                lo, hi = int(offsets[k]), int(offsets[k + 1])
+                before[a:b] = lo + np.searchsorted(held_days[lo:hi], ex[a:b], side="left") - 1
+                before[a:b][before[a:b] < lo] = -1
+        found = before >= 0
         closes = held.values["close"]
         close = np.where(found, closes[np.maximum(before, 0)] if len(closes) else np.nan, np.nan)
         applies = found & (close > cash)
