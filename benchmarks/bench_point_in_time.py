@@ -17,6 +17,7 @@ SQLite always; PostgreSQL too with `--postgres` (a throwaway cluster). Not part 
 
     .venv/bin/python -m benchmarks.bench_point_in_time --symbols 50 --years 3 --days 40 --storage-symbols 500   # a quick look
     .venv/bin/python -m benchmarks.bench_point_in_time --symbols 1000 --years 20 --storage-symbols 10000 --postgres
+    .venv/bin/python -m benchmarks.bench_point_in_time --storage-symbols 0 --keep /tmp/pit   # build once, then re-read
 """
 
 from __future__ import annotations
@@ -148,27 +149,35 @@ def _row_counts(url: str, tables) -> dict[str, int]:
         return {t: int(conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar()) for t in tables}
 
 
-def reads(url: str, symbols: int, years: int, days: int, changed: float, rounds: int, log) -> dict:
+def reads(url: str, symbols: int, years: int, days: int, changed: float, rounds: int, log, kept: Path | None = None) -> dict:
     from benchmarks.bench_corporate_actions import _events
     from benchmarks.bench_warehouse import synthetic_frame
     from market_pipeline.warehouse import SymbolRegistry
     from market_pipeline.warehouse.reader import read_bars
     from market_pipeline.warehouse.store import clock_at
 
-    rng = np.random.default_rng(17)
     names = _names("R", symbols)
-    SymbolRegistry(url).add(names, "stock")
-    base = synthetic_frame(252 * years, rng)
-    frames, events = {}, {}
-    for k, name in enumerate(names):
-        frame = base.copy()
-        frame[["open", "high", "low", "close", "vwap"]] *= 0.5 + (k % 89) / 40
-        frames[name] = frame
-        events[name] = _events(name, frame, rng)
     points = {"a year back": -1, "six months back": days // 2 - 1, "a week back": max(days - 6, 0)}
-    started = time.perf_counter()
-    done = simulate(url, names, frames, days, changed, rng, log, events, watch={v: k for k, v in points.items()})
-    log(f"{symbols:,} x {years} years, {days} daily refreshes written in {time.perf_counter() - started:.0f} s")
+    sidecar = kept.with_suffix(".json") if kept is not None else None
+    if sidecar is not None and sidecar.exists():  # the simulation kept by an earlier --keep run
+        done = json.loads(sidecar.read_text())
+        done["stamps"] = [dt.datetime.fromisoformat(t) for t in done["stamps"]]
+        log(f"reusing the warehouse {kept} ({symbols:,} x {years} years, {days} daily refreshes)")
+    else:
+        rng = np.random.default_rng(17)
+        SymbolRegistry(url).add(names, "stock")
+        base = synthetic_frame(252 * years, rng)
+        frames, events = {}, {}
+        for k, name in enumerate(names):
+            frame = base.copy()
+            frame[["open", "high", "low", "close", "vwap"]] *= 0.5 + (k % 89) / 40
+            frames[name] = frame
+            events[name] = _events(name, frame, rng)
+        started = time.perf_counter()
+        done = simulate(url, names, frames, days, changed, rng, log, events, watch={v: k for k, v in points.items()})
+        log(f"{symbols:,} x {years} years, {days} daily refreshes written in {time.perf_counter() - started:.0f} s")
+        if sidecar is not None:
+            sidecar.write_text(json.dumps({**done, "stamps": [t.isoformat() for t in done["stamps"]]}))
     now = done["stamps"][-1] + dt.timedelta(hours=6)
     moments = {label: done["digests"][label]["at"] for label in points}
     checked = {}
@@ -219,8 +228,11 @@ def storage(url: str, symbols: int, days: int, changed: float, history: int, log
 
 def run(args, log) -> dict:
     out = {}
+    keep = getattr(args, "keep", None)
     with tempfile.TemporaryDirectory(prefix="mp-bench-pit-") as tmp:
-        engines = [("sqlite", lambda name: f"sqlite:///{Path(tmp) / (name + '.sqlite')}")]
+        folder = Path(keep) if keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        engines = [("sqlite", lambda name: f"sqlite:///{folder / (name + '.sqlite')}")]
         cluster = None
         if args.postgres:
             from market_pipeline_tests.postgres_cluster import PostgresCluster
@@ -231,7 +243,9 @@ def run(args, log) -> dict:
             for engine, make in engines:
                 result = {}
                 if args.symbols:
-                    result["reads"] = reads(make("pit_reads"), args.symbols, args.years, args.days, args.changed, args.rounds, log)
+                    kept = folder / f"pit_reads-{args.symbols}x{args.years}-{args.days}d.sqlite" if keep and engine == "sqlite" else None
+                    url = f"sqlite:///{kept}" if kept is not None else make("pit_reads")
+                    result["reads"] = reads(url, args.symbols, args.years, args.days, args.changed, args.rounds, log, kept)
                 if args.storage_symbols:
                     result["storage"] = storage(make("pit_storage"), args.storage_symbols, args.days, args.changed, args.history, log)
                 out[engine] = result
@@ -295,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", type=int, default=30, help="sessions each storage symbol holds before the simulated days")
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, help="keep the read panel's SQLite warehouse in this folder and reuse it when it is there (the year of refreshes is simulated once)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
