@@ -99,6 +99,12 @@ def test_run_without_key_uses_the_sandbox_and_demo_set(fresh_home, capsys, monke
     closes = [b["close"] for b in (then["bars"] if isinstance(then, dict) else then)]
     assert len(closes) == len(now)
     assert closes[-2:] == [r["old"]["close"] for r in revised] and closes[:-2] == now["close"].iloc[:-2].tolist()
+    # a later run (a new sandbox) is an ordinary refresh: the corrected bars stay corrected
+    assert main(["run"]) == 0
+    assert "Late correction" not in capsys.readouterr().out
+    assert main(["revisions", DEMO_CORRECTED, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["bars"]) == 2
+    assert store.read_bars(DEMO_CORRECTED)["close"].tolist() == now["close"].tolist()
 
 
 @pytest.mark.slow

@@ -197,6 +197,8 @@ def cmd_run(args) -> int:
     demo_runs: list[str] = []
     with runner.polygon_endpoint() as sandbox:
         first_demo = sandbox is not None and runner.register_demo_set(registry)
+        if sandbox is not None and not first_demo:
+            runner.keep_demo_correction(sandbox)  # the sandbox serves what the demo corrected as corrected
         added, deleted = runner.reconcile_partitions(instance, registry)
         if added or deleted:
             print(f"Partitions: {len(added)} added, {len(deleted)} removed.")

@@ -267,6 +267,24 @@ def materialize_stats(instance: DagsterInstance, verbose: bool = False) -> bool:
         return job.execute_in_process(instance=instance, run_config=config, raise_on_error=False, tags=_process_tags()).success
 
 
+def keep_demo_correction(sandbox: "SandboxServer") -> list:
+    """Later runs against a new sandbox: serve the dates the demo corrected (DEMO_CORRECTED's bars
+    revised by exactly DEMO_CORRECTION) corrected again, so a refresh does not put the first values
+    back. Returns those dates."""
+    from market_pipeline.warehouse.revisions import RevisionStore
+
+    store = RevisionStore(settings.db_url())
+    if store.known(DEMO_CORRECTED) is None:
+        return []
+    dates = sorted({
+        b.date for b in store.of_symbol(DEMO_CORRECTED).bars
+        if b.old.get("close") and b.new.get("close") and abs(b.new["close"] / b.old["close"] - DEMO_CORRECTION) < 1e-5  # prices kept to 4 decimals
+    })
+    if dates:
+        sandbox.revise_bars(DEMO_CORRECTED, dates, DEMO_CORRECTION)
+    return dates
+
+
 def demo_late_correction(instance: DagsterInstance, sandbox: "SandboxServer", verbose: bool = False) -> tuple[list[str], list[str]]:
     """The demo's point-in-time read: after the first run, the sandbox corrects DEMO_CORRECTED's last
     two stored sessions (as Polygon revises recent bars after late trades) and a refresh of that symbol
