@@ -273,11 +273,8 @@ def keep_demo_correction(sandbox: "SandboxServer") -> list:
     back. Returns those dates."""
     from market_pipeline.warehouse.revisions import RevisionStore
 
-    store = RevisionStore(settings.db_url())
-    if store.known(DEMO_CORRECTED) is None:
-        return []
     dates = sorted({
-        b.date for b in store.of_symbol(DEMO_CORRECTED).bars
+        b.date for b in RevisionStore(settings.db_url()).of_symbol(DEMO_CORRECTED).bars
         if b.old.get("close") and b.new.get("close") and abs(b.new["close"] / b.old["close"] - DEMO_CORRECTION) < 1e-5  # prices kept to 4 decimals
     })
     if dates:
