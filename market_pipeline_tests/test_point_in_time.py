@@ -105,6 +105,23 @@ def test_a_read_as_of_an_instant_between_two_runs_is_what_was_read_then(revised)
     assert now["splits"].loc[aapl_before, "close"] == pytest.approx(now["none"].loc[aapl_before, "close"] / 2)
 
 
+def test_factors_changed_without_the_ranges_they_replaced_are_rebuilt_as_they_were(revised):
+    """Each factor change keeps the ranges it replaced, and a read as of before it adjusts with them; a
+    change recorded without them (before the warehouse kept them) is rebuilt from the events and bars
+    known then, to the same bits."""
+    url, first, _ = revised
+    with open_engine(url).begin() as conn:
+        kept = dict(conn.execute(sa.text(
+            "SELECT symbol, superseded FROM adjustment_factor_changes WHERE changed_at > :t"), {"t": FIRST_RUN}).all())
+        assert {"AAPL", "KO"} <= set(kept) and all(v is not None for v in kept.values())
+        assert len(kept["KO"]) > 0 and len(kept["AAPL"]) == 0  # KO had factors then (dividends), AAPL none (its split unknown)
+        conn.execute(sa.text("UPDATE adjustment_factor_changes SET superseded = NULL"))
+    with clock_at(AFTER):
+        then = reads(url, ALL, as_of=BETWEEN)
+    for adjustment in VIEWS:
+        pd.testing.assert_frame_equal(then[adjustment], first[adjustment], check_exact=True)
+
+
 def test_revisions_lists_each_change_with_its_old_and_new_values(revised, monkeypatch, capsys):
     url, first, ids = revised
     monkeypatch.setenv("MARKET_PIPELINE_DB_URL", url)

@@ -26,7 +26,10 @@ def test_a_run_counts_the_bars_it_revised_and_lists_the_events_it_changed(polygo
     assert materialization_metadata(instance, "MSFT")["bars_revised"] == 0
     with get_engine(warehouse_url).connect() as conn:
         last = [str(d)[:10] for d in conn.execute(sa.text("SELECT date FROM ohlcv_daily WHERE symbol = 'MSFT' ORDER BY date DESC LIMIT 2")).scalars()]
-        written = as_datetime(conn.execute(sa.text("SELECT max(stored_at) FROM ohlcv_insertions")).scalar())
+        written = max(  # the first run's last write: its bars, then the factors recomputed on them
+            as_datetime(conn.execute(sa.text(f"SELECT max({column}) FROM {table}")).scalar())
+            for table, column in (("ohlcv_insertions", "stored_at"), ("adjustment_factor_changes", "changed_at"))
+        )
     first = read_bars(["MSFT"], adjustment="total_return", url=warehouse_url)
     dividend, ex_date, cash = next(d for d in polygon_env.dividend_ids("MSFT") if d[1] >= START and d[1] <= last[0])
     polygon_env.revise_bars("MSFT", last, 1.02)

@@ -328,7 +328,7 @@ class CorporateActionStore:
         conn.execute(adjustment_factors.delete().where(adjustment_factors.c.symbol == symbol))
         if rows:
             conn.execute(adjustment_factors.insert(), rows)
-        revisions.factors_changed(conn, symbol, now)
+        revisions.factors_changed(conn, symbol, now, stored)
         return ranges.unapplied
 
 

@@ -7,9 +7,10 @@ snapshot with everything below, then:
 * puts back, for each bar revised after T, the values it held at T (of its revisions replaced after
   T, the earliest: `ohlcv_revisions`);
 * adjusts with the factors held at T: today's `adjustment_factors` for a symbol whose factors did
-  not change since T, else the factors rebuilt (corporate_actions.factors) from the splits and
-  dividends known at T, in the states they had then (`corporate_action_revisions`), and the bars
-  held at T.
+  not change since T, else the ranges the first change after T replaced
+  (`adjustment_factor_changes.superseded`); for a change recorded before those were kept, the
+  factors rebuilt (corporate_actions.factors) from the splits and dividends known at T, in the
+  states they had then (`corporate_action_revisions`), and the bars held at T.
 
 A name renamed since (or before, when it has no bars of its own) reads the history it was renamed
 to (`symbol_aliases`). History begins where the warehouse's does (`revision_history.began_at`: its
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 
 from market_pipeline.warehouse import columns
 from market_pipeline.warehouse.columns import _fetch, _marker
-from market_pipeline.warehouse.revisions import as_datetime, stamp
+from market_pipeline.warehouse.revisions import as_datetime, decode_factors, stamp
 
 ACCEPTED = (
     "a timezone-aware datetime, or an ISO 8601 string such as 2025-06-02T21:00:00+00:00, 2025-06-02T17:00-04:00 "
@@ -426,22 +427,29 @@ def factors_as_of(
     conn: sa.Connection, data: columns.Columns, targets: dict[str, str], whole: bool, as_of: dt.datetime
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """name -> the (valid_to, split, total-return) factor ranges held at `as_of` (reader's form):
-    today's for a symbol whose factors did not change since, else rebuilt from the events known
-    then and the bars held then. `whole`: `data` holds the names' whole histories (else the bars of
-    the symbols rebuilt are read as of then)."""
+    today's for a symbol whose factors did not change since, else those its first change since
+    replaced, or (a change recorded without them) rebuilt from the events known then and the bars
+    held then. `whole`: `data` holds the names' whole histories (else the bars of the symbols
+    rebuilt are read as of then)."""
     from market_pipeline.warehouse.reader import _factor_table
 
     symbols = list(dict.fromkeys(targets[n] for n in data.symbols))
-    m, changed = _marker(conn), []
-    for part in _chunks(symbols):
-        changed += [r[0] for r in _fetch(
+    m, kept, changed = _marker(conn), {}, []
+    for part in _chunks(symbols):  # each symbol's first change since: the ranges it replaced
+        for symbol, superseded in _fetch(
             conn,
-            f"SELECT DISTINCT symbol FROM adjustment_factor_changes WHERE symbol IN ({_in(conn, part)}) AND changed_at > {m}",
+            f"SELECT c.symbol, c.superseded FROM adjustment_factor_changes c WHERE c.symbol IN ({_in(conn, part)}) "
+            f"AND c.changed_at = (SELECT min(f.changed_at) FROM adjustment_factor_changes f "
+            f"WHERE f.symbol = c.symbol AND f.changed_at > {m})",
             (*part, stamp(conn, as_of)),
-        )]
+        ):
+            if superseded is None:  # recorded before the replaced ranges were kept
+                changed.append(symbol)
+            else:
+                kept[symbol] = decode_factors(superseded) if len(superseded) else None
     rebuilding = set(changed)
-    current = _factor_table(conn, [s for s in symbols if s not in rebuilding])  # today's: those of as_of
-    rebuilt: dict[str, tuple | None] = {}
+    current = _factor_table(conn, [s for s in symbols if s not in kept and s not in rebuilding])  # today's: those of as_of
+    rebuilt: dict[str, tuple | None] = dict(kept)
     if changed:
         events = _events_as_of(conn, changed, as_of)
         held = data
@@ -449,7 +457,7 @@ def factors_as_of(
             names = [n for n in data.symbols if targets[n] in rebuilding]
             held, _ = bars_as_of(conn, names, None, None, as_of)
         where = {targets[n]: k for k, n in enumerate(held.symbols)}
-        rebuilt = _rebuilt(events, held, where, changed)
+        rebuilt.update(_rebuilt(events, held, where, changed))
     out = {}
     for name in data.symbols:
         symbol = targets[name]

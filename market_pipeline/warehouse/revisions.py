@@ -252,12 +252,44 @@ def keep_event_states(
     return changes
 
 
-def factors_changed(conn: sa.Connection, symbol: str, now: dt.datetime) -> None:
-    """Record that `symbol`'s adjustment_factors changed at `now` (in the transaction that changed them)."""
+_FACTOR_LAYOUT = (("valid_from", "<i4"), ("valid_to", "<i4"), ("split_factor", "<f8"), ("total_return_factor", "<f8"))
+_FACTOR_WIDTH = sum(np.dtype(t).itemsize for _, t in _FACTOR_LAYOUT)
+
+
+def encode_factors(ranges: Sequence[tuple]) -> bytes:
+    """A symbol's factor ranges ((valid_from, valid_to, split_factor, total_return_factor), by
+    valid_from) as `adjustment_factor_changes.superseded`: each field's column in turn, little-endian
+    (dates as int32 days since 1970-01-01, factors as float64, exactly as stored)."""
+    if not ranges:
+        return b""
+    fields = list(zip(*ranges))
+    days = [np.array([np.datetime64(d, "D") for d in fields[k]], dtype="datetime64[D]").astype("<i4") for k in (0, 1)]
+    return b"".join([days[0].tobytes(), days[1].tobytes(), np.array(fields[2], "<f8").tobytes(), np.array(fields[3], "<f8").tobytes()])
+
+
+def decode_factors(payload) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`encode_factors`' bytes as the reader's factor ranges: (valid_to as datetime64[D], split
+    factors, total-return factors)."""
+    size = len(payload)
+    if size % _FACTOR_WIDTH:
+        raise ValueError(f"superseded factors of {size} bytes: not a whole number of {_FACTOR_WIDTH}-byte ranges")
+    n = size // _FACTOR_WIDTH
+    valid_to = np.frombuffer(payload, "<i4", n, 4 * n).astype("int64").astype("datetime64[D]")
+    split = np.frombuffer(payload, "<f8", n, 8 * n).astype("float64")
+    total = np.frombuffer(payload, "<f8", n, 16 * n).astype("float64")
+    return valid_to, split, total
+
+
+def factors_changed(conn: sa.Connection, symbol: str, now: dt.datetime, superseded: Sequence[tuple]) -> None:
+    """Record that `symbol`'s adjustment_factors changed at `now`, and the ranges the change replaced
+    (`superseded`: (valid_from, valid_to, split_factor, total_return_factor) by valid_from; none for
+    a symbol that had none), in the transaction that changed them. A second change at the same
+    instant keeps the first's: what was held before that instant."""
     m = _marker(conn)
     ignore, conflict = _insert_ignoring(conn)
     conn.exec_driver_sql(
-        f"{ignore} adjustment_factor_changes (symbol, changed_at) VALUES ({m}, {m}){conflict}", (symbol, stamp(conn, now))
+        f"{ignore} adjustment_factor_changes (symbol, changed_at, superseded) VALUES ({m}, {m}, {m}){conflict}",
+        (symbol, stamp(conn, now), encode_factors(superseded)),
     )
 
 

@@ -362,13 +362,16 @@ corporate_action_revisions = sa.Table(
     sqlite_with_rowid=False,
 )
 
-# When a symbol's adjustment_factors changed (a point-in-time read rebuilds the factors of the
-# symbols changed since its instant from the events and bars known then)
+# When a symbol's adjustment_factors changed, with the ranges the change replaced (`superseded`,
+# revisions.encode_factors; NULL on a change recorded before it was kept): a point-in-time read takes
+# each symbol's factors from the first change after its instant (or, when that holds none, rebuilds
+# them from the events and bars known then)
 adjustment_factor_changes = sa.Table(
     "adjustment_factor_changes",
     metadata,
     sa.Column("symbol", sa.String(32), primary_key=True),
     sa.Column("changed_at", sa.DateTime, primary_key=True),
+    sa.Column("superseded", sa.LargeBinary, nullable=True),
     sqlite_with_rowid=False,
 )
 
