@@ -122,6 +122,47 @@ def test_factors_changed_without_the_ranges_they_replaced_are_rebuilt_as_they_we
         pd.testing.assert_frame_equal(then[adjustment], first[adjustment], check_exact=True)
 
 
+def test_bars_stored_since_anywhere_in_a_history_are_left_out_of_a_read_as_of_before(any_warehouse_url, monkeypatch):
+    """The sessions appended since an instant are left out by the read itself (one read of the panel),
+    from the tail or from inside the column blocks; a history also extended back since, or one whose
+    span since holds bars older than it, is read whole and its bars stored since dropped where they are."""
+    from market_pipeline.warehouse import point_in_time
+    from market_pipeline_tests.test_columnar_reads import bars
+
+    url, store, t0, day = any_warehouse_url, BarStore(any_warehouse_url), dt.datetime(2025, 3, 3, 22), dt.timedelta(days=1)
+    frames = {s: bars(300, seed=k) for k, s in enumerate(["AAA", "BBB", "CCC"])}
+    ddd = bars(300, seed=9)
+    with clock_at(t0):
+        gap = frames["CCC"].drop(index=[280, 281]).iloc[:288]  # two sessions missing then
+        store.upsert_many([("AAA", frames["AAA"].iloc[100:290]), ("BBB", frames["BBB"].iloc[:290]), ("CCC", gap), ("DDD", ddd.iloc[:200])])
+        first = read_bars([*frames, "DDD"], url=url)
+    with clock_at(t0 + day):
+        store.upsert_many([(s, f.iloc[278:295]) for s, f in frames.items()])  # sessions again, five new, CCC's gap filled
+        store.upsert_bars("AAA", frames["AAA"].iloc[:100])  # its older history, backfilled since
+        store.upsert_bars("DDD", ddd.iloc[200:260])  # more new sessions than a tail holds: sealed into its blocks
+    with open_engine(url).connect() as conn:
+        sealed = conn.execute(sa.text("SELECT sealed_through FROM column_seals WHERE symbol = 'DDD' AND dataset = 'ohlcv_daily'")).scalar()
+    assert str(sealed)[:10] > str(ddd["date"].iloc[200].date())
+    reads_made = []
+    original = point_in_time.columns.read
+    monkeypatch.setattr(point_in_time.columns, "read", lambda *a, **k: reads_made.append(k.get("until")) or original(*a, **k))
+    then = {}
+    with clock_at(t0 + 2 * day):
+        for names in (["BBB", "CCC"], list(frames)):
+            then[len(names)] = read_bars(names, url=url, as_of=(t0 + day / 2).isoformat())
+        now = read_bars(list(frames), url=url)
+    # BBB alone is left out by the read; CCC's span since holds sessions stored before, AAA's is not its last
+    assert [sorted(u) if u else u for u in reads_made] == [["BBB", "CCC"], None, ["AAA", "BBB", "CCC"], None, None]
+    pd.testing.assert_frame_equal(then[3], first.loc[list(frames)], check_exact=True)
+    pd.testing.assert_frame_equal(then[2], first.loc[["BBB", "CCC"]], check_exact=True)
+    assert [len(now.loc[s]) for s in frames] == [295, 295, 295]
+    with clock_at(t0 + 2 * day):
+        pd.testing.assert_frame_equal(read_bars(["BBB", "DDD"], url=url, as_of=(t0 + day / 2).isoformat()), first.loc[["BBB", "DDD"]], check_exact=True)
+        assert len(read_bars(["DDD"], url=url)) == 260
+    # the day before each one's first session since
+    assert reads_made[-2] == {"BBB": frames["BBB"]["date"].iloc[290].date() - day, "DDD": ddd["date"].iloc[200].date() - day}
+
+
 def test_revisions_lists_each_change_with_its_old_and_new_values(revised, monkeypatch, capsys):
     url, first, ids = revised
     monkeypatch.setenv("MARKET_PIPELINE_DB_URL", url)

@@ -48,8 +48,9 @@ format is never decoded.
 The reading API, for code built on this path (point-in-time reads, other per-symbol daily tables):
 
 * `snapshot(engine)`: a connection whose reads all see one moment;
-* `read(conn, dataset, symbols, start, end, since)`: a `Columns`: the symbols' rows as numpy
-  columns, symbol after symbol in the order asked, each symbol's rows by date;
+* `read(conn, dataset, symbols, start, end, since, until)`: a `Columns`: the symbols' rows as numpy
+  columns, symbol after symbol in the order asked, each symbol's rows by date (`until`: per symbol,
+  a last date, the rows after it counted in `Columns.beyond`, cut from blocks and tail alike);
 * `Columns.frame()` (the (symbol, date)-indexed frame of `read_bars`), `Columns.frames()` (one bar
   frame per symbol), `Columns.arrow()` (an Arrow table, zero-copy into polars with `pl.from_arrow`),
   `Columns.segment(symbol)` and `Columns.positions(symbols, days)` (where given rows are, to patch
@@ -83,7 +84,8 @@ _META_CHUNK = 500  # symbols per metadata query (SQLite takes at most 32,766 bou
 _BLOCK_CHUNK = 100  # symbols whose blocks are in memory at once during a read
 _LOW, _HIGH = dt.date(1, 1, 1), dt.date(9999, 12, 31)
 _EPOCH = np.datetime64("1970-01-01", "D")
-_NO_INT = -(2**63)  # stands for NULL in a PostgreSQL binary COPY of an integer column
+_NO_INT = -(2**63)
+_NO_DAY = -(2**31)  # stands for NULL in a PostgreSQL binary COPY of an integer column
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _COPY_TRAILER = b"\xff\xff"
 
@@ -681,6 +683,9 @@ class Columns:
     days: np.ndarray  # int32, days since 1970-01-01
     values: dict[str, np.ndarray]  # float64 (NaN for NULL) or int64 (see `missing`)
     missing: dict[str, np.ndarray]  # the NULL masks of the integer columns
+    # read with `until`: per symbol, how many rows dated after its `until` (and by `end`) were left
+    # out, and the last day among them (int32 days since 1970-01-01; _NO_DAY when none)
+    beyond: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def offsets(self) -> np.ndarray:
@@ -787,11 +792,15 @@ def read(
     start: dt.date | None = None,
     end: dt.date | None = None,
     since: Mapping[str, dt.date] | None = None,
+    until: Mapping[str, dt.date] | None = None,
 ) -> Columns:
     """The rows of `symbols` (in that order, once each) dated from `start` (or `since[symbol]`, the
-    later of the two) to `end`, inclusive; open bounds when None. Call it on a `snapshot`."""
+    later of the two) to `end`, inclusive; open bounds when None. Call it on a `snapshot`.
+    `until[symbol]`: that symbol's rows dated after it are left out too, and counted (`beyond`)."""
     symbols = list(dict.fromkeys(symbols))
     since = since or {}
+    stop = {s: _day(d) for s, d in (until or {}).items()}
+    beyond = np.zeros(len(symbols), dtype="int64"), np.full(len(symbols), _NO_DAY, dtype="int32")
     first = {s: max([d for d in (start, since.get(s)) if d is not None], default=None) for s in symbols}
     state = _state(conn, ds, symbols)
     passed_over: dict[str, list[str]] = {}
@@ -847,7 +856,17 @@ def read(
             out.missing[c][at : at + n] = part.missing[c]
         return n
 
-    def put_blocks(symbol: str, batches: list) -> int:
+    def cut(k: int, symbol: str, days: np.ndarray, a: int, b: int) -> int:
+        """Where rows a..b (of `days`, by date) end once the symbol's `until` leaves out those after it."""
+        c = stop.get(symbol)
+        if c is None or b <= a or days[b - 1] <= c:
+            return b
+        j = max(a, int(np.searchsorted(days[:b], c, side="right")))
+        beyond[0][k] += b - j
+        beyond[1][k] = max(int(beyond[1][k]), int(days[b - 1]))
+        return j
+
+    def put_blocks(k: int, symbol: str, batches: list) -> int:
         """Copy the symbol's block batches (in key order) into `out`, cut to its dates."""
         lo = _day(first[symbol]) if first[symbol] is not None else None
         hi = _day(end) if end is not None else None
@@ -855,12 +874,13 @@ def read(
         n = 0
         for batch in batches:
             a, b = 0, batch.num_rows
-            if b and (lo is not None or hi is not None):
+            if b and (lo is not None or hi is not None or symbol in stop):
                 days = block_days(batch)
                 if lo is not None and days[0] < lo:
                     a = int(np.searchsorted(days, lo, side="left"))
                 if hi is not None and days[-1] > hi:
                     b = int(np.searchsorted(days, hi, side="right"))
+                b = cut(k, symbol, days, a, b)
             if b > a:
                 copy_block(ds, batch, a, b, out, at + n)
                 n += b - a
@@ -896,10 +916,11 @@ def read(
             n = 0
             if symbol in batches:
                 try:
-                    n += put_blocks(symbol, batches[symbol])
+                    n += put_blocks(k, symbol, batches[symbol])
                     at += n
                 except BlockError as exc:  # values the format does not allow: this symbol from its rows
                     passed_over.setdefault(f"unreadable ({exc})", []).append(symbol)
+                    beyond[0][k], beyond[1][k] = 0, _NO_DAY  # counted again from the rows
                     fallback[symbol] = (len(decoded), len(decoded))
                     decoded = _concat(ds, [decoded, read_rows(conn, ds, [(symbol, first[symbol], state.seals[symbol][0])])])
                     fallback[symbol] = (fallback[symbol][0], len(decoded))
@@ -908,9 +929,11 @@ def read(
                 part = decoded.take(slice(lo, hi))
                 if end is not None:
                     part = part.take(part.days <= _day(end))
+                part = part.take(slice(0, cut(k, symbol, part.days, 0, len(part))))
                 n += put(part)
                 at += len(part)
             tail = rows.take(slice(int(row_offsets[k]), int(row_offsets[k + 1])))
+            tail = tail.take(slice(0, cut(k, symbol, tail.days, 0, len(tail))))
             n += put(tail)
             at += len(tail)
             counts[k] = n
@@ -921,7 +944,8 @@ def read(
             ds.table, summary, ds.table,
         )
     return Columns(
-        ds, symbols, counts, out.days[:at], {c: v[:at] for c, v in out.values.items()}, {c: m[:at] for c, m in out.missing.items()}
+        ds, symbols, counts, out.days[:at], {c: v[:at] for c, v in out.values.items()}, {c: m[:at] for c, m in out.missing.items()},
+        beyond if stop else None,
     )
 
 

@@ -160,6 +160,15 @@ def _bounds_sql(conn: sa.Connection, low: str, high: str, start, end) -> tuple[s
     return sql, params
 
 
+def _column_values(column: str, raw: np.ndarray, integers) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column of DBAPI values (None: NULL) as the read's arrays: float64 with NaN, or int64 and
+    its NULL mask."""
+    if column in integers:
+        missing = np.equal(raw, None)
+        return np.where(missing, 0, raw).astype("int64"), missing.astype(bool)
+    return raw.astype("float64"), None
+
+
 def bars_as_of(
     conn: sa.Connection, names: Sequence[str], start: dt.date | None, end: dt.date | None, as_of: dt.datetime
 ) -> tuple[columns.Columns, dict[str, str]]:
@@ -168,16 +177,14 @@ def bars_as_of(
     names = list(dict.fromkeys(names))
     targets = resolve(conn, names, as_of)
     symbols = list(dict.fromkeys(targets[n] for n in names))
-    data = columns.read(conn, columns.OHLCV, symbols, start, end)
     index = {s: k for k, s in enumerate(symbols)}
     m, moment = _marker(conn), stamp(conn, as_of)
-    segments = np.repeat(np.arange(len(symbols), dtype="int64"), data.counts)
-    keys = _key(segments, data.days)
-    drop = np.zeros(len(keys), dtype=bool)
 
     # bars first stored after as_of: on a whole-history read, per symbol the span its insertions since
-    # cover and how many bars they inserted; a span holding exactly that many bars is dropped whole
-    # (the usual case: the sessions appended since); any other symbol's insertions are read one by one
+    # cover and how many bars they inserted. The usual case, the sessions appended since, is left out
+    # by the read itself (each symbol's rows after the day before its span): that holds when exactly
+    # that many rows were left out, none after the span. Else the rows are read whole and a span
+    # holding exactly that many bars is dropped whole; any other symbol's insertions one by one.
     spans = []
     bounds, bound_params = _bounds_sql(conn, "first_date", "last_date", start, end)
     for part in _chunks(symbols if start is None and end is None else []):
@@ -187,18 +194,30 @@ def bars_as_of(
             f"WHERE symbol IN ({_in(conn, part)}) AND stored_at > {m}{bounds} GROUP BY symbol",
             (*part, moment, *bound_params),
         )
+    table = np.array(spans, dtype=object).reshape(len(spans), 4)
+    span_k = np.array([index[s] for s in table[:, 0]], dtype="int64")
+    span_low, span_high = _days(table[:, 1]), _days(table[:, 2])
+    span_bars = table[:, 3].astype("int64")
+    until = {str(s): columns._date(int(day) - 1) for s, day in zip(table[:, 0], span_low.tolist())}
+    data = columns.read(conn, columns.OHLCV, symbols, start, end, until=until)
+    if until:
+        left_out, last = data.beyond
+        if ((left_out[span_k] == span_bars) & (last[span_k] <= span_high)).all():
+            table = table[:0]  # every span left out by the read
+        else:
+            data = columns.read(conn, columns.OHLCV, symbols, start, end)
+    keys, drop = None, None  # each row's key, the rows dropped: made only when some row is dropped
     lows, highs = [], []
     mixed = symbols if start is not None or end is not None else []
-    if spans and len(keys):
-        table = np.array(spans, dtype=object)
-        seg = np.array([index[s] for s in table[:, 0]], dtype="int64")
-        low, high = _key(seg, _days(table[:, 1])), _key(seg, _days(table[:, 2]))
+    if len(table) and len(data.days):
+        keys = _row_keys(data)
+        low, high = _key(span_k, span_low), _key(span_k, span_high)
         inside = np.searchsorted(keys, high, side="right") - np.searchsorted(keys, low, side="left")
-        whole = inside == table[:, 3].astype("int64")
+        whole = inside == span_bars
         lows.append(low[whole])
         highs.append(high[whole])
         mixed = [str(s) for s in table[~whole, 0]]
-    if len(keys):
+    if len(data.days):
         for part in _chunks(mixed):
             rows = _fetch(
                 conn,
@@ -207,18 +226,19 @@ def bars_as_of(
                 (*part, moment, *bound_params),
             )
             if rows:
-                table = np.array(rows, dtype=object)
-                seg = np.array([index[s] for s in table[:, 0]], dtype="int64")
-                lows.append(_key(seg, _days(table[:, 1])))
-                highs.append(_key(seg, _days(table[:, 2])))
+                found = np.array(rows, dtype=object)
+                seg = np.array([index[s] for s in found[:, 0]], dtype="int64")
+                lows.append(_key(seg, _days(found[:, 1])))
+                highs.append(_key(seg, _days(found[:, 2])))
     if lows:
+        keys = _row_keys(data) if keys is None else keys
         low, high = np.concatenate(lows), np.concatenate(highs)
         starts, stops = np.searchsorted(keys, low, side="left"), np.searchsorted(keys, high, side="right")
         covered = np.cumsum(np.bincount(starts, minlength=len(keys) + 1) - np.bincount(stops, minlength=len(keys) + 1))
         drop = covered[: len(keys)] > 0
 
     # values revised after as_of: the earliest revision replaced after it holds the value then
-    value_columns = columns.OHLCV.columns
+    value_columns, integers = columns.OHLCV.columns, columns.OHLCV.integers
     revised = []
     bounds, bound_params = _bounds_sql(conn, "date", "date", start, end)
     for part in _chunks(symbols):
@@ -241,27 +261,45 @@ def bars_as_of(
         held = np.isnat(since) | (since <= np.datetime64(as_of, "us"))
         take = first & held
         table, rev_keys = table[take], rev_keys[take]
-        at = np.searchsorted(keys, rev_keys)
-        present = np.zeros(len(rev_keys), dtype=bool)
-        inside = at < len(keys)
-        present[inside] = keys[at[inside]] == rev_keys[inside]
+        at, present = _find(data, rev_keys)
+        put = at[present]
         for i, c in enumerate(value_columns, start=4):
-            raw = table[:, i]
-            if c in data.missing:
-                missing = np.array([v is None for v in raw], dtype=bool)
-                values = np.array([0 if v is None else int(v) for v in raw], dtype="int64")
-                data.values[c][at[present]] = values[present]
-                data.missing[c][at[present]] = missing[present]
-            else:
-                values = np.array([np.nan if v is None else float(v) for v in raw], dtype="float64")
-                data.values[c][at[present]] = values[present]
-        drop[at[present]] = False
+            values, missing = _column_values(c, table[present, i], integers)
+            data.values[c][put] = values
+            if missing is not None:
+                data.missing[c][put] = missing
+        if drop is not None:
+            drop[put] = False
         if not present.all():  # a bar held then and absent now: put back in its place
             gone = ~present
             extra = (rev_keys[gone], table[gone])
-    if not drop.any() and extra is None and all(targets[n] == n for n in names):
+    if (drop is None or not drop.any()) and extra is None and all(targets[n] == n for n in names):
         return data, targets
+    keys = _row_keys(data) if keys is None else keys
+    drop = np.zeros(len(keys), dtype=bool) if drop is None else drop
     return _rebuild(data, names, targets, symbols, keys, drop, extra), targets
+
+
+def _row_keys(data: columns.Columns) -> np.ndarray:
+    """The `_key` of every row of `data` (its segment, its day), ascending."""
+    return _key(np.repeat(np.arange(len(data.symbols), dtype="int64"), data.counts), data.days)
+
+
+def _find(data: columns.Columns, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the rows of `wanted` (ascending `_key`s) are in `data`, and whether they are there: one
+    search per segment in its own days, without a key for every row."""
+    offsets = data.offsets
+    segments = wanted >> 32
+    days = (wanted & 0xFFFFFFFF) - 2**31
+    at = np.zeros(len(wanted), dtype="int64")
+    cuts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1], True])
+    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        k = int(segments[a])
+        lo, hi = int(offsets[k]), int(offsets[k + 1])
+        at[a:b] = lo + np.searchsorted(data.days[lo:hi], days[a:b])
+    present = at < offsets[segments + 1]
+    present[present] = data.days[at[present]] == days[present]
+    return at, present
 
 
 def _rebuild(data: columns.Columns, names, targets, symbols, keys, drop, extra) -> columns.Columns:
@@ -277,12 +315,10 @@ def _rebuild(data: columns.Columns, names, targets, symbols, keys, drop, extra) 
         extra_keys, table = extra
         days = np.concatenate([days, ((extra_keys & 0xFFFFFFFF) - 2**31).astype("int32")])
         for i, c in enumerate(ds.columns, start=4):
-            raw = table[:, i]
-            if c in missing:
-                missing[c] = np.concatenate([missing[c], np.array([v is None for v in raw], dtype=bool)])
-                values[c] = np.concatenate([values[c], np.array([0 if v is None else int(v) for v in raw], dtype="int64")])
-            else:
-                values[c] = np.concatenate([values[c], np.array([np.nan if v is None else float(v) for v in raw], dtype="float64")])
+            added, absent = _column_values(c, table[:, i], ds.integers)
+            values[c] = np.concatenate([values[c], added])
+            if absent is not None:
+                missing[c] = np.concatenate([missing[c], absent])
         row_keys = np.concatenate([row_keys, extra_keys])
         order = np.argsort(row_keys, kind="stable")
         row_keys, days = row_keys[order], days[order]
