@@ -293,3 +293,41 @@ def test_the_retention_setting_is_checked_at_start_up(monkeypatch, capsys):
         assert "MARKET_PIPELINE_REVISIONS_RETENTION_DAYS" in capsys.readouterr().err
     monkeypatch.setenv("MARKET_PIPELINE_REVISIONS_RETENTION_DAYS", "365")
     assert settings.revisions_retention_days() == 365
+
+
+def test_the_upgrade_that_keeps_replaced_factors_keeps_the_changes_recorded_before(any_warehouse_url):
+    """A warehouse at 0011 (factor changes without the ranges they replaced) upgraded to the head keeps
+    every change, with none (NULL: a read before them rebuilds the factors); on SQLite the table
+    becomes a rowid table, and goes back to WITHOUT ROWID on the way down."""
+    from alembic import command
+
+    from market_pipeline.warehouse.engine import _alembic_config, migration_transaction
+
+    url = any_warehouse_url
+    engine = open_engine(url)
+    upgrade(engine, "0011")
+    changes = [("AAA", T0), ("AAA", T0 + DAY), ("BBB", T0)]
+    with engine.begin() as conn:
+        for symbol, at in changes:
+            conn.execute(sa.text("INSERT INTO adjustment_factor_changes (symbol, changed_at) VALUES (:s, :t)"), {"s": symbol, "t": at})
+
+    def table_sql() -> str:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'adjustment_factor_changes'")).scalar()
+
+    upgrade(engine)
+    with engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT symbol, changed_at, superseded FROM adjustment_factor_changes ORDER BY symbol, changed_at")).all()
+    assert [(s, str(t)[:19], v) for s, t, v in kept] == [(s, str(t)[:19], None) for s, t in changes]
+    if url.startswith("sqlite"):
+        assert "WITHOUT ROWID" not in table_sql()
+    cfg = _alembic_config()
+    with migration_transaction(engine) as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0011")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM adjustment_factor_changes")).scalar() == 3
+    assert "superseded" not in {c["name"] for c in sa.inspect(engine).get_columns("adjustment_factor_changes")}
+    if url.startswith("sqlite"):
+        assert "WITHOUT ROWID" in table_sql()
+    dispose_engine(url)

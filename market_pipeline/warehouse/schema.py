@@ -371,8 +371,7 @@ adjustment_factor_changes = sa.Table(
     metadata,
     sa.Column("symbol", sa.String(32), primary_key=True),
     sa.Column("changed_at", sa.DateTime, primary_key=True),
-    sa.Column("superseded", sa.LargeBinary, nullable=True),
-    sqlite_with_rowid=False,
+    sa.Column("superseded", sa.LargeBinary, nullable=True),  # a rowid table on SQLite: its ~1.5 KB stay in the row
 )
 
 # One row: the instants a point-in-time read can be asked for. `began_at`: the earliest (the
