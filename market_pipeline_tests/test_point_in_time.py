@@ -156,7 +156,11 @@ def test_bars_stored_since_anywhere_in_a_history_are_left_out_of_a_read_as_of_be
     pd.testing.assert_frame_equal(then[3], first.loc[list(frames)], check_exact=True)
     pd.testing.assert_frame_equal(then[2], first.loc[["BBB", "CCC"]], check_exact=True)
     assert [len(now.loc[s]) for s in frames] == [295, 295, 295]
-    with clock_at(t0 + 2 * day):
+    revised = ddd.iloc[[259]].copy()
+    revised["close"] *= 1.01
+    with clock_at(t0 + 2 * day):  # a session stored since, revised since: nothing of it held then
+        assert store.upsert_bars("DDD", revised).revised == (revised["date"].iloc[0].date(),)
+    with clock_at(t0 + 3 * day):
         pd.testing.assert_frame_equal(read_bars(["BBB", "DDD"], url=url, as_of=(t0 + day / 2).isoformat()), first.loc[["BBB", "DDD"]], check_exact=True)
         assert len(read_bars(["DDD"], url=url)) == 260
     # the day before each one's first session since

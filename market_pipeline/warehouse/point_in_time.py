@@ -288,10 +288,12 @@ def _row_keys(data: columns.Columns) -> np.ndarray:
 def _find(data: columns.Columns, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where the rows of `wanted` (ascending `_key`s) are in `data`, and whether they are there: one
     search per segment in its own days, without a key for every row."""
+    at = np.zeros(len(wanted), dtype="int64")
+    if not len(wanted):
+        return at, np.zeros(0, dtype=bool)
     offsets = data.offsets
     segments = wanted >> 32
     days = (wanted & 0xFFFFFFFF) - 2**31
-    at = np.zeros(len(wanted), dtype="int64")
     cuts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1], True])
     for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
         k = int(segments[a])
