@@ -235,18 +235,19 @@ def test_a_read_as_of_an_instant_it_cannot_answer_is_refused_naming_the_accepted
         assert conn.execute(sa.text("SELECT count(*) FROM ohlcv_revisions")).scalar() == before  # reads write nothing
 
 
-def test_the_factors_rebuilt_for_many_symbols_at_once_equal_each_symbols_own_bit_for_bit():
-    """The as_of read rebuilds the factors of every changed symbol in one pass; each symbol's ranges
-    equal, bit for bit, what `corporate_actions.factors` computes for it alone (`dividend_multipliers`
-    then `cumulative_factors`, as `factor_ranges` does): splits and dividends on one date, dividends
-    before the first bar or above the close, symbols with no bars, no event or only splits."""
+def test_the_factors_rebuilt_from_the_events_known_then_equal_the_write_paths_bit_for_bit():
+    """A factor change recorded without the ranges it replaced is rebuilt from the events and bars
+    known then; each symbol's ranges equal, bit for bit, what `factor_ranges` (the write path) makes
+    of the same splits, dividends and bars: splits and dividends on one date, dividends before the
+    first bar or above the close, symbols with no bars, no event or only splits."""
     import numpy as np
 
-    from market_pipeline.corporate_actions.factors import cumulative_factors, dividend_multipliers
+    from market_pipeline.corporate_actions import Dividend, Split, factor_ranges
     from market_pipeline.warehouse import columns
     from market_pipeline.warehouse.point_in_time import _rebuilt
 
     rng = np.random.default_rng(5)
+    ratios = {0.5: (1, 2), 2.0: (2, 1), 1 / 3: (1, 3), 0.1: (1, 10)}
     symbols = [f"S{k}" for k in range(40)]
     held_symbols, counts, days, closes = [], [], [], []
     split_rows, dividend_rows = [], []
@@ -262,14 +263,14 @@ def test_the_factors_rebuilt_for_many_symbols_at_once_equal_each_symbols_own_bit
         if k % 7 == 2:
             continue  # no event at all
         for _ in range(int(rng.integers(0, 4))):
-            split_rows.append((symbol, first + int(rng.integers(-20, 620)), float(rng.choice([0.5, 2.0, 1 / 3, 0.1]))))
+            split_rows.append((symbol, first + int(rng.integers(-20, 620)), float(rng.choice(list(ratios)))))
         if k % 5 != 1:  # some symbols with splits only
             for d in sorted(rng.integers(-30, 640, int(rng.integers(0, 12)))):
                 dividend_rows.append((symbol, first + int(d), float(rng.choice([0.01, 0.37, 1.5, 250.0]))))
         if split_rows and dividend_rows and k % 3 == 0:  # a split and a dividend on one date
             dividend_rows.append((symbol, split_rows[-1][1], 0.2))
 
-    def flat(rows):
+    def flat(rows):  # as _events_as_of gives them: by symbol, then date
         rows = sorted(rows, key=lambda r: (r[0], r[1]))
         return (np.array([r[0] for r in rows], dtype=object), np.array([r[1] for r in rows], dtype="int64").astype("datetime64[D]"),
                 np.array([r[2] for r in rows], dtype="float64"))
@@ -284,28 +285,21 @@ def test_the_factors_rebuilt_for_many_symbols_at_once_equal_each_symbols_own_bit
     where = {s: k for k, s in enumerate(held_symbols)}
     rebuilt = _rebuilt(events, held, where, symbols)
 
+    day = lambda d: dt.date(1970, 1, 1) + dt.timedelta(days=int(d))  # noqa: E731
     offsets = np.concatenate(([0], np.cumsum(counts)))
     for symbol in symbols:
-        mine = lambda kind: [i for i, s in enumerate(events[kind][0]) if s == symbol]  # noqa: E731
-        s_at, d_at = mine("split"), mine("dividend")
-        split_days, split = events["split"][1][s_at], events["split"][2][s_at]
-        ex_days, cash = events["dividend"][1][d_at], events["dividend"][2][d_at]
+        splits = [Split(symbol, f"s{i}", day(d), *ratios[f], None) for i, (s, d, f) in enumerate(sorted(split_rows, key=lambda r: (r[0], r[1]))) if s == symbol]
+        dividends = [Dividend(symbol, f"d{i}", day(d), cash, "USD", "recurring") for i, (s, d, cash) in enumerate(sorted(dividend_rows, key=lambda r: (r[0], r[1]))) if s == symbol]
         k = where.get(symbol)
         part = slice(int(offsets[k]), int(offsets[k + 1])) if k is not None else slice(0, 0)
-        bar_days = held.days[part].astype("int64").astype("datetime64[D]")
-        applied_days, applied = ex_days[:0], cash[:0]
-        if len(ex_days):
-            factors, _, applies = dividend_multipliers(ex_days, cash, bar_days, held.values["close"][part])
-            applied_days, applied = ex_days[applies], factors[applies]
-        if not len(split_days) and not len(applied_days):
+        bars = pd.DataFrame({"date": pd.to_datetime(held.days[part].astype("int64"), unit="D"), "close": held.values["close"][part]})
+        expected = factor_ranges(splits, dividends, bars).frame
+        if expected.empty:
             assert rebuilt[symbol] is None, symbol
             continue
-        expected = cumulative_factors(
-            np.concatenate([split_days, applied_days]), np.concatenate([split, np.ones(len(applied_days))]),
-            np.concatenate([np.ones(len(split_days)), applied]),
-        )
         got = rebuilt[symbol]
         assert got is not None, symbol
-        for a, b in zip(got, expected):
-            assert a.dtype == b.dtype and a.tobytes() == np.ascontiguousarray(b).tobytes(), symbol
+        assert got[0].tolist() == expected["valid_to"].tolist(), symbol
+        for mine, theirs in zip(got[1:], (expected["split_factor"], expected["total_return_factor"])):
+            assert np.ascontiguousarray(mine).tobytes() == theirs.to_numpy(dtype="float64").tobytes(), symbol
     assert sum(r is not None for r in rebuilt.values()) > 20  # the cases above were met

@@ -400,64 +400,32 @@ def _events_as_of(conn: sa.Connection, symbols: Sequence[str], as_of: dt.datetim
 def _rebuilt(events: dict[str, tuple], held: columns.Columns, where: dict[str, int], symbols: Sequence[str]) -> dict[str, tuple | None]:
     """symbol -> the (valid_to, split, total-return) ranges of its active events (`_events_as_of`)
     on its bars held then (`held`, whose segment `where[symbol]` holds them), None when no event
-    applies; for every symbol of `symbols` in one pass over all of them. The arithmetic of
-    `corporate_actions.factors` (`dividend_multipliers`, then `cumulative_factors`), operation for
-    operation in the same order, so the factors equal `factor_ranges`' bit for bit."""
-    rank = {s: k for k, s in enumerate(symbols)}
-    split_names, split_days, split = events["split"]
-    div_names, ex_days, cash = events["dividend"]
-    split_k = np.array([rank[s] for s in split_names], dtype="int64")
-    div_k = np.array([rank[s] for s in div_names], dtype="int64")
+    applies: `factor_ranges`' own arithmetic (`dividend_multipliers`, then `cumulative_factors` on
+    the splits followed by the dividends applied), one symbol at a time."""
+    from market_pipeline.corporate_actions.factors import cumulative_factors, dividend_multipliers
 
-    # each dividend against the close of the last session held before its ex-date (dividend_multipliers)
-    applied_k, applied_days, applied = div_k[:0], ex_days[:0], cash[:0]
-    if len(cash):
-        offsets, held_days = held.offsets, held.days
-        ex = ex_days.astype("int64")
-        # the last session before each ex-date, within the symbol's own bars (-1: none); the dividends
-        # come grouped by symbol, so one search per symbol
-        before = np.full(len(cash), -1, dtype="int64")
-        cuts = np.flatnonzero(np.r_[True, div_k[1:] != div_k[:-1], True])
-        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
-            k = where.get(div_names[a])
-            if k is not None:
-                lo, hi = int(offsets[k]), int(offsets[k + 1])
-                before[a:b] = lo + np.searchsorted(held_days[lo:hi], ex[a:b], side="left") - 1
-                before[a:b][before[a:b] < lo] = -1
-        found = before >= 0
-        closes = held.values["close"]
-        close = np.where(found, closes[np.maximum(before, 0)] if len(closes) else np.nan, np.nan)
-        applies = found & (close > cash)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            factors = 1.0 - cash / close
-        applied_k, applied_days, applied = div_k[applies], ex_days[applies], factors[applies]
-    if not len(split) and not len(applied):
-        return {s: None for s in symbols}
-
-    # the events of each symbol: its splits, then its applied dividends, stably by date (cumulative_factors)
-    ks = np.concatenate([split_k, applied_k])
-    days = np.concatenate([split_days, applied_days])
-    split_factor = np.concatenate([split, np.ones(len(applied))])
-    dividend_factor = np.concatenate([np.ones(len(split)), applied])
-    order = np.argsort(_key(ks, days.astype("int64")), kind="stable")
-    ks, days, split_factor, dividend_factor = ks[order], days[order], split_factor[order], dividend_factor[order]
-    starts = np.flatnonzero(np.r_[True, (ks[1:] != ks[:-1]) | (days[1:] != days[:-1])])
-    split_factor = np.multiply.reduceat(split_factor, starts)  # several events on one date multiply
-    total = split_factor * np.multiply.reduceat(dividend_factor, starts)
-    ks, days = ks[starts], days[starts]
-    # per symbol, a bar before boundary k takes the product of events k..n-1: reversed cumulative
-    # products, each step `product so far * factor` as np.cumprod multiplies
-    bounds = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1], True])
-    lows, highs = bounds[:-1], bounds[1:]
-    split_cum, total_cum = split_factor.copy(), total.copy()
-    lengths = highs - lows
-    for j in range(1, int(lengths.max())):
-        i = highs[lengths > j] - 1 - j
-        split_cum[i] = split_cum[i + 1] * split_factor[i]
-        total_cum[i] = total_cum[i + 1] * total[i]
+    found: dict[str, dict[str, tuple]] = {}
+    for kind in ("split", "dividend"):
+        names, days, values = events[kind]
+        if len(names):
+            cuts = np.flatnonzero(np.r_[True, names[1:] != names[:-1], True]).tolist()
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                found.setdefault(names[a], {})[kind] = (days[a:b], values[a:b])
+    offsets = held.offsets
     out: dict[str, tuple | None] = {s: None for s in symbols}
-    for k, a, b in zip(ks[lows].tolist(), lows.tolist(), highs.tolist()):
-        out[symbols[k]] = (days[a:b], split_cum[a:b], total_cum[a:b])
+    for symbol, kinds in found.items():
+        split_days, split = kinds.get("split", _NO_EVENTS[1:])
+        ex_days, cash = kinds.get("dividend", _NO_EVENTS[1:])
+        k = where.get(symbol)
+        lo, hi = (int(offsets[k]), int(offsets[k + 1])) if k is not None else (0, 0)
+        bar_days = held.days[lo:hi].astype("int64").astype("datetime64[D]")
+        factors, _, applies = dividend_multipliers(ex_days, cash, bar_days, held.values["close"][lo:hi])
+        applied_days, applied = ex_days[applies], factors[applies]
+        if len(split_days) or len(applied_days):
+            out[symbol] = cumulative_factors(
+                np.concatenate([split_days, applied_days]), np.concatenate([split, np.ones(len(applied))]),
+                np.concatenate([np.ones(len(split)), applied]),
+            )
     return out
 
 
