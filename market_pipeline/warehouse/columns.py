@@ -84,8 +84,8 @@ _META_CHUNK = 500  # symbols per metadata query (SQLite takes at most 32,766 bou
 _BLOCK_CHUNK = 100  # symbols whose blocks are in memory at once during a read
 _LOW, _HIGH = dt.date(1, 1, 1), dt.date(9999, 12, 31)
 _EPOCH = np.datetime64("1970-01-01", "D")
-_NO_INT = -(2**63)
-_NO_DAY = -(2**31)  # stands for NULL in a PostgreSQL binary COPY of an integer column
+_NO_INT = -(2**63)  # stands for NULL in a PostgreSQL binary COPY of an integer column
+_NO_DAY = -(2**31)  # `Columns.beyond`'s last day when no row was left out
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _COPY_TRAILER = b"\xff\xff"
 
