@@ -202,6 +202,8 @@ def reads(url: str, symbols: int, years: int, days: int, changed: float, rounds:
     return {
         "symbols": symbols, "years": years, "days": days, "changed": changed, "bars": sizes["ohlcv_daily"],
         "moments": moments, "equal": checked, "rows": sizes,
+        # the factor changes of histories with dividends (the storage simulation has none), with the ranges they replaced
+        "factor_changes_bytes": _engine_bytes(url, ("adjustment_factor_changes",))["adjustment_factor_changes"],
         "times": {k: {"median": statistics.median(v), "values": v} for k, v in times.items()},
     }
 
@@ -354,6 +356,13 @@ def scenario(bench):
                      for label in ("a year back", "six months back", "a week back")]
             section.row(engine, f"whole panel, {a}", f"{now:.2f}", *cells, "<= 1.5x")
         section.notes.append(f"{engine}: as_of reads equal the reads made at those instants: {all(r['equal'].values())}.")
+        changes, size = r["rows"]["adjustment_factor_changes"], r.get("factor_changes_bytes", 0)
+        if changes:
+            per_year = size / r["symbols"] * 10_000 * 252 / r["days"]
+            section.notes.append(
+                f"{engine}: {changes:,} factor changes in that year kept the ranges they replaced in {size / 1e6:.1f} MB "
+                f"({size / changes:,.0f} bytes each), about {per_year / 1e6:.0f} MB a year at 10,000 stocks of {r['years']} years."
+            )
     for engine in ("sqlite", "postgresql"):
         s = results.get(engine, {}).get("storage")
         if s:
