@@ -426,6 +426,15 @@ def read_rows(conn: sa.Connection, ds: Dataset, bounds: Sequence[tuple[str, dt.d
     return out
 
 
+def dbapi_column(ds: Dataset, column: str, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column of DBAPI values (an object array, None for NULL) as a read's arrays: float64 with
+    NaN, or int64 and its NULL mask (None for a float column)."""
+    if column in ds.floats:
+        return raw.astype("float64"), None
+    mask = raw == None  # noqa: E711 (elementwise)
+    return np.where(mask, 0, raw).astype("int64"), mask.astype(bool)
+
+
 def _sqlite_rows(conn: sa.Connection, ds: Dataset, bounds) -> _Rows:
     # CROSS JOIN: SQLite walks the ranges in the order given and each one through the primary key,
     # so the rows come range by range and by date (checked below all the same)
@@ -448,13 +457,9 @@ def _sqlite_rows(conn: sa.Connection, ds: Dataset, bounds) -> _Rows:
     days = table[:, 1].astype("int32")
     values_out, missing = {}, {}
     for i, c in enumerate(ds.columns, start=2):
-        column = table[:, i]
-        if c in ds.floats:
-            values_out[c] = column.astype("float64")
-        else:
-            mask = column == None  # noqa: E711 (elementwise)
+        values_out[c], mask = dbapi_column(ds, c, table[:, i])
+        if mask is not None:
             missing[c] = mask
-            values_out[c] = np.where(mask, 0, column).astype("int64")
     out = _Rows(days, values_out, missing, owner)
     order_ok = len(days) < 2 or bool(((owner[1:] > owner[:-1]) | ((owner[1:] == owner[:-1]) & (days[1:] > days[:-1]))).all())
     return out if order_ok else out.take(np.lexsort((days, owner)))
@@ -699,21 +704,29 @@ class Columns:
 
     def positions(self, symbols: Sequence[str], days) -> np.ndarray:
         """The row of each (symbol, day) pair (days: datetime64 or days since 1970), -1 where absent:
-        where a point-in-time read patches superseded values in place."""
+        where a point-in-time read patches superseded values in place. One search per symbol asked,
+        in its own segment's days."""
         days = np.asarray(days)
         if np.issubdtype(days.dtype, np.datetime64):
             days = (days.astype("datetime64[D]") - _EPOCH).astype("int64")
-        index = {s: k for k, s in enumerate(self.symbols)}
-        offsets = self.offsets
         out = np.full(len(days), -1, dtype="int64")
-        for k, (symbol, day) in enumerate(zip(symbols, days.tolist())):
-            j = index.get(symbol)
-            if j is None:
+        if not len(days):
+            return out
+        index = {s: k for k, s in enumerate(self.symbols)}
+        segments = np.array([index.get(s, -1) for s in symbols], dtype="int64")
+        order = np.argsort(segments, kind="stable")
+        cuts = np.flatnonzero(np.r_[True, segments[order][1:] != segments[order][:-1], True]).tolist()
+        offsets = self.offsets
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            j = int(segments[order[a]])
+            if j < 0:
                 continue
             lo, hi = int(offsets[j]), int(offsets[j + 1])
-            at = lo + int(np.searchsorted(self.days[lo:hi], day))
-            if at < hi and self.days[at] == day:
-                out[k] = at
+            asked = order[a:b]
+            at = lo + np.searchsorted(self.days[lo:hi], days[asked])
+            found = at < hi
+            found[found] = self.days[at[found]] == days[asked][found]
+            out[asked[found]] = at[found]
         return out
 
     def _dates(self, days: np.ndarray) -> np.ndarray:

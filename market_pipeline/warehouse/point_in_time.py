@@ -160,15 +160,6 @@ def _bounds_sql(conn: sa.Connection, low: str, high: str, start, end) -> tuple[s
     return sql, params
 
 
-def _column_values(column: str, raw: np.ndarray, integers) -> tuple[np.ndarray, np.ndarray | None]:
-    """A column of DBAPI values (None: NULL) as the read's arrays: float64 with NaN, or int64 and
-    its NULL mask."""
-    if column in integers:
-        missing = np.equal(raw, None)
-        return np.where(missing, 0, raw).astype("int64"), missing.astype(bool)
-    return raw.astype("float64"), None
-
-
 def bars_as_of(
     conn: sa.Connection, names: Sequence[str], start: dt.date | None, end: dt.date | None, as_of: dt.datetime
 ) -> tuple[columns.Columns, dict[str, str]]:
@@ -238,7 +229,7 @@ def bars_as_of(
         drop = covered[: len(keys)] > 0
 
     # values revised after as_of: the earliest revision replaced after it holds the value then
-    value_columns, integers = columns.OHLCV.columns, columns.OHLCV.integers
+    value_columns = columns.OHLCV.columns
     revised = []
     bounds, bound_params = _bounds_sql(conn, "date", "date", start, end)
     for part in _chunks(symbols):
@@ -261,10 +252,11 @@ def bars_as_of(
         held = np.isnat(since) | (since <= np.datetime64(as_of, "us"))
         take = first & held
         table, rev_keys = table[take], rev_keys[take]
-        at, present = _find(data, rev_keys)
+        at = data.positions(table[:, 0], (rev_keys & 0xFFFFFFFF) - 2**31)
+        present = at >= 0
         put = at[present]
         for i, c in enumerate(value_columns, start=4):
-            values, missing = _column_values(c, table[present, i], integers)
+            values, missing = columns.dbapi_column(columns.OHLCV, c, table[present, i])
             data.values[c][put] = values
             if missing is not None:
                 data.missing[c][put] = missing
@@ -285,25 +277,6 @@ def _row_keys(data: columns.Columns) -> np.ndarray:
     return _key(np.repeat(np.arange(len(data.symbols), dtype="int64"), data.counts), data.days)
 
 
-def _find(data: columns.Columns, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where the rows of `wanted` (ascending `_key`s) are in `data`, and whether they are there: one
-    search per segment in its own days, without a key for every row."""
-    at = np.zeros(len(wanted), dtype="int64")
-    if not len(wanted):
-        return at, np.zeros(0, dtype=bool)
-    offsets = data.offsets
-    segments = wanted >> 32
-    days = (wanted & 0xFFFFFFFF) - 2**31
-    cuts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1], True])
-    for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
-        k = int(segments[a])
-        lo, hi = int(offsets[k]), int(offsets[k + 1])
-        at[a:b] = lo + np.searchsorted(data.days[lo:hi], days[a:b])
-    present = at < offsets[segments + 1]
-    present[present] = data.days[at[present]] == days[present]
-    return at, present
-
-
 def _rebuild(data: columns.Columns, names, targets, symbols, keys, drop, extra) -> columns.Columns:
     """Columns without the dropped rows, with `extra` rows put in place, labelled with `names`."""
     ds = data.dataset
@@ -317,7 +290,7 @@ def _rebuild(data: columns.Columns, names, targets, symbols, keys, drop, extra) 
         extra_keys, table = extra
         days = np.concatenate([days, ((extra_keys & 0xFFFFFFFF) - 2**31).astype("int32")])
         for i, c in enumerate(ds.columns, start=4):
-            added, absent = _column_values(c, table[:, i], ds.integers)
+            added, absent = columns.dbapi_column(ds, c, table[:, i])
             values[c] = np.concatenate([values[c], added])
             if absent is not None:
                 missing[c] = np.concatenate([missing[c], absent])
